@@ -1,0 +1,123 @@
+"""The model registry: every model the project uses is named here, once.
+
+A *role* (captioner, grounding, segmenter, ...) resolves to one of three sources:
+
+* a Hugging Face hub id (the documented default for real runs),
+* a local directory holding the same files (``save_pretrained`` output),
+* ``tiny``: the *same* real class built from a small random config, fully offline,
+  processors and tokenizers included. Tests, CI and the offline demo use it, so the
+  code path that runs here is the code path that runs on a cluster.
+
+Each role names its loader and its tiny builder as ``"module:function"`` strings, so
+importing the registry imports no model library; a job that only probes videos never
+pays for transformers. Loaders take ``(source, device, dtype)``; tiny builders take
+``(device)``. Both return whatever object the operator needs (usually a small
+dataclass holding model + processor).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+TINY = "tiny"
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Role:
+    """One kind of model a stage needs, with where its real and tiny versions come from."""
+
+    name: str
+    default: str
+    loader: str
+    tiny: str
+    doc: str = ""
+
+
+ROLES: dict[str, Role] = {}
+
+
+def register(role: Role) -> Role:
+    """Add a role; a second registration under the same name is a programming error."""
+    if role.name in ROLES and ROLES[role.name] != role:
+        raise ValueError(f"model role {role.name!r} is registered twice")
+    ROLES[role.name] = role
+    return role
+
+
+# ---------------------------------------------------------------------------
+# The roles. Each stage adds its rows here, so `python -m curation.models` lists
+# every model a full run would download.
+# ---------------------------------------------------------------------------
+
+
+class ModelSourceError(ValueError):
+    """A role or model source that cannot be used, with the reason."""
+
+
+def resolve(role: str, models: str | Mapping[str, str] | None = None) -> str:
+    """Decide where ``role``'s weights come from.
+
+    ``models`` is what the user asked for on the command line or in the config:
+    ``None``/``"default"`` (hub defaults), ``"tiny"`` (every role tiny), or a mapping
+    ``{role: source}`` whose missing roles fall back to ``"default"`` (a mapping may
+    hold ``"*"`` to set every other role). A source is ``tiny``, ``default``, a local
+    directory or a hub id.
+    """
+    if role not in ROLES:
+        known = ", ".join(sorted(ROLES)) or "(none registered)"
+        raise ModelSourceError(f"unknown model role {role!r}; known roles: {known}")
+    if models is None or isinstance(models, str):
+        source = models or DEFAULT
+    else:
+        source = models.get(role, models.get("*", DEFAULT))
+    if source == DEFAULT:
+        return ROLES[role].default
+    if source != TINY and _looks_like_path(source) and not os.path.isdir(os.path.expanduser(source)):
+        raise ModelSourceError(f"model role {role!r}: local directory {source!r} does not exist")
+    return source
+
+
+def pick_device(device: str | None = None) -> str:
+    """GPU when present, CPU otherwise, decided at run time (DESIGN: same code on both)."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(role: str, models: str | Mapping[str, str] | None = None, *,
+         device: str | None = None, dtype: Any = None) -> Any:
+    """Build the model object for ``role`` from the source ``resolve`` picks."""
+    source = resolve(role, models)
+    device = pick_device(device)
+    spec = ROLES[role]
+    if source == TINY:
+        return _import(spec.tiny)(device)
+    return _import(spec.loader)(source, device, dtype)
+
+
+def _looks_like_path(source: str) -> bool:
+    """Hub ids look like ``org/name``; anything starting like a filesystem path is a path."""
+    return source.startswith((".", "/", "~"))
+
+
+def _import(target: str) -> Callable[..., Any]:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def describe() -> str:
+    """A table of roles and their default sources, for ``python -m curation.models``."""
+    lines = [f"{'role':<16} {'default source':<45} what for"]
+    for role in sorted(ROLES.values(), key=lambda r: r.name):
+        lines.append(f"{role.name:<16} {role.default:<45} {role.doc}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe())
