@@ -1,0 +1,19 @@
+"""What an operator declares about itself, as data the job wiring reads.
+
+An operator is a plain class: ``__init__(config)`` loads what it needs once,
+``__call__(batch: pyarrow.Table) -> pyarrow.Table`` transforms a batch. It knows
+nothing of Ray; ``pipelines/`` reads ``resources`` to size the actor pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-actor needs. ``num_gpus`` applies only when the cluster has GPUs."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 8

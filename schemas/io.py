@@ -1,0 +1,172 @@
+"""Reading and writing tables: local paths and pyarrow filesystem URIs alike.
+
+A table is a folder of Parquet *parts*. A part is written under a hidden temporary
+name and moved into place only when complete, so a killed writer leaves at most a
+hidden ``.part-*.tmp`` file that every reader here (and pyarrow / Ray / DuckDB
+readers, which skip names starting with ``.``) ignores. Parts are never edited.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from dataclasses import dataclass
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from schemas.tables import schema_for
+from schemas.validate import SchemaError, validate
+
+PART_SUFFIX = ".parquet"
+TMP_PREFIX = "."
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem plus a path on it (what ``pyarrow.fs.FileSystem.from_uri`` returns)."""
+
+    fs: pafs.FileSystem
+    path: str
+
+    @classmethod
+    def of(cls, uri: str) -> "Location":
+        if "://" not in uri:
+            # A local path: relative paths stay relative to the cwd, as users expect.
+            import os
+
+            return cls(pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)))
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return cls(fs, path)
+
+    def join(self, *parts: str) -> "Location":
+        return Location(self.fs, posixpath.join(self.path, *parts))
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def uri(self) -> str:
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return self.path
+        return f"{self.fs.type_name}://{self.path}"
+
+
+def list_parts(folder: Location) -> list[str]:
+    """Complete part files of a table folder, sorted; temporaries are not listed."""
+    info = folder.fs.get_file_info(folder.path)
+    if info.type == pafs.FileType.NotFound:
+        return []
+    selector = pafs.FileSelector(folder.path, recursive=False)
+    return sorted(
+        f.path for f in folder.fs.get_file_info(selector)
+        if f.type == pafs.FileType.File
+        and f.base_name.endswith(PART_SUFFIX)
+        and not f.base_name.startswith((TMP_PREFIX, "_"))
+    )
+
+
+def read_table(folder: Location, kind: str, columns: list[str] | None = None,
+               validate_parts: bool = True) -> pa.Table:
+    """Read every part of a table folder, each validated against the ``kind`` schema.
+
+    Validation is per part so an error names the offending file. ``columns`` reads
+    only those columns (e.g. ids for a resume anti-join), which Parquet makes cheap.
+    """
+    schema = schema_for(kind)
+    wanted = columns or schema.names
+    tables = []
+    for path in list_parts(folder):
+        try:
+            part = pq.read_table(path, filesystem=folder.fs, columns=None if validate_parts else wanted)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise SchemaError(path, None, f"unreadable Parquet file: {err}") from None
+        if validate_parts:
+            part = validate(part, kind, source=path).select(wanted)
+        tables.append(part)
+    if not tables:
+        return pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in wanted]))
+    return pa.concat_tables(tables)
+
+
+def read_ids(folder: Location, kind: str, id_column: str | None = None,
+             where: tuple[str, str] | None = None) -> set[str]:
+    """The ids already present in a table, reading only the columns needed.
+
+    ``where=(column, value)`` keeps rows whose column equals value (the errors table
+    holds every stage; a stage's resume only counts its own rows).
+    """
+    from schemas.tables import key_of
+
+    id_column = id_column or key_of(kind)
+    ids: set[str] = set()
+    columns = [id_column] + ([where[0]] if where else [])
+    for path in list_parts(folder):
+        try:
+            part = pq.read_table(path, filesystem=folder.fs, columns=columns)
+        except (pa.ArrowInvalid, OSError, KeyError) as err:
+            raise SchemaError(path, id_column, f"cannot read ids: {err}") from None
+        if where:
+            part = part.filter(pc.equal(part.column(where[0]), where[1]))
+        ids.update(part.column(id_column).to_pylist())
+    return ids
+
+
+def write_part(table: pa.Table, folder: Location, kind: str, name: str | None = None,
+               source: str | None = None) -> str | None:
+    """Validate ``table`` and write it as one part of the ``kind`` table, atomically.
+
+    ``name`` should be derived from the rows' ids, so that a retried task rewrites the
+    same part instead of adding a duplicate one. Returns the part's path, or ``None``
+    for an empty table (no empty files to clutter the folder).
+    """
+    if table.num_rows == 0:
+        return None
+    table = validate(table, kind, source=source or f"part for {folder.uri()}")
+    name = name or uuid.uuid4().hex
+    final = posixpath.join(folder.path, f"part-{name}{PART_SUFFIX}")
+    tmp = posixpath.join(folder.path, f"{TMP_PREFIX}part-{name}-{uuid.uuid4().hex[:8]}.tmp")
+    folder.fs.create_dir(folder.path, recursive=True)
+    pq.write_table(table, tmp, filesystem=folder.fs, compression="zstd")
+    folder.fs.move(tmp, final)
+    return final
+
+
+def remove_temporaries(folder: Location) -> int:
+    """Delete parts left half-written by a killed job. Returns how many were removed."""
+    info = folder.fs.get_file_info(folder.path)
+    if info.type == pafs.FileType.NotFound:
+        return 0
+    stale = [f.path for f in folder.fs.get_file_info(pafs.FileSelector(folder.path))
+             if f.base_name.startswith(TMP_PREFIX) and f.base_name.endswith(".tmp")]
+    for path in stale:
+        folder.fs.delete_file(path)
+    return len(stale)
+
+
+def write_table(table: pa.Table, path: str, kind: str) -> None:
+    """Write a whole table as one validated Parquet file (a manifest others can read)."""
+    loc = Location.of(path)
+    table = validate(table, kind, source=path)
+    parent = posixpath.dirname(loc.path)
+    if parent:
+        loc.fs.create_dir(parent, recursive=True)
+    tmp = posixpath.join(parent, f"{TMP_PREFIX}{posixpath.basename(loc.path)}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(table, tmp, filesystem=loc.fs, compression="zstd")
+    loc.fs.move(tmp, loc.path)
+
+
+def read_manifest(path: str, kind: str) -> pa.Table:
+    """Read a table from one Parquet file or a table folder, validated, naming the file on error."""
+    loc = Location.of(path)
+    info = loc.fs.get_file_info(loc.path)
+    if info.type == pafs.FileType.Directory:
+        return read_table(loc, kind)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    try:
+        table = pq.read_table(loc.path, filesystem=loc.fs)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise SchemaError(path, None, f"unreadable Parquet file: {err}") from None
+    return validate(table, kind, source=path)
+

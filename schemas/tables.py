@@ -1,0 +1,174 @@
+"""One pyarrow schema per table (DESIGN.md "Tables"), versioned in schema metadata.
+
+Images are PNG bytes inline; videos are referenced by uri and frame range. Every
+schema carries ``magref.table`` and ``magref.schema_version`` in its metadata so a
+reader can tell which table a Parquet file holds and whether it is out of date.
+
+Operators emit rows with the *envelope* columns (``ERROR_COLUMNS``) alongside their
+output columns; the writer in ``pipelines/common.py`` moves rows with an error into
+the ``errors`` table and writes the rest with the table's schema. That way an
+operator reports a bad input without knowing where tables live.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+# Envelope columns. Every row an operator emits carries the id of the input it came
+# from (``INPUT``); a failed input's row carries the error columns (null otherwise).
+# A row whose status is ``EMPTY`` says "this input was processed and yielded nothing":
+# it goes to the stage ledger only, never into a table.
+INPUT = "_input"
+ERROR_TYPE = "_error_type"
+ERROR_MESSAGE = "_error_message"
+ERROR_TRACEBACK = "_error_traceback"
+ERROR_COLUMNS = (ERROR_TYPE, ERROR_MESSAGE, ERROR_TRACEBACK)
+
+ENVELOPE_COLUMNS = (INPUT, *ERROR_COLUMNS)
+
+KEPT = "kept"  # status of a row that passed every filter; any other status names the filter
+EMPTY = "_empty"
+ERROR = "_error"  # status the envelope gives an error row, so later operators skip it
+
+_box = pa.list_(pa.float32(), 4)  # x, y, w, h in pixels of the source frame (Eq. 11)
+
+
+def _schema(table: str, fields: list[pa.Field], key: str) -> pa.Schema:
+    return pa.schema(fields, metadata={
+        "magref.table": table,
+        "magref.schema_version": SCHEMA_VERSION,
+        "magref.key": key,
+    })
+
+
+VIDEOS = _schema("videos", [
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),  # content hash; equal files share it
+    pa.field("bytes", pa.int64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("fps", pa.float64()),
+    pa.field("num_frames", pa.int64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("codec", pa.string()),
+    pa.field("pix_fmt", pa.string()),
+    pa.field("has_audio", pa.bool_()),
+], key="uri")
+
+CLIPS = _schema("clips", [
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("start_frame", pa.int64(), nullable=False),
+    pa.field("end_frame", pa.int64(), nullable=False),  # exclusive
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("fps", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("motion", pa.float32()),
+    pa.field("aesthetic", pa.float32()),
+    pa.field("status", pa.string(), nullable=False),  # "kept" or the filter that dropped it
+    pa.field("caption", pa.string()),
+    pa.field("subjects", pa.list_(pa.string())),
+], key="clip_id")
+
+OBJECTS = _schema("objects", [
+    pa.field("object_id", pa.string(), nullable=False),
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("frame", pa.int64()),
+    pa.field("box", _box),
+    pa.field("score", pa.float32()),
+    pa.field("mask", pa.binary()),  # PNG, 1 channel
+    pa.field("ref", pa.binary()),  # PNG, RGBA: the object cut out on transparency (Eq. 12)
+    pa.field("area", pa.int64()),
+    pa.field("solidity", pa.float32()),
+    pa.field("face_iou", pa.float32()),
+    pa.field("status", pa.string(), nullable=False),
+], key="object_id")
+
+FACES = _schema("faces", [
+    pa.field("face_id", pa.string(), nullable=False),
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("identity_id", pa.string()),
+    pa.field("frame", pa.int64()),
+    pa.field("box", _box),
+    pa.field("det_score", pa.float32()),
+    pa.field("yaw", pa.float32()),
+    pa.field("pitch", pa.float32()),
+    pa.field("roll", pa.float32()),
+    pa.field("blur", pa.float32()),
+    pa.field("embedding", pa.list_(pa.float32(), 512)),
+    pa.field("crop", pa.binary()),  # PNG
+    pa.field("rank", pa.int32()),
+    pa.field("selected", pa.bool_()),
+    pa.field("status", pa.string(), nullable=False),
+], key="face_id")
+
+_reference_pair = pa.struct([
+    pa.field("ref", pa.binary()),  # PNG, the reference as cut from the clip
+    pa.field("variant", pa.binary()),  # PNG, the generated variant I' (may be null)
+    pa.field("source_id", pa.string()),  # face_id / object_id it came from
+])
+
+SAMPLES = _schema("samples", [
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("start_frame", pa.int64(), nullable=False),
+    pa.field("end_frame", pa.int64(), nullable=False),
+    pa.field("fps", pa.float64()),
+    pa.field("caption", pa.string(), nullable=False),
+    pa.field("subject_words", pa.list_(pa.string())),
+    pa.field("faces", pa.list_(pa.struct([pa.field("identity_id", pa.string()), *_reference_pair]))),
+    pa.field("objects", pa.list_(pa.struct([pa.field("label", pa.string()), *_reference_pair]))),
+    pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
+    pa.field("provenance", pa.string()),  # JSON: models and settings that made the sample
+], key="sample_id")
+
+ERRORS = _schema("errors", [
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("input", pa.string(), nullable=False),  # the input's id (stage 0: its uri)
+    pa.field("error_type", pa.string(), nullable=False),
+    pa.field("message", pa.string(), nullable=False),
+    pa.field("traceback", pa.string()),  # the last frames only
+    pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+], key="input")
+
+# One row per input a stage finished: the commit record that resume and accounting
+# read. Written after the input's output and error parts are in place.
+LEDGER = _schema("ledger", [
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("input", pa.string(), nullable=False),
+    pa.field("rows", pa.int64(), nullable=False),  # rows written to the stage's table
+    pa.field("statuses", pa.string(), nullable=False),  # JSON {status: count}
+    pa.field("error_type", pa.string()),  # set when the input went to the errors table
+    pa.field("part", pa.string(), nullable=False),  # the part name the input's rows went to
+    pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+], key="input")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "videos": VIDEOS,
+    "clips": CLIPS,
+    "objects": OBJECTS,
+    "faces": FACES,
+    "samples": SAMPLES,
+    "errors": ERRORS,
+    "ledger": LEDGER,
+}
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """The schema of table ``kind``, with a clear error for an unknown name."""
+    try:
+        return SCHEMAS[kind]
+    except KeyError:
+        raise KeyError(f"unknown table {kind!r}; tables: {', '.join(SCHEMAS)}") from None
+
+
+def key_of(kind: str) -> str:
+    """The column that identifies a row of table ``kind`` (resume anti-joins on it)."""
+    return schema_for(kind).metadata[b"magref.key"].decode()
