@@ -139,7 +139,7 @@ def map_kwargs(operator_cls: type, pool: PoolConfig) -> dict[str, Any]:
     declared = operator_cls.resources
     num_gpus = pool.num_gpus if pool.num_gpus is not None else declared.num_gpus
     kwargs = {
-        "compute": ActorPoolStrategy(size=pool.actors),
+        "compute": ActorPoolStrategy(min_size=1, max_size=pool.actors),
         "batch_size": pool.batch_size or declared.batch_size,
         "batch_format": "pyarrow",
         "num_cpus": pool.num_cpus if pool.num_cpus is not None else declared.num_cpus,
