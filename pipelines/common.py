@@ -40,6 +40,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEDGER = "_ledger"
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A stage's place in the chain: its name, its table, and what it reads."""
+
+    name: str
+    table: str
+    script: str
+    input_table: str | None  # None: stage 0 reads raw files
+    input_id: str
+
+
+# The chain in order. run_all and inspect_run walk it; a stage whose script does not
+# exist yet is skipped by run_all.
+STAGES = (
+    Stage("probe", "videos", "stage0_probe", None, "uri"),
+    Stage("clips", "clips", "stage1_clips", "videos", "video_id"),
+    Stage("objects", "objects", "stage2_objects", "clips", "clip_id"),
+    Stage("faces", "faces", "stage3_faces", "clips", "clip_id"),
+    Stage("pairs", "samples", "stage4_pairs", "clips", "clip_id"),
+)
+
+
 @dataclass
 class PoolConfig:
     """How many actors run an operator and what each asks for (None: the operator's own)."""
@@ -327,7 +349,8 @@ class StageJob:
     def __init__(self, stage: str, table: str, config_cls: type, description: str | None,
                  argv: list[str] | None = None, input_help: str | None = None):
         self.stage, self.table = stage, table
-        self.args, self.config = parse_args(stage, config_cls, description, argv, input_help)
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.args, self.config = parse_args(stage, config_cls, description, self.argv, input_help)
         self.run = RunDir.of(self.args.run_dir)
         self.report = Report(stage)
         self._owns_ray = False
@@ -401,7 +424,7 @@ class StageJob:
             with fs.open_input_stream(path.path) as stream:
                 state = json.loads(stream.read().decode() or "{}") or {"stages": {}}
         last = {**self.report.as_dict(), "finished": datetime.now(timezone.utc).isoformat(),
-                "argv": sys.argv[1:], "models": self.models}
+                "argv": self.argv, "input": self.args.input, "models": self.models}
         entry = state.setdefault("stages", {}).setdefault(self.stage, {})
         entry.update({"table": self.table, "config": to_dict(self.config), "versions": versions(),
                       "last_run": last, "totals": totals(self.run.read_ledger(self.stage))})

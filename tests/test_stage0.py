@@ -114,3 +114,19 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
     assert rundir.read_ledger("probe").num_rows == 200
     for path in run.rglob("*.parquet"):
         pq.read_table(path)
+
+
+def test_inspect_run_balances_and_catches_a_duplicated_part(ray_session, corpus, tmp_path, capsys):
+    from pipelines.inspect_run import main as inspect_main
+
+    run = tmp_path / "run"
+    assert main(["--input", str(corpus["root"] / "good"), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert inspect_main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "probe    6 inputs: 6 finished -> videos 6 rows" in out and "books balance" in out
+
+    part = next((run / "videos").glob("part-*.parquet"))
+    (run / "videos" / "part-copied-by-hand.parquet").write_bytes(part.read_bytes())
+    assert inspect_main([str(run)]) == 1
+    assert "appear twice" in capsys.readouterr().out
