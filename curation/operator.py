@@ -12,8 +12,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Resources:
-    """Per-actor needs. ``num_gpus`` applies only when the cluster has GPUs."""
+    """Per-worker needs. ``num_gpus`` applies only when the cluster has GPUs.
+
+    ``stateless`` operators load nothing worth keeping (no model), so they run as
+    plain Ray tasks: starting an actor pool costs seconds that a probe does not.
+    """
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     batch_size: int = 8
+    stateless: bool = False

@@ -88,7 +88,7 @@ def probe_video(uri: str, config: ProbeConfig = ProbeConfig()) -> dict[str, Any]
 class VideoProber:
     """Stage 0 operator: a batch of ``uri`` rows in, ``videos`` rows (or error rows) out."""
 
-    resources = Resources(num_cpus=0.5, batch_size=8)
+    resources = Resources(num_cpus=0.5, batch_size=8, stateless=True)
 
     def __init__(self, config: ProbeConfig):
         self.config = config

@@ -151,24 +151,37 @@ def has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def map_kwargs(operator_cls: type, pool: PoolConfig) -> dict[str, Any]:
-    """``map_batches`` arguments for an operator: its declared resources, pool overrides.
+def batch_size_of(operator_cls: type, pool: PoolConfig) -> int:
+    return pool.batch_size or operator_cls.resources.batch_size
 
-    GPUs are requested only when the cluster has some, so one config runs anywhere.
+
+def map_operator(ds, operator_cls: type, config: Any, pool: PoolConfig, batch_size: int | None = -1):
+    """``ds.map_batches`` for a ``curation`` operator, sized from its declared resources.
+
+    Operators that hold a model run on an actor pool (loaded once per actor, up to
+    ``pool.actors`` actors); stateless ones run as tasks. GPUs are requested only when
+    the cluster has some, so one config runs anywhere. ``batch_size=None`` keeps whole
+    blocks together (the one-input-one-block invariant after an expansion).
     """
-    from ray.data import ActorPoolStrategy
-
     declared = operator_cls.resources
-    num_gpus = pool.num_gpus if pool.num_gpus is not None else declared.num_gpus
-    kwargs = {
-        "compute": ActorPoolStrategy(min_size=1, max_size=pool.actors),
-        "batch_size": pool.batch_size or declared.batch_size,
+    kwargs: dict[str, Any] = {
+        "batch_size": batch_size_of(operator_cls, pool) if batch_size == -1 else batch_size,
         "batch_format": "pyarrow",
         "num_cpus": pool.num_cpus if pool.num_cpus is not None else declared.num_cpus,
     }
+    num_gpus = pool.num_gpus if pool.num_gpus is not None else declared.num_gpus
     if num_gpus and has_gpus():
         kwargs["num_gpus"] = num_gpus
-    return kwargs
+    if declared.stateless and not kwargs.get("num_gpus"):
+        return ds.map_batches(_run_stateless, fn_kwargs={"operator_cls": operator_cls, "config": config}, **kwargs)
+    from ray.data import ActorPoolStrategy
+
+    return ds.map_batches(operator_cls, fn_constructor_kwargs={"config": config},
+                          compute=ActorPoolStrategy(min_size=1, max_size=pool.actors), **kwargs)
+
+
+def _run_stateless(batch: pa.Table, operator_cls: type, config: Any) -> pa.Table:
+    return operator_cls(config)(batch)
 
 
 # --------------------------------------------------------------------------- run directory

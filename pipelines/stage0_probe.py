@@ -20,7 +20,7 @@ import pyarrow as pa  # noqa: E402
 
 from curation.sources import list_inputs  # noqa: E402
 from curation.video import ProbeConfig, VideoProber  # noqa: E402
-from pipelines.common import PoolConfig, StageJob, map_kwargs  # noqa: E402
+from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
 
 
 @dataclass
@@ -40,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         uris = list_inputs(job.args.input, tuple(cfg.extensions) if cfg.extensions else None)
         todo = job.pending(pa.table({"uri": pa.array(uris, pa.string())}), id_column="uri")
         if todo.num_rows:
-            kwargs = map_kwargs(VideoProber, cfg.pool)
-            ds = job.dataset(todo, rows_per_block=kwargs["batch_size"])
-            ds = ds.map_batches(VideoProber, fn_constructor_kwargs={"config": cfg.probe}, **kwargs)
+            ds = job.dataset(todo, rows_per_block=batch_size_of(VideoProber, cfg.pool))
+            ds = map_operator(ds, VideoProber, cfg.probe, cfg.pool)
             job.write(ds)
     return 0 if job.report.accounted else 1
 

@@ -96,12 +96,12 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = run / "_ledger" / "probe"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(ledger.glob("part-*.parquet"))) < 20:
+    while time.time() < deadline and len(list(ledger.glob("part-*.parquet"))) < 5:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     committed = len(list(ledger.glob("part-*.parquet")))
-    assert 20 <= committed < 200, "the kill must land mid-run for this test to mean anything"
+    assert 5 <= committed < 200, "the kill must land mid-run for this test to mean anything"
 
     result = run_script(args)
     assert result.returncode == 0, result.stderr[-3000:]
