@@ -76,10 +76,14 @@ def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     run = tmp_path / "run"
     submit_env = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
     submit_env["RAY_AUTH_TOKEN"] = token  # what a user does with the token `ray get-auth-token` printed
-    job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--",
-         "python", "pipelines/stage0_probe.py", "--input", str(corpus["root"]), "--run-dir", str(run)],
-        cwd=ROOT, env=submit_env, capture_output=True, text=True, timeout=300)
+    submit = [str(BIN / "ray"), "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--",
+              "python", "pipelines/stage0_probe.py", "--input", str(corpus["root"]), "--run-dir", str(run)]
+    deadline = time.time() + 120
+    while True:  # the head's job agent comes up a few seconds after `ray start` returns
+        job = subprocess.run(submit, cwd=ROOT, env=submit_env, capture_output=True, text=True, timeout=300)
+        if "No available agent" not in job.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "every input accounted for" in job.stdout
     assert RunDir.of(str(run)).read("videos").num_rows == 6
