@@ -53,6 +53,14 @@ def register(role: Role) -> Role:
 # every model a full run would download.
 # ---------------------------------------------------------------------------
 
+register(Role(
+    name="video_backbone",
+    default="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+    loader="model.pipeline:load_components",
+    tiny="model.tiny:tiny_components",
+    doc="MAGREF sampling/training: Wan2.1 I2V transformer, VAE, UMT5, CLIP (diffusers layout)",
+))
+
 
 class ModelSourceError(ValueError):
     """A role or model source that cannot be used, with the reason."""

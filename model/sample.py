@@ -1,0 +1,303 @@
+"""``python -m model.sample``: MAGREF videos from reference images, one or a batch.
+
+Single video::
+
+    python -m model.sample --base tiny --ref a.png --ref b.png \\
+        --prompt "a man walks his dog" --subject man=a.png --subject dog=b.png --out out.mp4
+
+Batch: ``--prompt-file FILE`` (the release's ``key@@prompt@@img1@@img2...`` lines; an
+image may be written ``word=path`` to make ``word`` its subject) or ``--samples T.parquet``
+(columns in :func:`samples_columns`), with ``--out-dir DIR``; the model loads once, videos
+already written are skipped, a bad item is reported and the rest still run.
+
+Each video is an H.264 mp4 (PyAV) with its canvas beside it as ``NAME.canvas.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
+from model.pipeline import DEFAULT_BASE, DEFAULTS
+
+
+class SampleInputError(ValueError):
+    """A user input that cannot be sampled (missing/unreadable image, bad subject, ...)."""
+
+
+@dataclass
+class Job:
+    """One video to make: references, prompt, (word, reference index) subjects, output."""
+
+    key: str
+    prompt: str
+    refs: list[Image.Image]
+    subjects: list[tuple[str, int]] = field(default_factory=list)
+    out: Path = Path("out.mp4")
+
+
+def samples_columns() -> dict[str, str]:
+    """The samples-table columns this CLI reads, in one place to align with ``schemas/``.
+
+    ``refs`` is a list of PNG bytes; ``subject_words`` (optional) a list of the same length
+    whose entry names the subject word of that reference (empty / null = none).
+    """
+    return {"id": "sample_id", "prompt": "caption", "refs": "refs",
+            "subject_words": "subject_words"}
+
+
+def read_image(path: str | os.PathLike, what: str = "reference image") -> Image.Image:
+    """Open an image fully now, so a bad file fails before any model loads."""
+    path = Path(path)
+    if not path.is_file():
+        raise SampleInputError(f"{what} {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise SampleInputError(f"cannot read {what} {str(path)!r}: {exc}") from exc
+
+
+def image_from_bytes(data: bytes, what: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, TypeError) as exc:
+        raise SampleInputError(f"cannot read {what}: {exc}") from exc
+
+
+def check_ref_count(count: int, key: str = "") -> None:
+    where = f" ({key})" if key else ""
+    if count == 0:
+        raise SampleInputError(f"no reference image given{where}")
+    if count > MAX_REFERENCES:
+        raise SampleInputError(f"{count} reference images{where}; MAGREF takes at most "
+                               f"{MAX_REFERENCES} (one canvas of at most 4x2 cells)")
+
+
+def parse_subjects(specs: Sequence[str], ref_paths: Sequence[str]) -> list[tuple[str, int]]:
+    """``word=REF`` → (word, index): REF is one of the ``--ref`` paths, its file name, or a
+    0-based index into them."""
+    subjects = []
+    for spec in specs:
+        word, sep, ref = spec.partition("=")
+        if not sep or not word.strip() or not ref:
+            raise SampleInputError(f"--subject {spec!r} is not WORD=REF (e.g. man=a.png)")
+        matches = [i for i, p in enumerate(ref_paths)
+                   if ref in (p, os.path.basename(p)) or os.path.abspath(ref) == os.path.abspath(p)]
+        if not matches and ref.isdigit() and int(ref) < len(ref_paths):
+            matches = [int(ref)]
+        if len(matches) != 1:
+            raise SampleInputError(f"--subject {spec!r}: {ref!r} names "
+                                   f"{'no' if not matches else 'more than one'} --ref image")
+        subjects.append((word.strip(), matches[0]))
+    return subjects
+
+
+def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
+    """Release format ``key@@prompt@@img1@@img2...``; images relative to the file's folder.
+
+    Returns jobs, and ``(key, error)`` for lines that cannot run, so one bad line does not
+    stop a batch. Blank lines and ``#`` comments are skipped.
+    """
+    base = Path(path).parent
+    items: list[Job | tuple[str, str]] = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("@@")]
+        key = parts[0] or f"line{n}"
+        try:
+            if len(parts) < 3:
+                raise SampleInputError(f"{path}:{n}: expected key@@prompt@@img1[@@img2...]")
+            check_ref_count(len(parts) - 2, key)
+            refs, subjects = [], []
+            for field_ in parts[2:]:
+                word, sep, img = field_.rpartition("=") if "=" in field_ else ("", "", field_)
+                img_path = Path(img) if Path(img).is_absolute() else base / img
+                refs.append(read_image(img_path))
+                if word.strip():
+                    subjects.append((word.strip(), len(refs) - 1))
+            items.append(Job(key, parts[1], refs, subjects, out_dir / f"{key}.mp4"))
+        except (SampleInputError, ConditioningError) as exc:
+            items.append((key, str(exc)))
+    return items
+
+
+def jobs_from_samples(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
+    """Rows of a samples Parquet table (see :func:`samples_columns`)."""
+    import pyarrow.parquet as pq
+
+    cols = samples_columns()
+    table = pq.read_table(path)
+    missing = [c for k, c in cols.items() if k != "subject_words" and c not in table.column_names]
+    if missing:
+        raise SampleInputError(f"{path} lacks column(s) {missing}; has {table.column_names}")
+    items: list[Job | tuple[str, str]] = []
+    for row in table.to_pylist():
+        key = str(row[cols["id"]])
+        try:
+            blobs = row[cols["refs"]] or []
+            check_ref_count(len(blobs), key)
+            refs = [image_from_bytes(b, f"reference {i} of sample {key}") for i, b in enumerate(blobs)]
+            words = row.get(cols["subject_words"]) or []
+            subjects = [(w, i) for i, w in enumerate(words) if w]
+            items.append(Job(key, row[cols["prompt"]], refs, subjects, out_dir / f"{key}.mp4"))
+        except SampleInputError as exc:
+            items.append((key, str(exc)))
+    return items
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    """uint8 [F, H, W, 3] → H.264 mp4, written to a temp name and renamed when complete."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18"}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def canvas_path(video: Path) -> Path:
+    return video.with_name(video.stem + ".canvas.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    p = argparse.ArgumentParser(prog="python -m model.sample", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--base", default=DEFAULT_BASE, help="diffusers Wan2.1 I2V dir, hub id, or 'tiny'")
+    p.add_argument("--checkpoint", help="MAGREF safetensors (backbone + magref.alpha)")
+    src = p.add_argument_group("inputs (one of)")
+    src.add_argument("--ref", action="append", default=[], help="reference image (1-8), repeatable")
+    src.add_argument("--prompt-file", help="lines key@@prompt@@img1@@img2...")
+    src.add_argument("--samples", help="samples Parquet table (see samples_columns)")
+    p.add_argument("--prompt", help="text prompt (single mode)")
+    p.add_argument("--subject", action="append", default=[], help="WORD=REF, repeatable (Eq. 6)")
+    p.add_argument("--out", default="out.mp4", help="output mp4 (single mode)")
+    p.add_argument("--out-dir", default="samples_out", help="output folder (batch modes)")
+    p.add_argument("--overwrite", action="store_true", help="batch: redo videos that exist")
+    p.add_argument("--negative-prompt", default=d.negative_prompt)
+    p.add_argument("--height", type=int, default=d.height)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--frames", type=int, default=d.num_frames, help="frames generated, 4k+1")
+    p.add_argument("--drop-first", type=int, default=d.drop_first, help="frames dropped at the start")
+    p.add_argument("--steps", type=int, default=d.num_inference_steps)
+    p.add_argument("--guidance", type=float, default=d.guidance_scale)
+    p.add_argument("--shift", type=float, default=d.flow_shift, help="UniPC flow shift")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--fps", type=int, default=d.fps)
+    p.add_argument("--device", default=None, help="cuda / cpu (default: GPU if present)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="model CPU offload + VAE tiling/slicing (GPU only)")
+    return p
+
+
+def gather_jobs(args: argparse.Namespace) -> list[Job | tuple[str, str]]:
+    modes = [bool(args.ref), bool(args.prompt_file), bool(args.samples)]
+    if sum(modes) != 1:
+        raise SampleInputError("give exactly one of --ref (single video), --prompt-file or --samples")
+    if args.ref:
+        if not args.prompt:
+            raise SampleInputError("--prompt is required with --ref")
+        check_ref_count(len(args.ref))
+        refs = [read_image(r) for r in args.ref]
+        return [Job("out", args.prompt, refs, parse_subjects(args.subject, args.ref), Path(args.out))]
+    if args.subject:
+        raise SampleInputError("--subject is for single mode; in a prompt file write word=path")
+    if args.prompt_file:
+        if not Path(args.prompt_file).is_file():
+            raise SampleInputError(f"prompt file {args.prompt_file!r} does not exist")
+        return jobs_from_prompt_file(args.prompt_file, Path(args.out_dir))
+    if not Path(args.samples).is_file():
+        raise SampleInputError(f"samples table {args.samples!r} does not exist")
+    return jobs_from_samples(args.samples, Path(args.out_dir))
+
+
+def load_pipeline(args: argparse.Namespace) -> Any:
+    import torch
+
+    from curation.models import load, pick_device
+
+    device = pick_device(args.device)
+    on_gpu = device.startswith("cuda")
+    dtype = torch.bfloat16 if on_gpu and args.base != "tiny" else torch.float32
+    low = args.low_memory and on_gpu
+    pipe = load("video_backbone", args.base, device="cpu" if low else device, dtype=dtype)
+    if args.checkpoint:
+        pipe.load_magref_checkpoint(args.checkpoint)
+    if low:
+        pipe.enable_low_memory(device)
+    elif args.low_memory:
+        print("note: --low-memory needs a GPU; running without offload", file=sys.stderr)
+    return pipe
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_video_size(args.height, args.width, args.frames)
+        if not 0 <= args.drop_first < args.frames:
+            raise SampleInputError(f"--drop-first {args.drop_first} must be below --frames {args.frames}")
+        if args.checkpoint and not Path(args.checkpoint).is_file():
+            raise SampleInputError(f"checkpoint {args.checkpoint!r} does not exist")
+        items = gather_jobs(args)
+    except (SampleInputError, ConditioningError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    single = bool(args.ref)
+    jobs = [j for j in items if isinstance(j, Job)]
+    failed = [j for j in items if not isinstance(j, Job)]
+    todo = [j for j in jobs if single or args.overwrite or not j.out.exists()]
+    skipped = len(jobs) - len(todo)
+    pipe = load_pipeline(args) if todo else None
+    start, written = time.time(), 0
+    for n, job in enumerate(todo, 1):
+        try:
+            out = pipe(job.refs, job.prompt, subjects=job.subjects,
+                       negative_prompt=args.negative_prompt, height=args.height,
+                       width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
+                       guidance_scale=args.guidance, flow_shift=args.shift, seed=args.seed,
+                       drop_first=args.drop_first)
+            write_mp4(job.out, out.frames, args.fps)
+            out.canvas.image.save(canvas_path(job.out))
+            written += 1
+            print(f"[{n}/{len(todo)}] {job.key}: {job.out} ({len(out.frames)} frames)")
+        except (ValueError, OSError) as exc:
+            if single:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            failed.append((job.key, str(exc)))
+    if not single:
+        print(f"done: {written} written, "
+              f"{skipped} already there, {len(failed)} failed, {time.time() - start:.1f}s")
+    for key, reason in failed:
+        print(f"failed {key}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

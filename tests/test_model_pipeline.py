@@ -1,0 +1,200 @@
+"""MagrefPipeline and ``python -m model.sample`` on tiny components, CPU."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.sample import main
+
+H, W = 32, 48
+
+
+def save_ref(path: Path, w: int, h: int, seed: int, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    channels = 4 if mode == "RGBA" else 3
+    Image.fromarray(rng.integers(0, 255, (h, w, channels), dtype=np.uint8), mode).save(path)
+    return path
+
+
+def read_video(path: Path) -> tuple[int, int, int]:
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return len(frames), frames[0].shape[0], frames[0].shape[1]
+
+
+@pytest.fixture()
+def refs(tmp_path: Path) -> list[Path]:
+    return [save_ref(tmp_path / "a.png", 30, 40, 0), save_ref(tmp_path / "b.png", 20, 20, 1, "RGBA")]
+
+
+def test_magref_equals_wan_i2v_for_one_full_frame_reference() -> None:
+    """alpha=0, one reference filling the canvas: MAGREF's sampler is Wan I2V's sampler."""
+    from diffusers import WanImageToVideoPipeline
+
+    from model.pipeline import MagrefPipeline
+    from model.tiny import tiny_wan_components
+
+    image = Image.fromarray(np.random.default_rng(5).integers(0, 255, (H, W, 3), dtype=np.uint8))
+    kwargs = dict(prompt="a man walks a dog", negative_prompt="worst quality", height=H, width=W,
+                  num_frames=5, num_inference_steps=3, guidance_scale=4.0, output_type="latent")
+    wan = WanImageToVideoPipeline(**tiny_wan_components())
+    theirs = wan(image=image, generator=torch.Generator().manual_seed(11), **kwargs).frames
+    magref = MagrefPipeline.from_components(tiny_wan_components())
+    ours = magref([image], subjects=[("man", 0)], generator=torch.Generator().manual_seed(11),
+                  seed=None, drop_first=0, flow_shift=None, **kwargs).latents
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_registry_tiny_and_loader_from_a_diffusers_directory(tmp_path: Path) -> None:
+    from diffusers import WanImageToVideoPipeline
+
+    from curation.models import load
+    from model.pipeline import MagrefPipeline, load_components
+    from model.tiny import tiny_wan_components
+
+    assert isinstance(load("video_backbone", "tiny", device="cpu"), MagrefPipeline)
+    comps = tiny_wan_components()
+    WanImageToVideoPipeline(**comps).save_pretrained(tmp_path / "wan")
+    pipe = load_components(str(tmp_path / "wan"), device="cpu")
+    assert pipe.disentangler.alpha.numel() == len(pipe.transformer.blocks)
+    for a, b in zip(comps["transformer"].state_dict().values(), pipe.transformer.state_dict().values()):
+        assert torch.equal(a, b)
+    out = pipe([Image.new("RGB", (20, 30), (9, 90, 200))], "a dog", height=H, width=W,
+               num_frames=5, num_inference_steps=2, drop_first=1)
+    assert out.frames.shape == (4, H, W, 3) and out.frames.dtype == np.uint8
+
+
+def test_sample_cli_writes_playable_mp4_and_canvas(refs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out" / "video.mp4"
+    rc = main(["--base", "tiny", "--device", "cpu", "--ref", str(refs[0]), "--ref", str(refs[1]),
+               "--prompt", "a man walks a dog", "--subject", "man=a.png", "--subject", f"dog={refs[1]}",
+               "--height", str(H), "--width", str(W), "--frames", "9", "--steps", "2",
+               "--out", str(out)])
+    assert rc == 0
+    assert read_video(out) == (9 - 4, H, W)  # the release's default drops 4 frames
+    canvas = Image.open(out.with_name("video.canvas.png"))
+    assert canvas.size == (W, H)
+    rc = main(["--base", "tiny", "--device", "cpu", "--ref", str(refs[0]), "--prompt", "a man",
+               "--height", str(H), "--width", str(W), "--frames", "5", "--steps", "1",
+               "--drop-first", "0", "--out", str(out)])
+    assert rc == 0 and read_video(out) == (5, H, W)
+
+
+def test_sample_module_entry_point(refs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.mp4"
+    proc = subprocess.run([sys.executable, "-m", "model.sample", "--base", "tiny", "--device", "cpu",
+                           "--ref", str(refs[0]), "--prompt", "a girl", "--height", "16",
+                           "--width", "16", "--frames", "5", "--steps", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert read_video(out) == (1, 16, 16)
+    assert "1/1" in proc.stderr  # the step progress bar
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "does not exist"),
+    ("unreadable", "cannot read reference image"),
+    ("too_many", "at most 8"),
+    ("bad_size", "not divisible by 16"),
+    ("bad_frames", "4k\\+1"),
+    ("absent_word", "'cat' does not occur"),
+    ("bad_subject_ref", "names no --ref"),
+])
+def test_sample_cli_errors(case: str, message: str, refs: list[Path], tmp_path: Path, capsys) -> None:
+    import re
+
+    args = ["--base", "tiny", "--device", "cpu", "--prompt", "a man", "--height", str(H),
+            "--width", str(W), "--frames", "5", "--steps", "1", "--out", str(tmp_path / "x.mp4")]
+    refs_args = ["--ref", str(refs[0])]
+    if case == "missing":
+        refs_args = ["--ref", str(tmp_path / "nope.png")]
+    elif case == "unreadable":
+        (tmp_path / "junk.png").write_bytes(b"not a png at all")
+        refs_args = ["--ref", str(tmp_path / "junk.png")]
+    elif case == "too_many":
+        refs_args = sum((["--ref", str(refs[0])] for _ in range(9)), [])
+    elif case == "bad_size":
+        args[args.index("--height") + 1] = "33"
+    elif case == "bad_frames":
+        args[args.index("--frames") + 1] = "6"
+    elif case == "absent_word":
+        refs_args += ["--subject", "cat=a.png"]
+    elif case == "bad_subject_ref":
+        refs_args += ["--subject", "man=zzz.png"]
+    assert main(args + refs_args) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_prompt_file_batch_runs_good_lines_reports_bad_and_resumes(refs: list[Path], tmp_path: Path,
+                                                                   capsys) -> None:
+    lines = [
+        "one@@a man walks a dog@@man=a.png@@dog=b.png",
+        "two@@a girl on a beach@@b.png",
+        "bad@@a cat@@missing.png",
+        "",
+    ]
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("\n".join(lines))
+    args = ["--base", "tiny", "--device", "cpu", "--prompt-file", str(prompt_file), "--out-dir",
+            str(tmp_path / "batch"), "--height", str(H), "--width", str(W), "--frames", "5",
+            "--steps", "1", "--drop-first", "0"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "failed bad" in err and "missing.png" in err
+    for key in ("one", "two"):
+        assert read_video(tmp_path / "batch" / f"{key}.mp4") == (5, H, W)
+        assert (tmp_path / "batch" / f"{key}.canvas.png").exists()
+    before = (tmp_path / "batch" / "one.mp4").stat().st_mtime_ns
+    main(args)
+    assert "0 written, 2 already there" in capsys.readouterr().out
+    assert (tmp_path / "batch" / "one.mp4").stat().st_mtime_ns == before
+
+
+def test_samples_parquet_batch(refs: list[Path], tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model.sample import samples_columns
+
+    cols = samples_columns()
+    png = [r.read_bytes() for r in refs]
+    table = pa.table({cols["id"]: ["s1", "s2"], cols["prompt"]: ["a man and a dog", "a dog"],
+                      cols["refs"]: [png, png[1:]], cols["subject_words"]: [["man", "dog"], [None]]})
+    pq.write_table(table, tmp_path / "samples.parquet")
+    rc = main(["--base", "tiny", "--device", "cpu", "--samples", str(tmp_path / "samples.parquet"),
+               "--out-dir", str(tmp_path / "s"), "--height", str(H), "--width", str(W),
+               "--frames", "5", "--steps", "1", "--drop-first", "0"])
+    assert rc == 0
+    assert read_video(tmp_path / "s" / "s1.mp4") == (5, H, W)
+    assert read_video(tmp_path / "s" / "s2.mp4") == (5, H, W)
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"sample_id": ["x"]}), buf)
+    (tmp_path / "bad.parquet").write_bytes(buf.getvalue())
+    assert main(["--base", "tiny", "--samples", str(tmp_path / "bad.parquet")]) == 2
+
+
+def test_low_memory_mode_runs_the_same_code_path_with_offload_hooks() -> None:
+    """Model CPU offload + VAE tiling/slicing (device 'cpu' here; 'cuda' on a GPU)."""
+    from model.tiny import tiny_components
+
+    pipe = tiny_components("cpu")
+    image = [Image.new("RGB", (20, 30), (9, 90, 200))]
+    kwargs = dict(subjects=[("man", 0)], height=H, width=W, num_frames=5, num_inference_steps=2,
+                  drop_first=0)
+    plain = pipe(image, "a man", **kwargs).frames
+    pipe.enable_low_memory("cpu")
+    assert getattr(pipe.transformer, "_hf_hook", None) is not None
+    assert pipe.vae.use_tiling and pipe.vae.use_slicing
+    low = pipe(image, "a man", **kwargs).frames
+    assert low.shape == plain.shape == (5, H, W, 3)
+    assert np.abs(low.astype(int) - plain.astype(int)).max() <= 2  # tiling may move a level
