@@ -1,0 +1,460 @@
+"""What every stage job shares: CLI, Ray start/connect, resume, atomic writes, report.
+
+A stage job reads its inputs, keeps the ones the stage's *ledger* does not list yet,
+maps them through its operators on Ray Data, and hands the result to ``commit`` in
+whole blocks. ``commit`` writes, for one block, the table part, the errors part and
+then the ledger part (one row per input), each atomically; the ledger part is the
+commit record. On start, parts that no ledger part names (left by a killed job) are
+deleted, so a rerun after a kill ends with every input accounted once:
+
+    RUN/<table>/part-<stage>-<hash>.parquet      output rows (kept and filtered)
+    RUN/errors/part-<stage>-<hash>.parquet       one row per failed input
+    RUN/_ledger/<stage>/part-<hash>.parquet      one row per finished input
+
+``<hash>`` comes from the input ids of the block, so a Ray task retry rewrites the
+same files instead of adding copies. Invariant the jobs keep: all rows of one input
+travel in one block (ops after an expansion use ``batch_size=None``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.config import ConfigError, load_config, to_dict
+from schemas.io import Location, list_parts, read_table, remove_temporaries, write_part
+from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT, schema_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEDGER = "_ledger"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's place in the chain: its name, its table, and what it reads."""
+
+    name: str
+    table: str
+    script: str
+    input_table: str | None  # None: stage 0 reads raw files
+    input_id: str
+
+
+# The chain in order. run_all and inspect_run walk it; a stage whose script does not
+# exist yet is skipped by run_all.
+STAGES = (
+    Stage("probe", "videos", "stage0_probe", None, "uri"),
+    Stage("clips", "clips", "stage1_clips", "videos", "video_id"),
+    Stage("objects", "objects", "stage2_objects", "clips", "clip_id"),
+    Stage("faces", "faces", "stage3_faces", "clips", "clip_id"),
+    Stage("pairs", "samples", "stage4_pairs", "clips", "clip_id"),
+)
+
+
+@dataclass
+class PoolConfig:
+    """How many actors run an operator and what each asks for (None: the operator's own)."""
+
+    actors: int = 2
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.actors < 1:
+            raise ValueError(f"actors must be >= 1, got {self.actors}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(stage: str, config_cls: type, description: str | None,
+               argv: list[str] | None = None, input_help: str | None = None) -> tuple[argparse.Namespace, Any]:
+    parser = argparse.ArgumentParser(prog=f"{stage}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, help="run directory (local path or pyarrow filesystem URI)")
+    parser.add_argument("--input", help=input_help or "input table (default: the previous stage's table in RUN)")
+    parser.add_argument("--config", help="YAML file with config keys (see --set)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set pool.actors=4 (repeatable)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address or 'auto'; default: RAY_ADDRESS if set, else an embedded Ray")
+    parser.add_argument("--models", action="append", default=[], metavar="SOURCE|ROLE=SOURCE",
+                        help="'tiny' (offline random models), 'default' (hub ids), or ROLE=id/dir (repeatable)")
+    parser.add_argument("--limit", type=int, default=None, help="process at most this many new inputs")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(config_cls, args.config, args.set)
+        args.models = parse_models(args.models)
+    except (ConfigError, FileNotFoundError) as err:
+        parser.error(str(err))
+    return args, config
+
+
+def parse_models(values: list[str]) -> str | dict[str, str]:
+    """``--models tiny`` -> "tiny"; ``--models captioner=dir --models tiny`` -> {role: source, "*": ...}."""
+    roles: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            role, sep, source = item.partition("=")
+            if sep:
+                roles[role.strip()] = source.strip()
+            elif item.strip():
+                roles["*"] = item.strip()
+    if not roles:
+        return "default"
+    if list(roles) == ["*"]:
+        return roles["*"]
+    return roles
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to a cluster or start an embedded Ray. Returns whether we started it.
+
+    ``ray.init(address="local")`` never attaches to a stale cluster a killed job left
+    in /tmp/ray; RAY_ADDRESS (set by ``ray job submit``) and ``--address`` connect.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, log_to_driver=True)
+        return True
+    # Embedded: workers must import our packages even when magref is not installed.
+    paths = [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def map_kwargs(operator_cls: type, pool: PoolConfig) -> dict[str, Any]:
+    """``map_batches`` arguments for an operator: its declared resources, pool overrides.
+
+    GPUs are requested only when the cluster has some, so one config runs anywhere.
+    """
+    from ray.data import ActorPoolStrategy
+
+    declared = operator_cls.resources
+    num_gpus = pool.num_gpus if pool.num_gpus is not None else declared.num_gpus
+    kwargs = {
+        "compute": ActorPoolStrategy(min_size=1, max_size=pool.actors),
+        "batch_size": pool.batch_size or declared.batch_size,
+        "batch_format": "pyarrow",
+        "num_cpus": pool.num_cpus if pool.num_cpus is not None else declared.num_cpus,
+    }
+    if num_gpus and has_gpus():
+        kwargs["num_gpus"] = num_gpus
+    return kwargs
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Location
+
+    @classmethod
+    def of(cls, uri: str) -> "RunDir":
+        return cls(Location.of(uri))
+
+    def table(self, kind: str) -> Location:
+        return self.root.join(kind)
+
+    def ledger(self, stage: str) -> Location:
+        return self.root.join(LEDGER, stage)
+
+    def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
+        return read_table(self.table(kind), kind, columns)
+
+    def read_ledger(self, stage: str) -> pa.Table:
+        return read_table(self.ledger(stage), "ledger")
+
+
+def block_hash(input_ids: Iterable[str]) -> str:
+    return hashlib.blake2b("\n".join(sorted(input_ids)).encode(), digest_size=10).hexdigest()
+
+
+def clean_orphans(run: RunDir, stage: str, table: str) -> int:
+    """Delete temporaries and parts of ``stage`` that no ledger part commits."""
+    committed = {os.path.basename(p)[len("part-"):-len(".parquet")] for p in list_parts(run.ledger(stage))}
+    removed = 0
+    for folder in (run.table(table), run.table("errors"), run.ledger(stage)):
+        removed += remove_temporaries(folder)
+    prefix = f"part-{stage}-"
+    for folder in (run.table(table), run.table("errors")):
+        for path in list_parts(folder):
+            name = os.path.basename(path)
+            if name.startswith(prefix) and name[len(prefix):-len(".parquet")] not in committed:
+                folder.fs.delete_file(path)
+                removed += 1
+    return removed
+
+
+def commit(batch: pa.Table, run_uri: str, stage: str, table: str) -> pa.Table:
+    """Write one block's outputs, errors and ledger entries; return a one-row summary.
+
+    Runs inside Ray (``map_batches(commit, batch_size=None)``), so it takes a uri,
+    not a live object.
+    """
+    run = RunDir.of(run_uri)
+    now = datetime.now(timezone.utc)
+    inputs = batch.column(INPUT).to_pylist()
+    name = block_hash(set(inputs))
+    status = batch.column("status")
+    is_error = pc.fill_null(pc.equal(status, ERROR), False)
+    is_output = pc.and_(pc.invert(is_error), pc.invert(pc.fill_null(pc.equal(status, EMPTY), False)))
+
+    outputs = batch.filter(is_output)
+    schema = schema_for(table)
+    outputs = outputs.select([c for c in schema.names if c in outputs.column_names])
+    missing = [c for c in schema.names if c not in outputs.column_names]
+    for column in missing:  # columns a stage never sets for some rows (e.g. caption of filtered clips)
+        outputs = outputs.append_column(schema.field(column).with_nullable(True),
+                                        pa.nulls(outputs.num_rows, schema.field(column).type))
+    write_part(outputs, run.table(table), table, name=f"{stage}-{name}", source=f"stage {stage} output")
+
+    failed = batch.filter(is_error).to_pylist()
+    first_error: dict[str, dict] = {}
+    for row in failed:
+        first_error.setdefault(row[INPUT], row)
+    errors = pa.Table.from_pylist([
+        {"stage": stage, "input": input_id, "error_type": row[ERROR_TYPE] or "Error",
+         "message": row[ERROR_MESSAGE] or "", "traceback": row[ERROR_TRACEBACK], "time": now}
+        for input_id, row in first_error.items()], schema=schema_for("errors"))
+    write_part(errors, run.table("errors"), "errors", name=f"{stage}-{name}")
+
+    statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for input_id, row_status in zip(inputs, status.to_pylist()):
+        if row_status not in (ERROR, EMPTY):
+            statuses[input_id][row_status or "kept"] += 1
+    ledger = pa.Table.from_pylist([
+        {"stage": stage, "input": input_id, "rows": sum(statuses[input_id].values()),
+         "statuses": json.dumps(dict(statuses[input_id]), sort_keys=True),
+         "error_type": first_error[input_id][ERROR_TYPE] if input_id in first_error else None,
+         "part": name, "time": now}
+        for input_id in dict.fromkeys(inputs)], schema=schema_for("ledger"))
+    write_part(ledger, run.ledger(stage), "ledger", name=name)  # last: this is the commit
+    return summarize(ledger)
+
+
+def summarize(ledger: pa.Table) -> pa.Table:
+    """Counts by status and error type of some ledger rows, as one JSON row."""
+    counts: collections.Counter = collections.Counter()
+    errors: collections.Counter = collections.Counter()
+    empty = 0
+    for row in ledger.select(["statuses", "error_type", "rows"]).to_pylist():
+        counts.update(json.loads(row["statuses"]))
+        if row["error_type"]:
+            errors[row["error_type"]] += 1
+        elif not row["rows"]:
+            empty += 1
+    return pa.table({"inputs": [ledger.num_rows], "statuses": [json.dumps(counts)],
+                     "errors": [json.dumps(errors)], "empty": [empty]})
+
+
+def totals(ledger: pa.Table) -> dict[str, Any]:
+    """Cumulative counts of a stage over all its runs, from its ledger."""
+    row = summarize(ledger).to_pylist()[0]
+    return {"inputs": row["inputs"], "statuses": json.loads(row["statuses"]),
+            "errors": json.loads(row["errors"]), "empty": row["empty"]}
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Report:
+    stage: str
+    inputs_total: int = 0
+    skipped: int = 0
+    selected: int = 0
+    processed: int = 0
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    empty: int = 0
+    seconds: float = 0.0
+
+    def add(self, summary: dict[str, Any]) -> None:
+        self.processed += summary["inputs"]
+        self.statuses.update(json.loads(summary["statuses"]))
+        self.errors.update(json.loads(summary["errors"]))
+        self.empty += summary["empty"]
+
+    @property
+    def accounted(self) -> bool:
+        return self.processed == self.selected
+
+    def as_dict(self) -> dict[str, Any]:
+        rows_out = sum(self.statuses.values())
+        return {
+            "inputs": self.inputs_total, "already_done": self.skipped, "selected": self.selected,
+            "processed": self.processed,
+            "rows_out": rows_out, "kept": self.statuses.get("kept", 0),
+            "filtered": {k: v for k, v in sorted(self.statuses.items()) if k != "kept"},
+            "errors": sum(self.errors.values()), "errors_by_type": dict(self.errors),
+            "empty": self.empty, "seconds": round(self.seconds, 3),
+            "inputs_per_s": round(self.processed / self.seconds, 3) if self.seconds else None,
+            "accounted": self.accounted,
+        }
+
+    def text(self, table: str) -> str:
+        d = self.as_dict()
+        lines = [f"== stage {self.stage}: {d['inputs']} inputs, {d['already_done']} already done, "
+                 f"{d['processed']} processed in {d['seconds']:.1f} s ({d['inputs_per_s'] or 0:.2f} inputs/s)",
+                 f"   {table}: {d['rows_out']} rows written, {d['kept']} kept"]
+        for reason, count in d["filtered"].items():
+            lines.append(f"   filtered {reason}: {count}")
+        lines.append(f"   errors: {d['errors']}" + (f" ({', '.join(f'{k} {v}' for k, v in d['errors_by_type'].items())})"
+                                                    if d["errors"] else ""))
+        if d["empty"]:
+            lines.append(f"   inputs with no output row: {d['empty']}")
+        verdict = "every input accounted for" if d["accounted"] else "ACCOUNTING MISMATCH"
+        lines.append(f"   {d['processed']} processed = {d['processed'] - d['errors'] - d['empty']} with rows "
+                     f"+ {d['errors']} errors + {d['empty']} empty: {verdict}")
+        return "\n".join(lines)
+
+
+class StageJob:
+    """One stage run: ``with StageJob(...) as job:`` brackets Ray, resume and the report.
+
+    The job script reads its inputs, calls ``job.pending`` to keep the new ones,
+    builds a Ray dataset with ``job.dataset`` and ends with ``job.write``.
+    """
+
+    def __init__(self, stage: str, table: str, config_cls: type, description: str | None,
+                 argv: list[str] | None = None, input_help: str | None = None):
+        self.stage, self.table = stage, table
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.args, self.config = parse_args(stage, config_cls, description, self.argv, input_help)
+        self.run = RunDir.of(self.args.run_dir)
+        self.report = Report(stage)
+        self._owns_ray = False
+
+    def __enter__(self) -> "StageJob":
+        self._started = time.perf_counter()
+        removed = clean_orphans(self.run, self.stage, self.table)
+        if removed:
+            print(f"[{self.stage}] removed {removed} uncommitted part(s) left by an interrupted run", flush=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.report.seconds = time.perf_counter() - self._started
+                self._write_run_json()
+                print(self.report.text(self.table), flush=True)
+        finally:
+            if self._owns_ray:
+                import ray
+
+                ray.shutdown()
+
+    @property
+    def models(self) -> str | dict[str, str]:
+        return self.args.models
+
+    def read_input(self, kind: str) -> pa.Table:
+        """The previous stage's table: ``--input`` when given, else RUN/<kind>."""
+        from schemas.io import read_manifest
+
+        return read_manifest(self.args.input, kind) if self.args.input else self.run.read(kind)
+
+    def pending(self, inputs: pa.Table, id_column: str) -> pa.Table:
+        """Inputs whose id the stage's ledger does not hold yet (first of each id), up to --limit."""
+        ids = pc.cast(inputs.column(id_column), pa.string())
+        inputs = inputs.set_column(inputs.column_names.index(id_column), id_column, ids)
+        inputs = inputs.take(_first_index(ids.to_pylist()))
+        done = pa.array(sorted(set(self.run.read_ledger(self.stage).column("input").to_pylist())), pa.string())
+        is_done = pc.is_in(inputs.column(id_column), value_set=done)
+        todo = inputs.filter(pc.invert(is_done))
+        if self.args.limit is not None:
+            todo = todo.slice(0, self.args.limit)
+        self.report.inputs_total = inputs.num_rows
+        self.report.skipped = pc.sum(is_done).as_py() or 0
+        self.report.selected = todo.num_rows
+        return todo
+
+    def dataset(self, table: pa.Table, rows_per_block: int):
+        """A Ray dataset of ``table`` cut into blocks, so an actor pool can share the work."""
+        import ray.data
+
+        self._owns_ray = init_ray(self.args.address) or self._owns_ray
+        step = max(1, rows_per_block)
+        return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+
+    def write(self, ds) -> None:
+        """Commit every block (outputs, errors, ledger) and tally the report."""
+        committed = ds.map_batches(commit, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage,
+                                                      "table": self.table},
+                                   batch_size=None, batch_format="pyarrow", num_cpus=0.25)
+        for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for summary in batch.to_pylist():
+                self.report.add(summary)
+
+    def _write_run_json(self) -> None:
+        path = self.run.root.join("run.json")
+        fs = self.run.root.fs
+        state: dict[str, Any] = {"stages": {}}
+        if path.exists():
+            with fs.open_input_stream(path.path) as stream:
+                state = json.loads(stream.read().decode() or "{}") or {"stages": {}}
+        last = {**self.report.as_dict(), "finished": datetime.now(timezone.utc).isoformat(),
+                "argv": self.argv, "input": self.args.input, "models": self.models}
+        entry = state.setdefault("stages", {}).setdefault(self.stage, {})
+        entry.update({"table": self.table, "config": to_dict(self.config), "versions": versions(),
+                      "last_run": last, "totals": totals(self.run.read_ledger(self.stage))})
+        entry["history"] = (entry.get("history", []) + [last])[-20:]
+        fs.create_dir(self.run.root.path, recursive=True)
+        tmp = self.run.root.join(f".run.json.{os.getpid()}.tmp")
+        with fs.open_output_stream(tmp.path) as stream:
+            stream.write(json.dumps(state, indent=2, default=str).encode())
+        fs.move(tmp.path, path.path)
+
+
+def _first_index(values: list[Any]) -> list[int]:
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        seen.setdefault(value, i)
+    return sorted(seen.values())
+
+
+PACKAGES = ("magref", "ray", "pyarrow", "av", "torch", "transformers", "diffusers", "scenedetect",
+            "opencv-python-headless", "numpy")
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape results (no imports, so it is cheap)."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found

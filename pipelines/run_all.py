@@ -1,0 +1,102 @@
+"""Run every stage in order on one run directory, sharing one Ray.
+
+    python pipelines/run_all.py --run-dir RUN --input VIDEOS [--models tiny] [--address auto]
+    python pipelines/run_all.py --run-dir RUN --demo      # generated media, tiny models, offline
+
+Each stage is the same job as its own script (``pipelines/stageN_*.py``) and resumes
+the same way, so rerunning ``run_all`` after a failure only does what is missing.
+Per-stage settings: ``--stage-config clips=clips.yaml`` and ``--set clips.scenes.min_seconds=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+
+from pipelines.common import STAGES, init_ray  # noqa: E402
+from pipelines.inspect_run import inspect, render  # noqa: E402
+from pipelines.common import RunDir  # noqa: E402
+
+
+def available_stages() -> list:
+    return [s for s in STAGES if importlib.util.find_spec(f"pipelines.{s.script}") is not None]
+
+
+def make_demo_media(folder: Path) -> Path:
+    """A small corpus with known answers: cuts, motion, stillness, a face, and bad files."""
+    from curation import synthetic
+
+    if (folder / ".done").exists():
+        return folder
+    synthetic.cuts_video(folder / "three_scenes.mp4", cuts=[72, 144], num_frames=216)
+    synthetic.moving_video(folder / "moving.mp4", seconds=3)
+    synthetic.static_video(folder / "static.mp4", seconds=3)
+    synthetic.face_video(folder / "astronaut.mp4", seconds=3)
+    synthetic.bad_corpus(folder / "bad")
+    (folder / ".done").write_text("ok\n")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--input", help="videos for stage 0 (folder, glob, list)")
+    parser.add_argument("--demo", action="store_true", help="generate media into RUN/_media and use tiny models")
+    parser.add_argument("--models", action="append", default=[])
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--stage-config", action="append", default=[], metavar="STAGE=FILE")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
+    parser.add_argument("--stages", help="comma-separated subset of stage names to run")
+    args = parser.parse_args(argv)
+
+    models = args.models or (["tiny"] if args.demo else [])
+    if args.demo and not args.input:
+        args.input = str(make_demo_media(Path(RunDir.of(args.run_dir).root.path) / "_media"))
+    if not args.input:
+        parser.error("--input is required (or --demo)")
+    configs = dict(item.split("=", 1) for item in args.stage_config)
+    wanted = set(args.stages.split(",")) if args.stages else None
+
+    owns_ray = init_ray(args.address)
+    try:
+        for stage in available_stages():
+            if wanted and stage.name not in wanted:
+                continue
+            stage_argv = ["--run-dir", args.run_dir]
+            if stage.input_table is None:
+                stage_argv += ["--input", args.input]
+            if args.address:
+                stage_argv += ["--address", args.address]
+            for model in models:
+                stage_argv += ["--models", model]
+            if args.limit is not None:
+                stage_argv += ["--limit", str(args.limit)]
+            if stage.name in configs:
+                stage_argv += ["--config", configs[stage.name]]
+            for item in args.set:
+                prefix = f"{stage.name}."
+                if item.startswith(prefix):
+                    stage_argv += ["--set", item[len(prefix):]]
+            code = importlib.import_module(f"pipelines.{stage.script}").main(stage_argv)
+            if code:
+                print(f"stage {stage.name} failed with exit code {code}; later stages not run", file=sys.stderr)
+                return code
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+    books = inspect(RunDir.of(args.run_dir))
+    print(render(books))
+    return 0 if books["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

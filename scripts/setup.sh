@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Make .venv/ with magref and its test tools. Idempotent: rerunning is quick.
+#
+# Here (CPU machines of this project) torch comes from `torch==2.13.0`, a CPU build
+# that pip takes from local disk; a plain `pip install torch` would download a GB-sized
+# CUDA build. On a GPU machine set TORCH_SPEC to the build you want (e.g. TORCH_SPEC=torch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip
+.venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
+$PIP install -q -e ".[test]"
+# scenedetect depends on opencv-python; it and opencv-python-headless write the same
+# cv2/ folder. Keep exactly one: the headless build (no libGL needed on servers).
+if $PIP show -q opencv-python >/dev/null 2>&1; then
+  $PIP uninstall -q -y opencv-python
+  $PIP install -q --force-reinstall --no-deps opencv-python-headless
+fi
+.venv/bin/python -c "import cv2, torch, ray, av, scenedetect; print('magref venv ready: torch', torch.__version__, '| ray', ray.__version__, '| cv2', cv2.__version__)"
