@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.decode import read_frames
-from curation.envelope import apply_to_live, error_row, to_table
+from curation.envelope import apply_to_live, settle_failures
 from curation.operator import Resources
 from schemas.tables import CLIPS, INPUT
 
@@ -151,7 +151,7 @@ class Captioner:
     whole video one error row, as the envelope promises: one input, one place.
     """
 
-    resources = Resources(num_cpus=1.0, num_gpus=1.0, batch_size=4)
+    resources = Resources(num_cpus=0.5, num_gpus=1.0, batch_size=4)
 
     def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None):
         from curation.models import load
@@ -166,13 +166,7 @@ class Captioner:
             return batch
         failed: dict[str, BaseException] = {}
         result = apply_to_live(batch, lambda live: self._caption(live, failed))
-        if not failed:
-            return result
-        import pyarrow.compute as pc
-
-        keep = pc.invert(pc.is_in(result.column(INPUT), value_set=pa.array(list(failed), pa.string())))
-        errors = to_table([error_row(i, e, video_id=i) for i, e in failed.items()], CLIPS)
-        return pa.concat_tables([result.filter(keep), errors], promote_options="permissive")
+        return settle_failures(result, failed, CLIPS)
 
     def _caption(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
         rows = live.to_pylist()

@@ -30,10 +30,11 @@ from typing import Any
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from curation.envelope import apply_to_live
+from curation.envelope import apply_to_live, settle_failures
 from curation.operator import Resources
-from schemas.tables import KEPT
+from schemas.tables import CLIPS, INPUT, KEPT
 
 MOTION = "motion"
 AESTHETIC = "aesthetic"
@@ -216,7 +217,7 @@ class ClipScorer:
     failed (``motion``, then ``aesthetic``), so thresholds can be re-tuned from the table.
     """
 
-    resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=64)
+    resources = Resources(num_cpus=0.5, num_gpus=0.25, batch_size=32)
 
     def __init__(self, config: QualityConfig, models: Any = None, device: str | None = None):
         from curation.models import load
@@ -225,8 +226,25 @@ class ClipScorer:
         self.predictor = load(AESTHETIC, models, device=device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        result = apply_to_live(batch, self._score)
+        failed: dict[str, BaseException] = {}
+        result = settle_failures(apply_to_live(batch, lambda live: self._score_isolated(live, failed)), failed, CLIPS)
         return result.drop_columns([FRAMES]) if FRAMES in result.column_names else result
+
+    def _score_isolated(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
+        """Score the batch at once; if that fails, video by video, so one bad video fails alone."""
+        try:
+            return self._score(live)
+        except Exception:  # noqa: BLE001
+            pass
+        parts = []
+        for input_id in pc.unique(live.column(INPUT)).to_pylist():
+            group = live.filter(pc.equal(live.column(INPUT), input_id))
+            try:
+                parts.append(self._score(group))
+            except Exception as exc:  # noqa: BLE001 - settle_failures turns it into the video's error row
+                failed[input_id] = exc
+                parts.append(group)
+        return pa.concat_tables(parts, promote_options="permissive")
 
     def _score(self, live: pa.Table) -> pa.Table:
         motions: list[float | None] = []

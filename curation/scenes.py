@@ -218,7 +218,7 @@ class ClipSplitter:
     becomes one error row and none of its clips.
     """
 
-    resources = Resources(num_cpus=1.0, batch_size=1)
+    resources = Resources(num_cpus=0.5, batch_size=1)
 
     def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None):
         self.config = config
