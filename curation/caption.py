@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.decode import read_frames
-from curation.envelope import apply_to_live, settle_failures
+from curation.envelope import apply_to_live, put_column, settle_failures
 from curation.operator import Resources
 from schemas.tables import CLIPS, INPUT
 
@@ -136,7 +136,7 @@ def split_subjects(text: str, limit: int) -> tuple[str, list[str]]:
         if match:
             words: list[str] = []
             for item in re.split(r"[,;/]|\band\b", match.group(1)):
-                word = re.sub(r"^(a|an|the)\s+", "", item.strip().strip(".*\"'").lower())
+                word = re.sub(r"^(a|an|the)\s+", "", item.strip(" \t.*_`\"'").lower())
                 if _WORD.match(word) and len(word.split()) <= 3 and word not in words:
                     words.append(word)
             caption = "\n".join(lines[:i] + lines[i + 1:]).strip()
@@ -189,9 +189,8 @@ class Captioner:
         subjects: list[list[str] | None] = [None] * len(rows)
         for position, text in texts.items():
             captions[position], subjects[position] = split_subjects(text, self.config.max_subjects)
-        live = live.set_column(live.column_names.index("caption"), "caption", pa.array(captions, pa.string()))
-        return live.set_column(live.column_names.index("subjects"), "subjects",
-                               pa.array(subjects, pa.list_(pa.string())))
+        live = put_column(live, "caption", pa.array(captions, pa.string()))
+        return put_column(live, "subjects", pa.array(subjects, pa.list_(pa.string())))
 
     def _frames(self, rows: list[dict[str, Any]]) -> list[Any]:
         """Decoded frames per clip (or the exception that clip raised), at the model's input size."""

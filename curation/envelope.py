@@ -130,3 +130,10 @@ def drop_failed_siblings(batch: pa.Table) -> pa.Table:
         return batch
     sibling = pc.and_(pc.is_in(batch.column(INPUT), value_set=failed), pc.invert(is_error))
     return batch.filter(pc.invert(sibling))
+
+
+def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """Set column ``name`` to ``values``, replacing it or appending it."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), pa.field(name, values.type), values)
+    return table.append_column(pa.field(name, values.type), values)

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.envelope import apply_to_live, settle_failures
+from curation.envelope import apply_to_live, put_column, settle_failures
 from curation.operator import Resources
 from schemas.tables import CLIPS, INPUT, KEPT
 
@@ -266,9 +266,9 @@ class ClipScorer:
             mine = scores[np.asarray(owners) == row] if owners else []
             aesthetics.append(float(np.mean(mine)) if len(mine) else None)
         statuses = [self.verdict(m, a, s) for m, a, s in zip(motions, aesthetics, live.column("status").to_pylist())]
-        live = _set(live, "motion", pa.array(motions, pa.float32()))
-        live = _set(live, "aesthetic", pa.array(aesthetics, pa.float32()))
-        return _set(live, "status", pa.array(statuses, pa.string()))
+        live = put_column(live, "motion", pa.array(motions, pa.float32()))
+        live = put_column(live, "aesthetic", pa.array(aesthetics, pa.float32()))
+        return put_column(live, "status", pa.array(statuses, pa.string()))
 
     def verdict(self, motion: float | None, aesthetic: float | None, status: str | None) -> str:
         c = self.config
@@ -277,13 +277,6 @@ class ClipScorer:
         if aesthetic is not None and aesthetic < c.aesthetic_min:
             return AESTHETIC
         return status or KEPT
-
-
-def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        index = table.column_names.index(name)
-        return table.set_column(index, pa.field(name, values.type), values)
-    return table.append_column(name, values)
 
 
 if __name__ == "__main__":
