@@ -153,11 +153,12 @@ class Captioner:
 
     resources = Resources(num_cpus=0.5, num_gpus=1.0, batch_size=4)
 
-    def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None):
+    def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None,
+                 model: CaptionModel | None = None):
         from curation.models import load
 
         self.config = config
-        self.captioner = load("captioner", models, device=device)
+        self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="caption-decode")
 

@@ -46,7 +46,7 @@ class ScenesConfig:
     min_content_val: float = 15.0
     content_threshold: float = 27.0
     min_scene_frames: int = 8  # the detector's own minimum distance between cuts
-    detect_width: int = 256  # frames are shrunk to about this width before detection
+    detect_width: int = 160  # frames shrink to about this width for detection (cuts are colour changes)
     min_seconds: float = 2.0
     max_seconds: float = 10.0
     trim_frames: int = 2  # dropped on each side of every cut
@@ -120,18 +120,19 @@ def small_bgr(frame: av.VideoFrame, stride: int) -> np.ndarray:
         u = np.frombuffer(planes[1], np.uint8).reshape(-1, planes[1].line_size)[:(h + 1) // 2:half, :(w + 1) // 2:half]
         v = np.frombuffer(planes[2], np.uint8).reshape(-1, planes[2].line_size)[:(h + 1) // 2:half, :(w + 1) // 2:half]
         rows, cols = min(y.shape[0], u.shape[0]), min(y.shape[1], u.shape[1])
-        yuv = np.dstack([y[:rows, :cols], u[:rows, :cols], v[:rows, :cols]])
-        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
+        return cv2.cvtColor(cv2.merge([np.ascontiguousarray(p[:rows, :cols]) for p in (y, u, v)]), cv2.COLOR_YUV2BGR)
     width = max(16, frame.width // stride) // 2 * 2
     height = max(16, frame.height // stride) // 2 * 2
     return frame.to_ndarray(width=width, height=height, format="bgr24")
 
 
-def gray(frame: av.VideoFrame) -> np.ndarray:
-    """Luma at full size (a view when the frame is planar YUV)."""
-    if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.name.endswith("p"):
+def gray(frame: av.VideoFrame, min_side: int) -> np.ndarray:
+    """Luma, sampled down by an integer stride while its short side stays >= ``min_side``."""
+    if frame.format.name in _FAST_FORMATS:
         plane = frame.planes[0]
-        return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width]
+        stride = max(1, min(frame.width, frame.height) // min_side)
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        return np.ascontiguousarray(luma[:frame.height:stride, :frame.width:stride])
     return frame.to_ndarray(format="gray")
 
 
@@ -172,7 +173,7 @@ def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = N
                 if quality is None:
                     continue
                 if index % motion_step == 0 or (index >= motion_gap and (index - motion_gap) % motion_step == 0):
-                    motion[index] = quality.motion_frame(gray(frame))
+                    motion[index] = quality.motion_frame(gray(frame, 3 * quality.motion_short_side // 2))
                 if index % aesthetic_step == 0:
                     aesthetic[index] = quality.aesthetic_frame(frame)
         except av.error.FFmpegError as err:

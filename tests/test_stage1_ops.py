@@ -214,3 +214,18 @@ def test_subject_parsing_never_crashes():
     assert split_subjects("gragra\x00\ufffd subjects", 8) == ("gragra\x00\ufffd subjects", [])
     assert split_subjects("", 3) == ("", [])
     assert split_subjects("Subjects: a, b c, dd, ee, ff", 2)[1] == ["b c", "dd"]
+
+
+def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
+    """The real loader path (from_pretrained + AutoTokenizer), offline, on a saved tiny model."""
+    from curation.caption import tiny_captioner
+
+    tiny = tiny_captioner("cpu")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    config = CaptionConfig(frames=4, max_new_tokens=6)
+    from_tiny = Captioner(config, models="tiny", device="cpu")
+    from_disk = Captioner(config, models={"captioner": str(tmp_path), "aesthetic": "tiny"}, device="cpu")
+    assert from_disk.captioner.tokenizer.padding_side == "left"
+    table = to_table(clip_rows(media, 1), CLIPS)
+    assert from_disk(table).column("caption").to_pylist() == from_tiny(table).column("caption").to_pylist()
