@@ -30,24 +30,53 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from curation import synthetic  # noqa: E402
 from curation.decode import decode_all  # noqa: E402
 
 
-def make_media(folder: Path, count: int, seconds: float, height: int, width: int) -> list[Path]:
-    marker = folder / f".done-{count}-{seconds}-{height}x{width}"
-    paths = [folder / f"video_{i:03d}.mp4" for i in range(count)]
+def make_media(folder: Path, count: int, seconds: float, height: int, width: int, camera: bool) -> list[Path]:
+    """``camera``: x264 preset veryfast (CABAC, deblocking, B-frames) over frames with film grain, so
+    decoding costs what camera footage costs; otherwise the project's ultrafast synthetic media,
+    which decodes ~2-3x faster than real video and so makes the ratio pessimistic."""
+    kind = "camera" if camera else "synthetic"
+    folder = folder / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f".done-{kind}-{count}-{seconds}-{height}x{width}"
+    paths = [folder / f"{kind}_{i:03d}.mp4" for i in range(count)]
     if marker.exists():
         return paths
     frames = int(seconds * synthetic.FPS)
     for i, path in enumerate(paths):
         cuts = list(range(160 + 7 * i, frames - 48, 170))  # a cut every ~7 s, shifted per video
-        synthetic.cuts_video(path, cuts=cuts, num_frames=frames, height=height, width=width, seed=i)
+        images = synthetic.scene_frames(frames, cuts, height=height, width=width, seed=i)
+        if camera:
+            write_camera_like(path, images, np.random.default_rng(i))
+        else:
+            synthetic.write_video(path, images)
         print(f"  generated {path.name}", flush=True)
     marker.write_text("ok\n")
     return paths
+
+
+def write_camera_like(path: Path, frames, rng) -> None:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream("libx264", rate=synthetic.FPS)
+                stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+                stream.options = {"preset": "veryfast", "crf": "20"}
+            grain = rng.normal(0, 4, frame.shape[:2])[..., None]
+            noisy = np.clip(frame + grain, 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(noisy, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def time_plain(paths: list[Path]) -> tuple[float, int]:
@@ -126,6 +155,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="alternating plain/ops rounds; medians reported")
     parser.add_argument("--media", default=os.path.join(tempfile.gettempdir(), "magref-bench-stage1"))
     parser.add_argument("--no-job", action="store_true", help="skip the Ray job timing")
+    parser.add_argument("--camera-like", action="store_true",
+                        help="encode with x264 preset veryfast + film grain (decode cost of real footage)")
     parser.add_argument("--captions", choices=["none", "tiny", "real-arch"], default="none")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--caption-batch", type=int, default=8)
@@ -139,7 +170,7 @@ def main() -> int:
     media = Path(args.media)
     media.mkdir(parents=True, exist_ok=True)
     print(f"media: {args.videos} x {args.seconds:.0f} s at {args.width}x{args.height} in {media}", flush=True)
-    paths = make_media(media, args.videos, args.seconds, args.height, args.width)
+    paths = make_media(media, args.videos, args.seconds, args.height, args.width, args.camera_like)
     videos = pa.Table.from_pylist([probe_video(str(p)) for p in paths])
     splitter, scorer = ClipSplitter(ScenesConfig(), QualityConfig()), ClipScorer(QualityConfig(), models="tiny")
 
@@ -157,7 +188,7 @@ def main() -> int:
     print(f"RATIO ops / plain decode = {mine / base:.2f} (target <= 1.5); "
           f"{clips.num_rows / mine:.1f} candidate clips/s, {kept.num_rows / mine:.1f} kept clips/s")
     if not args.no_job:
-        job = time_job(media, Path(tempfile.mkdtemp(prefix="bench-stage1-")))
+        job = time_job(paths[0].parent, Path(tempfile.mkdtemp(prefix="bench-stage1-")))
         print(f"RATIO job / plain decode = {job / base:.2f} (job {job:.2f} s incl. actor start-up; "
               f"{clips.num_rows / job:.1f} clips/s)")
     if args.captions != "none":

@@ -204,7 +204,8 @@ class Captioner:
                 indices = np.linspace(start, end - 1, self.config.frames).round().astype(int).tolist()
                 height, width = smart_size(int(row["height"]), int(row["width"]), factor,
                                            self.config.min_pixels, self.config.max_pixels)
-                frames = dict(zip(sorted(set(indices)), read_frames(row["uri"], indices, size=(width, height))))
+                decoded = read_frames(row["uri"], indices, size=(width, height), interpolation="BICUBIC")
+                frames = dict(zip(sorted(set(indices)), decoded))
                 spacing = (indices[-1] - indices[0]) / max(len(indices) - 1, 1) / float(row["fps"])
                 out.append((np.stack([frames[i] for i in indices]), spacing))
             except Exception as exc:  # noqa: BLE001 - one clip's failure settles only its video

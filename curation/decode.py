@@ -94,8 +94,8 @@ def pick_indices(start: int, end: int, source_fps: float, fps: float | None) -> 
 def iter_frames(uri: str, start_frame: int = 0, end_frame: int | None = None, *,
                 fps: float | None = None, short_side: int | None = None,
                 size: tuple[int, int] | None = None, format: str = "rgb24",
-                expected_frames: int | None = None, strict: bool = True,
-                threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+                expected_frames: int | None = None, strict: bool = True, threads: int = 0,
+                interpolation: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, array)`` for frames in ``[start_frame, end_frame)``.
 
     ``fps`` subsamples to a target rate; ``size=(w, h)`` or ``short_side`` scales in the
@@ -123,7 +123,7 @@ def iter_frames(uri: str, start_frame: int = 0, end_frame: int | None = None, *,
                     break
                 if index < start_frame or (wanted is not None and index not in wanted):
                     continue
-                yield index, frame.to_ndarray(width=out_w, height=out_h, format=format)
+                yield index, frame.to_ndarray(width=out_w, height=out_h, format=format, interpolation=interpolation)
         except av.error.FFmpegError as err:
             raise IncompleteVideoError(f"{uri}: decoding failed after frame {previous} "
                                        f"({type(err).__name__}: {err})") from err
@@ -137,7 +137,7 @@ def iter_frames(uri: str, start_frame: int = 0, end_frame: int | None = None, *,
 
 def read_frames(uri: str, indices: Sequence[int], *, short_side: int | None = None,
                 size: tuple[int, int] | None = None, format: str = "rgb24",
-                strict: bool = True) -> list[np.ndarray]:
+                strict: bool = True, interpolation: str | None = None) -> list[np.ndarray]:
     """The frames at ``indices`` (sorted, unique), with one seek to the first of them.
 
     Raises ``IncompleteVideoError`` if any asked-for frame is missing.
@@ -148,7 +148,7 @@ def read_frames(uri: str, indices: Sequence[int], *, short_side: int | None = No
     got: dict[int, np.ndarray] = {}
     targets = set(wanted)
     for index, array in iter_frames(uri, wanted[0], wanted[-1] + 1, short_side=short_side,
-                                    size=size, format=format, strict=strict):
+                                    size=size, format=format, strict=strict, interpolation=interpolation):
         if index in targets:
             got[index] = array
     missing = [i for i in wanted if i not in got]
