@@ -104,3 +104,36 @@ def apply_to_live(batch: pa.Table, operator: Callable[[pa.Table], pa.Table]) -> 
     if not result.num_rows:
         return settled
     return pa.concat_tables([result, settled], promote_options="permissive")
+
+
+def settle_failures(batch: pa.Table, failed: dict[str, BaseException], schema: pa.Schema | None = None) -> pa.Table:
+    """Replace every row of each input in ``failed`` by that input's one error row.
+
+    For operators after an expansion (one input, many rows): when one of an input's
+    rows fails, the input as a whole goes to the errors table, not half of it.
+    """
+    if not failed:
+        return batch
+    keep = pc.invert(pc.is_in(batch.column(INPUT), value_set=pa.array(list(failed), pa.string())))
+    errors = to_table([error_row(input_id, exc) for input_id, exc in failed.items()], schema)
+    return pa.concat_tables([batch.filter(keep), errors], promote_options="permissive")
+
+
+def drop_failed_siblings(batch: pa.Table) -> pa.Table:
+    """Keep only the error row of an input that has one (its other rows may have been
+    processed in another batch of the same block before the failure)."""
+    if INPUT not in batch.column_names or not batch.num_rows:
+        return batch
+    is_error = pc.fill_null(pc.equal(batch.column("status"), ERROR), False)
+    failed = pc.unique(batch.filter(is_error).column(INPUT))
+    if not len(failed):
+        return batch
+    sibling = pc.and_(pc.is_in(batch.column(INPUT), value_set=failed), pc.invert(is_error))
+    return batch.filter(pc.invert(sibling))
+
+
+def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """Set column ``name`` to ``values``, replacing it or appending it."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), pa.field(name, values.type), values)
+    return table.append_column(pa.field(name, values.type), values)

@@ -1,0 +1,312 @@
+"""Subject-centric clip captions with Qwen2.5-VL (MAGREF Appendix B.1).
+
+The clip goes to the model as a *video*: ``frames`` frames sampled evenly over the
+clip, decoded straight to the model's input size (swscale, bicubic), with the clip's
+real frame spacing in ``second_per_grid_ts`` so Qwen2.5-VL's time-aligned positions
+see real time. The prompt asks for the subjects' appearance, their actions and how
+they change over time, the environment and the camera motion, and a last line
+``Subjects: a, b, c`` that becomes the ``subjects`` column (stage 2's object labels
+and the model's subject words). A model that writes no such line gives ``[]``.
+
+Why our own video preprocessing: transformers' ``Qwen2VLVideoProcessor`` needs
+torchvision, which has no wheel that imports beside the CPU torch we run on. The
+math is small and fixed by the model (smart resize to multiples of 28, CLIP mean/std,
+2x14x14 patches merged 2x2), so ``video_inputs`` does it in torch with the processor's
+exact patch layout, and the chat text is written here in Qwen's format. One code path
+for the tiny model here and the 7B model on a GPU.
+
+Generation is batched: the rows of a block are captioned ``batch_size`` clips per
+``generate`` call (left padding, greedy); the next chunk's frames decode on a thread
+while the current chunk generates.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.decode import read_frames
+from curation.envelope import apply_to_live, put_column, settle_failures
+from curation.operator import Resources
+from schemas.tables import CLIPS, INPUT
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SYSTEM = "You are a helpful assistant."
+PROMPT = (
+    "Describe this video clip for training a video generation model. Focus on the main subjects "
+    "(people, animals, objects): their appearance (clothing, colours, shapes), what they do, and how "
+    "they or their positions change over time. Then briefly describe the environment and the camera "
+    "motion (static, pan, tilt, zoom, tracking). Write one paragraph of plain sentences. "
+    "On a last separate line write 'Subjects:' followed by a comma-separated list of at most "
+    "{max_subjects} short nouns naming the main subjects, e.g. 'Subjects: woman, dog, red car'."
+)
+_SUBJECTS_LINE = re.compile(r"^\W*subjects?\W*:\s*(.*)$", re.IGNORECASE)
+_WORD = re.compile(r"^[a-z][a-z' -]{0,38}[a-z]$")
+
+
+@dataclass
+class CaptionConfig:
+    enabled: bool = True  # False: clips are scored and filtered, captions left null
+    frames: int = 16  # sampled evenly over the clip; even, since Qwen2.5-VL pairs frames
+    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = 448 * 252  # per frame; ~144 visual tokens per frame pair
+    max_new_tokens: int = 256
+    batch_size: int = 4  # clips per generate call (the actor chunks a block into these)
+    max_subjects: int = 8
+    prompt: str = PROMPT
+
+    def __post_init__(self) -> None:
+        if self.frames < 2 or self.frames % 2:
+            raise ValueError(f"caption.frames must be an even number >= 2, got {self.frames}")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+        if min(self.max_new_tokens, self.batch_size, self.max_subjects) < 1:
+            raise ValueError("max_new_tokens, batch_size and max_subjects must be >= 1")
+
+
+@dataclass
+class CaptionModel:
+    """What the registry builds for the ``captioner`` role: model + tokenizer + its numbers."""
+
+    model: Any  # Qwen2_5_VLForConditionalGeneration
+    tokenizer: Any  # left-padding tokenizer with Qwen's special tokens
+    device: str
+    dtype: Any
+
+    @property
+    def vision(self) -> Any:
+        return self.model.config.vision_config
+
+
+def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's ``smart_resize``: sides multiples of ``factor``, area within bounds, aspect kept."""
+    h_bar, w_bar = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def video_inputs(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
+    """``pixel_values_videos`` and ``video_grid_thw`` for (T, H, W, 3) uint8 clips already at a
+    ``smart_size``; the same layout as ``Qwen2VLVideoProcessor.patchify``."""
+    import torch
+
+    patch, merge, temporal = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    flat, grids = [], []
+    for video in videos:
+        x = torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float().div(255.0)
+        x = (x - mean) / std
+        if pad := -x.shape[0] % temporal:
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        t, c, h, w = x.shape
+        gt, gh, gw = t // temporal, h // patch, w // patch
+        x = x.view(gt, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+        x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        flat.append(x.reshape(gt * gh * gw, c * temporal * patch * patch))
+        grids.append([gt, gh, gw])
+    return torch.cat(flat), torch.tensor(grids, dtype=torch.long)
+
+
+def chat_text(prompt: str, video_tokens: int) -> str:
+    """Qwen's chat format with one video, its pad token repeated once per merged patch."""
+    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
+            f"<|vision_start|>{'<|video_pad|>' * video_tokens}<|vision_end|>{prompt}<|im_end|>\n"
+            f"<|im_start|>assistant\n")
+
+
+def split_subjects(text: str, limit: int) -> tuple[str, list[str]]:
+    """The caption without its ``Subjects:`` line, and the subject nouns (never raises)."""
+    lines = (text or "").strip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        match = _SUBJECTS_LINE.match(lines[i].strip())
+        if match:
+            words: list[str] = []
+            for item in re.split(r"[,;/]|\band\b", match.group(1)):
+                word = re.sub(r"^(a|an|the)\s+", "", item.strip(" \t.*_`\"'").lower())
+                if _WORD.match(word) and len(word.split()) <= 3 and word not in words:
+                    words.append(word)
+            caption = "\n".join(lines[:i] + lines[i + 1:]).strip()
+            return caption, words[:limit]
+    return "\n".join(lines).strip(), []
+
+
+class Captioner:
+    """Stage 1, step 3: caption + subjects for every live clip; settled rows pass through.
+
+    A clip that fails (its frames do not decode, generation raises for it alone) makes its
+    whole video one error row, as the envelope promises: one input, one place.
+    """
+
+    resources = Resources(num_cpus=0.5, num_gpus=1.0, batch_size=4)
+
+    def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None,
+                 model: CaptionModel | None = None):
+        from curation.models import load
+
+        self.config = config
+        self.captioner = model or load("captioner", models, device=device)
+        self.generate_calls = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="caption-decode")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not self.config.enabled:
+            return batch
+        failed: dict[str, BaseException] = {}
+        result = apply_to_live(batch, lambda live: self._caption(live, failed))
+        return settle_failures(result, failed, CLIPS)
+
+    def _caption(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
+        rows = live.to_pylist()
+        size = self.config.batch_size
+        chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
+        texts: dict[int, str] = {}
+        future = self._pool.submit(self._frames, [rows[i] for i in chunks[0]]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            videos = future.result()
+            if k + 1 < len(chunks):  # decode the next chunk while this one generates
+                future = self._pool.submit(self._frames, [rows[i] for i in chunks[k + 1]])
+            ready = []
+            for position, video in zip(chunk, videos):
+                if isinstance(video, BaseException):
+                    failed.setdefault(rows[position][INPUT], video)
+                else:
+                    ready.append((position, video))
+            texts.update(self._generate_isolated(ready, rows, failed))
+        captions = [None] * len(rows)
+        subjects: list[list[str] | None] = [None] * len(rows)
+        for position, text in texts.items():
+            captions[position], subjects[position] = split_subjects(text, self.config.max_subjects)
+        live = put_column(live, "caption", pa.array(captions, pa.string()))
+        return put_column(live, "subjects", pa.array(subjects, pa.list_(pa.string())))
+
+    def _frames(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Decoded frames per clip (or the exception that clip raised), at the model's input size."""
+        vision = self.captioner.vision
+        factor = vision.patch_size * vision.spatial_merge_size
+        out: list[Any] = []
+        for row in rows:
+            try:
+                start, end = int(row["start_frame"]), int(row["end_frame"])
+                indices = np.linspace(start, end - 1, self.config.frames).round().astype(int).tolist()
+                height, width = smart_size(int(row["height"]), int(row["width"]), factor,
+                                           self.config.min_pixels, self.config.max_pixels)
+                decoded = read_frames(row["uri"], indices, size=(width, height), interpolation="BICUBIC")
+                frames = dict(zip(sorted(set(indices)), decoded))
+                spacing = (indices[-1] - indices[0]) / max(len(indices) - 1, 1) / float(row["fps"])
+                out.append((np.stack([frames[i] for i in indices]), spacing))
+            except Exception as exc:  # noqa: BLE001 - one clip's failure settles only its video
+                out.append(exc)
+        return out
+
+    def _generate_isolated(self, ready, rows, failed) -> dict[int, str]:
+        """Generate for a chunk; if the batched call fails, retry clip by clip to find the culprit."""
+        if not ready:
+            return {}
+        try:
+            return dict(zip([p for p, _ in ready], self.generate([v for _, v in ready])))
+        except Exception as exc:  # noqa: BLE001
+            if len(ready) == 1:
+                failed.setdefault(rows[ready[0][0]][INPUT], exc)
+                return {}
+        done = {}
+        for position, video in ready:
+            try:
+                done[position] = self.generate([video])[0]
+            except Exception as exc:  # noqa: BLE001
+                failed.setdefault(rows[position][INPUT], exc)
+        return done
+
+    def generate(self, videos: list[tuple[np.ndarray, float]]) -> list[str]:
+        """One ``generate`` call for several clips: ``(frames, seconds between frames)`` each."""
+        import torch
+
+        c = self.captioner
+        self.generate_calls += 1
+        pixels, grids = video_inputs([v for v, _ in videos], c.vision)
+        merge = c.vision.spatial_merge_size ** 2
+        prompt = self.config.prompt.format(max_subjects=self.config.max_subjects)
+        texts = [chat_text(prompt, int(g.prod()) // merge) for g in grids]
+        inputs = c.tokenizer(texts, padding=True, return_tensors="pt").to(c.device)
+        seconds = [c.vision.temporal_patch_size * spacing for _, spacing in videos]
+        with torch.inference_mode():
+            out = c.model.generate(**inputs, pixel_values_videos=pixels.to(c.device, c.dtype),
+                                   video_grid_thw=grids.to(c.device),
+                                   second_per_grid_ts=torch.tensor(seconds, device=c.device),
+                                   max_new_tokens=self.config.max_new_tokens, do_sample=False)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in c.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+# ---------------------------------------------------------------------------
+# Registry builders: the real checkpoint, and the same class from a tiny config.
+# ---------------------------------------------------------------------------
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+
+def load_captioner(source: str, device: str, dtype: Any = None) -> CaptionModel:
+    """Qwen2.5-VL from a hub id or a local folder: bf16 on GPU, float32 on CPU."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
+    return CaptionModel(model, tokenizer, device, dtype)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE trained on a few sentences, with Qwen's special tokens (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [PROMPT, SYSTEM, "Subjects: woman, dog, red car", "A man walks a dog in a park. The camera pans left."]
+    tok.train_from_iterator(corpus * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   padding_side="left")
+
+
+def tiny_captioner(device: str) -> CaptionModel:
+    """``Qwen2_5_VLForConditionalGeneration`` from a small random config (FACTS.md numbers)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "mrope_section": [2, 2, 4], "rope_theta": 10000.0},
+                         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                           window_size=56, tokens_per_second=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    model = Qwen2_5_VLForConditionalGeneration(config).to(device).eval()
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return CaptionModel(model, tokenizer, device, torch.float32)
