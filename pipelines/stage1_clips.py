@@ -23,7 +23,7 @@ from curation.caption import CaptionConfig, Captioner  # noqa: E402
 from curation.envelope import drop_failed_siblings  # noqa: E402
 from curation.quality import ClipScorer, QualityConfig  # noqa: E402
 from curation.scenes import ClipSplitter, ScenesConfig  # noqa: E402
-from pipelines.common import PoolConfig, StageJob, map_kwargs  # noqa: E402
+from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
 
 
 @dataclass
@@ -31,21 +31,18 @@ class Stage1Config:
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
-    split_pool: PoolConfig = field(default_factory=PoolConfig)  # CPU decode + scene detection
+    split_pool: PoolConfig = field(default_factory=PoolConfig)  # CPU tasks: decode, scenes, scoring frames
     score_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # CLIP (GPU if any)
     caption_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # one GPU per actor
 
 
-def after_split(kwargs: dict, batch_size: int) -> dict:
-    # Atomicity: the writer commits all clips of a video together, so from the split to
-    # the write a video's rows stay in one Ray block. The ops below would take whole
-    # blocks (batch_size=None), but Ray 2.60 refuses that when num_gpus is set, so they
-    # use an int batch size instead, on CPU too (one tested path): Ray then bundles
-    # whole blocks into a task without ever slicing one, and with
-    # target_max_block_size=None a task's output is a single block. A batch may cut
-    # through a video, so a video that fails in one batch may have rows processed in
-    # another: drop_failed_siblings removes them before the write.
-    return {**kwargs, "batch_size": batch_size}
+# Atomicity: the writer commits all clips of a video together, so from the split to the
+# write a video's rows stay in one Ray block. The ops after the split would take whole
+# blocks (batch_size=None), but Ray 2.60 refuses that when num_gpus is set, so they use
+# an int batch size, on CPU too (one tested path): Ray bundles whole blocks into a task
+# and never slices one, and with target_max_block_size=None a task's output is a single
+# block. A batch may cut through a video, so a video that fails in one batch may have
+# rows processed in another: drop_failed_siblings removes those before the write.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,16 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         videos = job.read_input("videos")
         todo = job.pending(videos, id_column="video_id")  # keeps the first uri of each video_id
         if todo.num_rows:
-            split = map_kwargs(ClipSplitter, cfg.split_pool)
-            ds = job.dataset(todo, rows_per_block=split["batch_size"])
-            ds.context.target_max_block_size = None  # never re-cut a block (see after_split)
-            ds = ds.map_batches(ClipSplitter, fn_constructor_kwargs={"config": cfg.scenes, "quality": cfg.quality},
-                                **split)
-            ds = ds.map_batches(ClipScorer, fn_constructor_kwargs={"config": cfg.quality, "models": job.models},
-                                **after_split(map_kwargs(ClipScorer, cfg.score_pool), cfg.quality.aesthetic_batch))
-            if cfg.caption.enabled:  # generation batch = Ray batch: one generate call per batch
-                ds = ds.map_batches(Captioner, fn_constructor_kwargs={"config": cfg.caption, "models": job.models},
-                                    **after_split(map_kwargs(Captioner, cfg.caption_pool), cfg.caption.batch_size))
+            ds = job.dataset(todo, rows_per_block=batch_size_of(ClipSplitter, cfg.split_pool))
+            ds.context.target_max_block_size = None  # never re-cut a block (see above)
+            ds = map_operator(ds, ClipSplitter, cfg.scenes, cfg.split_pool, init={"quality": cfg.quality})
+            ds = map_operator(ds, ClipScorer, cfg.quality, cfg.score_pool, batch_size=cfg.quality.aesthetic_batch,
+                              init={"models": job.models})
+            if cfg.caption.enabled:  # filter before captioning: the VLM only sees kept clips
+                ds = map_operator(ds, Captioner, cfg.caption, cfg.caption_pool, batch_size=cfg.caption.batch_size,
+                                  init={"models": job.models})  # one generate call per Ray batch
             ds = ds.map_batches(drop_failed_siblings, batch_size=None, batch_format="pyarrow", num_cpus=0.25)
             job.write(ds)
     return 0 if job.report.accounted else 1
