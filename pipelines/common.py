@@ -155,13 +155,14 @@ def batch_size_of(operator_cls: type, pool: PoolConfig) -> int:
     return pool.batch_size or operator_cls.resources.batch_size
 
 
-def map_operator(ds, operator_cls: type, config: Any, pool: PoolConfig, batch_size: int | None = -1):
+def map_operator(ds, operator_cls: type, pool: PoolConfig, *, batch_size: int | None = -1, **init_kwargs: Any):
     """``ds.map_batches`` for a ``curation`` operator, sized from its declared resources.
 
-    Operators that hold a model run on an actor pool (loaded once per actor, up to
-    ``pool.actors`` actors); stateless ones run as tasks. GPUs are requested only when
-    the cluster has some, so one config runs anywhere. ``batch_size=None`` keeps whole
-    blocks together (the one-input-one-block invariant after an expansion).
+    ``init_kwargs`` go to the operator's constructor. Operators that hold a model run on
+    an actor pool (loaded once per actor, up to ``pool.actors`` actors); stateless ones
+    run as plain tasks, which start in milliseconds instead of seconds. GPUs are
+    requested only when the cluster has some, so one config runs anywhere.
+    ``batch_size=None`` passes whole blocks (not allowed by Ray together with GPUs).
     """
     declared = operator_cls.resources
     kwargs: dict[str, Any] = {
@@ -173,15 +174,16 @@ def map_operator(ds, operator_cls: type, config: Any, pool: PoolConfig, batch_si
     if num_gpus and has_gpus():
         kwargs["num_gpus"] = num_gpus
     if declared.stateless and not kwargs.get("num_gpus"):
-        return ds.map_batches(_run_stateless, fn_kwargs={"operator_cls": operator_cls, "config": config}, **kwargs)
+        return ds.map_batches(_run_stateless, fn_kwargs={"operator_cls": operator_cls, "init_kwargs": init_kwargs},
+                              **kwargs)
     from ray.data import ActorPoolStrategy
 
-    return ds.map_batches(operator_cls, fn_constructor_kwargs={"config": config},
+    return ds.map_batches(operator_cls, fn_constructor_kwargs=init_kwargs,
                           compute=ActorPoolStrategy(min_size=1, max_size=pool.actors), **kwargs)
 
 
-def _run_stateless(batch: pa.Table, operator_cls: type, config: Any) -> pa.Table:
-    return operator_cls(config)(batch)
+def _run_stateless(batch: pa.Table, operator_cls: type, init_kwargs: dict[str, Any]) -> pa.Table:
+    return operator_cls(**init_kwargs)(batch)
 
 
 # --------------------------------------------------------------------------- run directory

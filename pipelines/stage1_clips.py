@@ -23,7 +23,7 @@ from curation.caption import CaptionConfig, Captioner  # noqa: E402
 from curation.envelope import drop_failed_siblings  # noqa: E402
 from curation.quality import ClipScorer, QualityConfig  # noqa: E402
 from curation.scenes import ClipSplitter, ScenesConfig  # noqa: E402
-from pipelines.common import PoolConfig, StageJob, map_kwargs  # noqa: E402
+from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
 
 
 @dataclass
@@ -36,18 +36,6 @@ class Stage1Config:
     caption_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # one GPU per actor
 
 
-def after_split(kwargs: dict, batch_size: int) -> dict:
-    # Atomicity: the writer commits all clips of a video together, so from the split to
-    # the write a video's rows stay in one Ray block. The ops below would take whole
-    # blocks (batch_size=None), but Ray 2.60 refuses that when num_gpus is set, so they
-    # use an int batch size instead, on CPU too (one tested path): Ray then bundles
-    # whole blocks into a task without ever slicing one, and with
-    # target_max_block_size=None a task's output is a single block. A batch may cut
-    # through a video, so a video that fails in one batch may have rows processed in
-    # another: drop_failed_siblings removes them before the write.
-    return {**kwargs, "batch_size": batch_size}
-
-
 def main(argv: list[str] | None = None) -> int:
     job = StageJob("clips", "clips", Stage1Config, __doc__, argv)
     cfg = job.config
@@ -55,16 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         videos = job.read_input("videos")
         todo = job.pending(videos, id_column="video_id")  # keeps the first uri of each video_id
         if todo.num_rows:
-            split = map_kwargs(ClipSplitter, cfg.split_pool)
-            ds = job.dataset(todo, rows_per_block=split["batch_size"])
-            ds.context.target_max_block_size = None  # never re-cut a block (see after_split)
-            ds = ds.map_batches(ClipSplitter, fn_constructor_kwargs={"config": cfg.scenes, "quality": cfg.quality},
-                                **split)
-            ds = ds.map_batches(ClipScorer, fn_constructor_kwargs={"config": cfg.quality, "models": job.models},
-                                **after_split(map_kwargs(ClipScorer, cfg.score_pool), cfg.quality.aesthetic_batch))
+            ds = job.dataset(todo, rows_per_block=batch_size_of(ClipSplitter, cfg.split_pool))
+            # Atomicity: the writer commits all clips of a video together, so from the split
+            # to the write a video's rows stay in one Ray block. Whole-block batches
+            # (batch_size=None) are refused by Ray 2.60 with num_gpus, so the ops after the
+            # split take int batch sizes: Ray bundles whole blocks into a task without
+            # slicing one, and with target_max_block_size=None a task's output is one block.
+            # A batch may still cut through a video inside a task, so a video that fails in
+            # one batch may have rows from another: drop_failed_siblings removes them.
+            ds.context.target_max_block_size = None
+            ds = map_operator(ds, ClipSplitter, cfg.split_pool, config=cfg.scenes, quality=cfg.quality)
+            ds = map_operator(ds, ClipScorer, cfg.score_pool, batch_size=cfg.quality.aesthetic_batch,
+                              config=cfg.quality, models=job.models)
             if cfg.caption.enabled:  # generation batch = Ray batch: one generate call per batch
-                ds = ds.map_batches(Captioner, fn_constructor_kwargs={"config": cfg.caption, "models": job.models},
-                                    **after_split(map_kwargs(Captioner, cfg.caption_pool), cfg.caption.batch_size))
+                ds = map_operator(ds, Captioner, cfg.caption_pool, batch_size=cfg.caption.batch_size,
+                                  config=cfg.caption, models=job.models)
             ds = ds.map_batches(drop_failed_siblings, batch_size=None, batch_format="pyarrow", num_cpus=0.25)
             job.write(ds)
     return 0 if job.report.accounted else 1
