@@ -174,16 +174,21 @@ def map_operator(ds, operator_cls: type, pool: PoolConfig, *, batch_size: int | 
     if num_gpus and has_gpus():
         kwargs["num_gpus"] = num_gpus
     if declared.stateless and not kwargs.get("num_gpus"):
-        return ds.map_batches(_run_stateless, fn_kwargs={"operator_cls": operator_cls, "init_kwargs": init_kwargs},
-                              **kwargs)
+        return ds.map_batches(_stateless(operator_cls), fn_kwargs={"init_kwargs": init_kwargs}, **kwargs)
     from ray.data import ActorPoolStrategy
 
     return ds.map_batches(operator_cls, fn_constructor_kwargs=init_kwargs,
                           compute=ActorPoolStrategy(min_size=1, max_size=pool.actors), **kwargs)
 
 
-def _run_stateless(batch: pa.Table, operator_cls: type, init_kwargs: dict[str, Any]) -> pa.Table:
-    return operator_cls(**init_kwargs)(batch)
+def _stateless(operator_cls: type):
+    """A task function that builds the operator per batch, named after it for Ray's progress bars."""
+
+    def run(batch: pa.Table, init_kwargs: dict[str, Any]) -> pa.Table:
+        return operator_cls(**init_kwargs)(batch)
+
+    run.__name__ = run.__qualname__ = operator_cls.__name__
+    return run
 
 
 # --------------------------------------------------------------------------- run directory
