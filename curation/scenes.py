@@ -219,7 +219,7 @@ class ClipSplitter:
     becomes one error row and none of its clips.
     """
 
-    resources = Resources(num_cpus=0.5, batch_size=1, stateless=True)  # no model: Ray tasks, no actors
+    resources = Resources(num_cpus=0.5, batch_size=1, stateless=True)
 
     def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None):
         self.config = config

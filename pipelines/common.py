@@ -155,15 +155,14 @@ def batch_size_of(operator_cls: type, pool: PoolConfig) -> int:
     return pool.batch_size or operator_cls.resources.batch_size
 
 
-def map_operator(ds, operator_cls: type, config: Any, pool: PoolConfig, batch_size: int | None = -1,
-                 init: dict[str, Any] | None = None):
+def map_operator(ds, operator_cls: type, pool: PoolConfig, *, batch_size: int | None = -1, **init_kwargs: Any):
     """``ds.map_batches`` for a ``curation`` operator, sized from its declared resources.
 
-    Operators that hold a model run on an actor pool (loaded once per actor, up to
-    ``pool.actors`` actors); stateless ones run as tasks. GPUs are requested only when
-    the cluster has some, so one config runs anywhere. ``batch_size=None`` keeps whole
-    blocks together (the one-input-one-block invariant after an expansion). ``init``:
-    more constructor arguments after ``config`` (e.g. ``{"models": job.models}``).
+    ``init_kwargs`` go to the operator's constructor. Operators that hold a model run on
+    an actor pool (loaded once per actor, up to ``pool.actors`` actors); stateless ones
+    run as plain tasks, which start in milliseconds instead of seconds. GPUs are
+    requested only when the cluster has some, so one config runs anywhere.
+    ``batch_size=None`` passes whole blocks (not allowed by Ray together with GPUs).
     """
     declared = operator_cls.resources
     kwargs: dict[str, Any] = {
@@ -175,16 +174,21 @@ def map_operator(ds, operator_cls: type, config: Any, pool: PoolConfig, batch_si
     if num_gpus and has_gpus():
         kwargs["num_gpus"] = num_gpus
     if declared.stateless and not kwargs.get("num_gpus"):
-        return ds.map_batches(_run_stateless, fn_kwargs={"operator_cls": operator_cls, "config": config,
-                                                         "init": init or {}}, **kwargs)
+        return ds.map_batches(_stateless(operator_cls), fn_kwargs={"init_kwargs": init_kwargs}, **kwargs)
     from ray.data import ActorPoolStrategy
 
-    return ds.map_batches(operator_cls, fn_constructor_kwargs={"config": config, **(init or {})},
+    return ds.map_batches(operator_cls, fn_constructor_kwargs=init_kwargs,
                           compute=ActorPoolStrategy(min_size=1, max_size=pool.actors), **kwargs)
 
 
-def _run_stateless(batch: pa.Table, operator_cls: type, config: Any, init: dict[str, Any] | None = None) -> pa.Table:
-    return operator_cls(config, **(init or {}))(batch)
+def _stateless(operator_cls: type):
+    """A task function that builds the operator per batch, named after it for Ray's progress bars."""
+
+    def run(batch: pa.Table, init_kwargs: dict[str, Any]) -> pa.Table:
+        return operator_cls(**init_kwargs)(batch)
+
+    run.__name__ = run.__qualname__ = operator_cls.__name__
+    return run
 
 
 # --------------------------------------------------------------------------- run directory

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = job.pending(pa.table({"uri": pa.array(uris, pa.string())}), id_column="uri")
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=batch_size_of(VideoProber, cfg.pool))
-            ds = map_operator(ds, VideoProber, cfg.probe, cfg.pool)
+            ds = map_operator(ds, VideoProber, cfg.pool, config=cfg.probe)
             job.write(ds)
     return 0 if job.report.accounted else 1
 

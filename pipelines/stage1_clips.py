@@ -31,18 +31,9 @@ class Stage1Config:
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
-    split_pool: PoolConfig = field(default_factory=PoolConfig)  # CPU tasks: decode, scenes, scoring frames
+    split_pool: PoolConfig = field(default_factory=PoolConfig)  # CPU decode + scene detection
     score_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # CLIP (GPU if any)
     caption_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # one GPU per actor
-
-
-# Atomicity: the writer commits all clips of a video together, so from the split to the
-# write a video's rows stay in one Ray block. The ops after the split would take whole
-# blocks (batch_size=None), but Ray 2.60 refuses that when num_gpus is set, so they use
-# an int batch size, on CPU too (one tested path): Ray bundles whole blocks into a task
-# and never slices one, and with target_max_block_size=None a task's output is a single
-# block. A batch may cut through a video, so a video that fails in one batch may have
-# rows processed in another: drop_failed_siblings removes those before the write.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +44,20 @@ def main(argv: list[str] | None = None) -> int:
         todo = job.pending(videos, id_column="video_id")  # keeps the first uri of each video_id
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=batch_size_of(ClipSplitter, cfg.split_pool))
-            ds.context.target_max_block_size = None  # never re-cut a block (see above)
-            ds = map_operator(ds, ClipSplitter, cfg.scenes, cfg.split_pool, init={"quality": cfg.quality})
-            ds = map_operator(ds, ClipScorer, cfg.quality, cfg.score_pool, batch_size=cfg.quality.aesthetic_batch,
-                              init={"models": job.models})
-            if cfg.caption.enabled:  # filter before captioning: the VLM only sees kept clips
-                ds = map_operator(ds, Captioner, cfg.caption, cfg.caption_pool, batch_size=cfg.caption.batch_size,
-                                  init={"models": job.models})  # one generate call per Ray batch
+            # Atomicity: the writer commits all clips of a video together, so from the split
+            # to the write a video's rows stay in one Ray block. Whole-block batches
+            # (batch_size=None) are refused by Ray 2.60 with num_gpus, so the ops after the
+            # split take int batch sizes: Ray bundles whole blocks into a task without
+            # slicing one, and with target_max_block_size=None a task's output is one block.
+            # A batch may still cut through a video inside a task, so a video that fails in
+            # one batch may have rows from another: drop_failed_siblings removes them.
+            ds.context.target_max_block_size = None
+            ds = map_operator(ds, ClipSplitter, cfg.split_pool, config=cfg.scenes, quality=cfg.quality)
+            ds = map_operator(ds, ClipScorer, cfg.score_pool, batch_size=cfg.quality.aesthetic_batch,
+                              config=cfg.quality, models=job.models)
+            if cfg.caption.enabled:  # generation batch = Ray batch: one generate call per batch
+                ds = map_operator(ds, Captioner, cfg.caption_pool, batch_size=cfg.caption.batch_size,
+                                  config=cfg.caption, models=job.models)
             ds = ds.map_batches(drop_failed_siblings, batch_size=None, batch_format="pyarrow", num_cpus=0.25)
             job.write(ds)
     return 0 if job.report.accounted else 1
