@@ -12,8 +12,15 @@ deleted, so a rerun after a kill ends with every input accounted once:
     RUN/_ledger/<stage>/part-<hash>.parquet      one row per finished input
 
 ``<hash>`` comes from the input ids of the block, so a Ray task retry rewrites the
-same files instead of adding copies. Invariant the jobs keep: all rows of one input
-travel in one block (ops after an expansion use ``batch_size=None``).
+same files instead of adding copies.
+
+Invariant: all rows of one input travel in one block from the operator that makes
+them to ``commit``. ``StageJob.dataset`` turns off Ray's block re-splitting
+(``target_max_block_size=None``), and Ray bundles whole blocks into a task without
+slicing one, so every op after an expansion keeps a video's clips together even with
+an int ``batch_size`` (Ray 2.60 refuses ``batch_size=None`` with GPUs). A batch inside
+a task may still cut through an input, so an input that failed in one batch may have
+rows from another: ``commit`` keeps only its error row (``drop_failed_siblings``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.envelope import drop_failed_siblings
 from pipelines.config import ConfigError, load_config, to_dict
 from schemas.io import Location, list_parts, read_table, remove_temporaries, write_part
 from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT, schema_for
@@ -243,6 +251,7 @@ def commit(batch: pa.Table, run_uri: str, stage: str, table: str) -> pa.Table:
     """
     run = RunDir.of(run_uri)
     now = datetime.now(timezone.utc)
+    batch = drop_failed_siblings(batch)
     inputs = batch.column(INPUT).to_pylist()
     name = block_hash(set(inputs))
     status = batch.column("status")
@@ -425,7 +434,9 @@ class StageJob:
 
         self._owns_ray = init_ray(self.args.address) or self._owns_ray
         step = max(1, rows_per_block)
-        return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        ds.context.target_max_block_size = None  # never re-cut a block: see the module docstring
+        return ds
 
     def write(self, ds) -> None:
         """Commit every block (outputs, errors, ledger) and tally the report."""

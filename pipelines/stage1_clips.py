@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
 from curation.caption import CaptionConfig, Captioner  # noqa: E402
-from curation.envelope import drop_failed_siblings  # noqa: E402
 from curation.quality import ClipScorer, QualityConfig  # noqa: E402
 from curation.scenes import ClipSplitter, ScenesConfig  # noqa: E402
 from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
@@ -44,21 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         todo = job.pending(videos, id_column="video_id")  # keeps the first uri of each video_id
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=batch_size_of(ClipSplitter, cfg.split_pool))
-            # Atomicity: the writer commits all clips of a video together, so from the split
-            # to the write a video's rows stay in one Ray block. Whole-block batches
-            # (batch_size=None) are refused by Ray 2.60 with num_gpus, so the ops after the
-            # split take int batch sizes: Ray bundles whole blocks into a task without
-            # slicing one, and with target_max_block_size=None a task's output is one block.
-            # A batch may still cut through a video inside a task, so a video that fails in
-            # one batch may have rows from another: drop_failed_siblings removes them.
-            ds.context.target_max_block_size = None
+            # A video's clips stay in one block from the split to the write (common.py's
+            # invariant), so the writer commits a video whole.
             ds = map_operator(ds, ClipSplitter, cfg.split_pool, config=cfg.scenes, quality=cfg.quality)
             ds = map_operator(ds, ClipScorer, cfg.score_pool, batch_size=cfg.quality.aesthetic_batch,
                               config=cfg.quality, models=job.models)
             if cfg.caption.enabled:  # generation batch = Ray batch: one generate call per batch
                 ds = map_operator(ds, Captioner, cfg.caption_pool, batch_size=cfg.caption.batch_size,
                                   config=cfg.caption, models=job.models)
-            ds = ds.map_batches(drop_failed_siblings, batch_size=None, batch_format="pyarrow", num_cpus=0.25)
             job.write(ds)
     return 0 if job.report.accounted else 1
 
