@@ -7,7 +7,9 @@ Single video::
 
 Batch: ``--prompt-file FILE`` (the release's ``key@@prompt@@img1@@img2...`` lines; an
 image may be written ``word=path`` to make ``word`` its subject) or ``--samples T.parquet``
-(columns in :func:`samples_columns`), with ``--out-dir DIR``; the model loads once, videos
+(a table of the ``samples`` schema: faces, objects and background become the references,
+their labels the subject words; ``--variants`` takes the generated variants), with
+``--out-dir DIR``; the model loads once, videos
 already written are skipped, a bad item is reported and the rest still run.
 
 Each video is an H.264 mp4 (PyAV) with its canvas beside it as ``NAME.canvas.png``.
@@ -28,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
+from model.disentangle import word_spans
 from model.pipeline import DEFAULT_BASE, DEFAULTS
 
 
@@ -44,16 +47,6 @@ class Job:
     refs: list[Image.Image]
     subjects: list[tuple[str, int]] = field(default_factory=list)
     out: Path = Path("out.mp4")
-
-
-def samples_columns() -> dict[str, str]:
-    """The samples-table columns this CLI reads, in one place to align with ``schemas/``.
-
-    ``refs`` is a list of PNG bytes; ``subject_words`` (optional) a list of the same length
-    whose entry names the subject word of that reference (empty / null = none).
-    """
-    return {"id": "sample_id", "prompt": "caption", "refs": "refs",
-            "subject_words": "subject_words"}
 
 
 def read_image(path: str | os.PathLike, what: str = "reference image") -> Image.Image:
@@ -136,25 +129,30 @@ def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str
     return items
 
 
-def jobs_from_samples(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
-    """Rows of a samples Parquet table (see :func:`samples_columns`)."""
-    import pyarrow.parquet as pq
+def jobs_from_samples(path: str, out_dir: Path, use_variants: bool = False) -> list[Job | tuple[str, str]]:
+    """Rows of a ``samples`` table (file or folder), validated against ``schemas``.
 
-    cols = samples_columns()
-    table = pq.read_table(path)
-    missing = [c for k, c in cols.items() if k != "subject_words" and c not in table.column_names]
-    if missing:
-        raise SampleInputError(f"{path} lacks column(s) {missing}; has {table.column_names}")
+    References come in the order ``schemas.samples.sample_references`` gives (faces,
+    objects, background); a face's or object's ``label`` becomes its subject word when the
+    caption contains it, so disentanglement binds what stages 2-3 found.
+    """
+    from schemas.io import read_manifest
+    from schemas.samples import sample_references
+    from schemas.validate import SchemaError
+
+    try:
+        table = read_manifest(path, "samples")
+    except (SchemaError, FileNotFoundError) as exc:
+        raise SampleInputError(str(exc)) from exc
     items: list[Job | tuple[str, str]] = []
     for row in table.to_pylist():
-        key = str(row[cols["id"]])
+        key = str(row["sample_id"])
         try:
-            blobs = row[cols["refs"]] or []
-            check_ref_count(len(blobs), key)
-            refs = [image_from_bytes(b, f"reference {i} of sample {key}") for i, b in enumerate(blobs)]
-            words = row.get(cols["subject_words"]) or []
-            subjects = [(w, i) for i, w in enumerate(words) if w]
-            items.append(Job(key, row[cols["prompt"]], refs, subjects, out_dir / f"{key}.mp4"))
+            found = sample_references(row, use_variants)
+            check_ref_count(len(found), key)
+            refs = [image_from_bytes(r.image, f"{r.kind} reference {i} of sample {key}") for i, r in enumerate(found)]
+            words = [(r.word, i) for i, r in enumerate(found) if r.word and word_spans(row["caption"], r.word)]
+            items.append(Job(key, row["caption"], refs, words, out_dir / f"{key}.mp4"))
         except SampleInputError as exc:
             items.append((key, str(exc)))
     return items
@@ -194,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--ref", action="append", default=[], help="reference image (1-8), repeatable")
     src.add_argument("--prompt-file", help="lines key@@prompt@@img1@@img2...")
-    src.add_argument("--samples", help="samples Parquet table (see samples_columns)")
+    src.add_argument("--samples", help="a samples table (Parquet file or folder, the schemas.tables.SAMPLES schema)")
+    p.add_argument("--variants", action="store_true",
+                   help="with --samples: use the generated variants I' where present (default: the originals)")
     p.add_argument("--prompt", help="text prompt (single mode)")
     p.add_argument("--subject", action="append", default=[], help="WORD=REF, repeatable (Eq. 6)")
     p.add_argument("--out", default="out.mp4", help="output mp4 (single mode)")
@@ -232,9 +232,9 @@ def gather_jobs(args: argparse.Namespace) -> list[Job | tuple[str, str]]:
         if not Path(args.prompt_file).is_file():
             raise SampleInputError(f"prompt file {args.prompt_file!r} does not exist")
         return jobs_from_prompt_file(args.prompt_file, Path(args.out_dir))
-    if not Path(args.samples).is_file():
+    if not Path(args.samples).exists():
         raise SampleInputError(f"samples table {args.samples!r} does not exist")
-    return jobs_from_samples(args.samples, Path(args.out_dir))
+    return jobs_from_samples(args.samples, Path(args.out_dir), use_variants=args.variants)
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:

@@ -123,7 +123,9 @@ SAMPLES = _schema("samples", [
     pa.field("fps", pa.float64()),
     pa.field("caption", pa.string(), nullable=False),
     pa.field("subject_words", pa.list_(pa.string())),
-    pa.field("faces", pa.list_(pa.struct([pa.field("identity_id", pa.string()), *_reference_pair]))),
+    # ``label``: the caption's word for this subject (drives subject disentanglement, Eq. 6).
+    pa.field("faces", pa.list_(pa.struct([pa.field("identity_id", pa.string()), pa.field("label", pa.string()),
+                                          *_reference_pair]))),
     pa.field("objects", pa.list_(pa.struct([pa.field("label", pa.string()), *_reference_pair]))),
     pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
     pa.field("provenance", pa.string()),  # JSON: models and settings that made the sample

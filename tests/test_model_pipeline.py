@@ -160,24 +160,41 @@ def test_prompt_file_batch_runs_good_lines_reports_bad_and_resumes(refs: list[Pa
     assert (tmp_path / "batch" / "one.mp4").stat().st_mtime_ns == before
 
 
-def test_samples_parquet_batch(refs: list[Path], tmp_path: Path) -> None:
+def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
+    """A table of the real ``samples`` schema: faces + objects + background -> refs, labels -> words."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from model.sample import samples_columns
+    from schemas import write_table
+    from schemas.samples import sample_references
 
-    cols = samples_columns()
     png = [r.read_bytes() for r in refs]
-    table = pa.table({cols["id"]: ["s1", "s2"], cols["prompt"]: ["a man and a dog", "a dog"],
-                      cols["refs"]: [png, png[1:]], cols["subject_words"]: [["man", "dog"], [None]]})
-    pq.write_table(table, tmp_path / "samples.parquet")
+    base = {"clip_id": "c", "uri": "/v.mp4", "start_frame": 0, "end_frame": 48, "fps": 24.0,
+            "provenance": "{}"}
+    rows = [
+        {**base, "sample_id": "s1", "caption": "a man and a dog", "subject_words": ["man", "dog"],
+         "faces": [{"identity_id": "i0", "label": "man", "ref": png[0], "variant": None, "source_id": "f0"}],
+         "objects": [{"label": "dog", "ref": png[1], "variant": png[0], "source_id": "o0"}],
+         "background": None},
+        {**base, "sample_id": "s2", "caption": "a dog", "subject_words": ["dog"], "faces": [],
+         "objects": [{"label": "cat", "ref": png[1], "variant": None, "source_id": "o1"}], "background": png[0]},
+        {**base, "sample_id": "s3", "caption": "nothing", "subject_words": [], "faces": [], "objects": [],
+         "background": None},
+    ]
+    write_table(pa.Table.from_pylist(rows), str(tmp_path / "samples.parquet"), "samples")
+    found = sample_references(rows[0], use_variants=True)
+    assert [(r.word, r.kind, r.image) for r in found] == [("man", "face", png[0]), ("dog", "object", png[0])]
+    assert [r.kind for r in sample_references(rows[1])] == ["object", "background"]
+
     rc = main(["--base", "tiny", "--device", "cpu", "--samples", str(tmp_path / "samples.parquet"),
                "--out-dir", str(tmp_path / "s"), "--height", str(H), "--width", str(W),
                "--frames", "5", "--steps", "1", "--drop-first", "0"])
-    assert rc == 0
+    assert rc == 1  # s3 has no reference: reported, the others still made
     assert read_video(tmp_path / "s" / "s1.mp4") == (5, H, W)
-    assert read_video(tmp_path / "s" / "s2.mp4") == (5, H, W)
+    assert read_video(tmp_path / "s" / "s2.mp4") == (5, H, W)  # 'cat' is not in its caption: no subject
+    assert not (tmp_path / "s" / "s3.mp4").exists()
     buf = io.BytesIO()
+    import pyarrow.parquet as pq
+
     pq.write_table(pa.table({"sample_id": ["x"]}), buf)
     (tmp_path / "bad.parquet").write_bytes(buf.getvalue())
     assert main(["--base", "tiny", "--samples", str(tmp_path / "bad.parquet")]) == 2
