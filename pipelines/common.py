@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.envelope import drop_failed_siblings
-from pipelines.config import ConfigError, load_config, to_dict
+from pipelines.config import ConfigError, flat_keys, load_config, to_dict
 from schemas.io import Location, list_parts, read_table, remove_temporaries, write_part
 from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT, schema_for
 
@@ -91,7 +91,9 @@ class PoolConfig:
 
 def parse_args(stage: str, config_cls: type, description: str | None,
                argv: list[str] | None = None, input_help: str | None = None) -> tuple[argparse.Namespace, Any]:
+    keys = ", ".join(flat_keys(config_cls))
     parser = argparse.ArgumentParser(prog=f"{stage}", description=description,
+                                     epilog=f"config keys (--set KEY=VALUE or in --config YAML): {keys}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="run directory (local path or pyarrow filesystem URI)")
     parser.add_argument("--input", help=input_help or "input table (default: the previous stage's table in RUN)")
