@@ -19,7 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from pipelines.common import STAGES, RunDir  # noqa: E402
+from pipelines.common import STAGES  # noqa: E402
+from pipelines.ledger import RunDir  # noqa: E402
 from schemas.tables import key_of  # noqa: E402
 from schemas.validate import SchemaError  # noqa: E402
 

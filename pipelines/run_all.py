@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pipelines.common import STAGES, init_ray  # noqa: E402
 from pipelines.inspect_run import inspect, render  # noqa: E402
-from pipelines.common import RunDir  # noqa: E402
+from pipelines.ledger import RunDir  # noqa: E402
 
 
 def available_stages() -> list:

@@ -2,10 +2,9 @@
 
 import json
 
-import pyarrow as pa
 
 from curation.envelope import empty_row, error_row, to_table
-from pipelines.common import RunDir, clean_orphans, commit
+from pipelines.ledger import RunDir, clean_orphans, commit
 from schemas.tables import CLIPS
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from pipelines.common import RunDir
+from pipelines.ledger import RunDir
 
 BIN = Path(sys.executable).parent
 DASHBOARD = "http://127.0.0.1:8265"

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, run_script
 from curation import synthetic
 from curation.sources import list_inputs
-from pipelines.common import RunDir
+from pipelines.ledger import RunDir
 from pipelines.stage0_probe import main
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from curation import synthetic
 from curation.scenes import ClipSplitter, ScenesConfig
-from pipelines.common import RunDir
+from pipelines.ledger import RunDir
 from pipelines.stage0_probe import main as probe
 from pipelines.stage1_clips import main as clips
 from schemas.validate import validate
