@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from curation.decode import FRAME_COUNT_TOLERANCE, IncompleteVideoError, open_video, stream_fps
+from curation.decode import FRAME_COUNT_TOLERANCE, IncompleteVideoError, open_video, prefetched, stream_fps
 from curation.envelope import per_input, to_table
 from curation.operator import Resources
 from curation.quality import FRAMES, QualityConfig
@@ -189,15 +189,16 @@ def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = N
             aesthetic_step = max(1, int(round(quality.aesthetic_grid_s * fps)))
         index = -1
         try:
-            for index, frame in enumerate(container.decode(stream)):
-                timecode = FrameTimecode(index, fps=fps)
-                cuts.extend(tc.frame_num for tc in detector.process_frame(timecode, shrink(frame)))
-                if quality is None:
-                    continue
-                if index % motion_step == 0 or (index >= motion_gap and (index - motion_gap) % motion_step == 0):
-                    motion[index] = quality.motion_frame(gray(frame, 3 * quality.motion_short_side // 2))
-                if index % aesthetic_step == 0:
-                    aesthetic[index] = quality.aesthetic_frame(frame)
+            with prefetched(container.decode(stream)) as frames:
+                for index, frame in enumerate(frames):
+                    timecode = FrameTimecode(index, fps=fps)
+                    cuts.extend(tc.frame_num for tc in detector.process_frame(timecode, shrink(frame)))
+                    if quality is None:
+                        continue
+                    if index % motion_step == 0 or (index >= motion_gap and (index - motion_gap) % motion_step == 0):
+                        motion[index] = quality.motion_frame(gray(frame, 3 * quality.motion_short_side // 2))
+                    if index % aesthetic_step == 0:
+                        aesthetic[index] = quality.aesthetic_frame(frame)
         except av.error.FFmpegError as err:
             raise IncompleteVideoError(f"{uri}: decoding failed after frame {index} "
                                        f"({type(err).__name__}: {err})") from err
