@@ -46,7 +46,8 @@ class ScenesConfig:
     min_content_val: float = 15.0
     content_threshold: float = 27.0
     min_scene_frames: int = 8  # the detector's own minimum distance between cuts
-    detect_width: int = 160  # frames shrink to about this width for detection (cuts are colour changes)
+    detect_width: int = 96  # frames shrink to about this width for detection (cuts are colour changes);
+    # 160, 96, 80 and 64 found the same cuts, exactly, on the benchmark media (synthetic and camera-like)
     min_seconds: float = 2.0
     max_seconds: float = 10.0
     trim_frames: int = 2  # dropped on each side of every cut
