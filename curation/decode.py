@@ -5,6 +5,8 @@ Two access patterns matter for throughput:
 
 * ``iter_frames`` walks a range once, in order. Stage 1's scan uses it on the whole
   video, so a video is decoded once for scenes, motion and aesthetics together.
+* ``prefetched`` runs a frame iterator in a thread ahead of a consumer that does
+  per-frame work (the scan), so decoding and that work overlap.
 * ``read_frames`` fetches chosen frames of a clip (the captioner's samples), seeking to
   the keyframe before the range instead of decoding from the start of the video.
 
