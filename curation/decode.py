@@ -5,6 +5,8 @@ Two access patterns matter for throughput:
 
 * ``iter_frames`` walks a range once, in order. Stage 1's scan uses it on the whole
   video, so a video is decoded once for scenes, motion and aesthetics together.
+* ``prefetched`` runs a frame iterator in a thread ahead of a consumer that does
+  per-frame work (the scan), so decoding and that work overlap.
 * ``read_frames`` fetches chosen frames of a clip (the captioner's samples), seeking to
   the keyframe before the range instead of decoding from the start of the video.
 
@@ -21,9 +23,11 @@ count its header promised raises ``IncompleteVideoError``.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeVar
 
 import av
 import numpy as np
@@ -33,6 +37,9 @@ from curation.sources import open_binary
 # Decoding may fall this far short of the header's frame count before we call the
 # file broken (headers round durations; some muxers count an extra frame or two).
 FRAME_COUNT_TOLERANCE = 0.02
+
+
+T = TypeVar("T")
 
 
 class IncompleteVideoError(RuntimeError):
@@ -161,3 +168,63 @@ def decode_all(uri: str, threads: int = 0) -> int:
     """Decode every frame without conversion (the benchmark's baseline). Returns the count."""
     with open_video(uri, threads=threads, strict=False) as (container, stream):
         return sum(1 for _ in container.decode(stream))
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+@contextmanager
+def prefetched(items: Iterator[T], depth: int = 8) -> Iterator[Iterator[T]]:
+    """Run ``items`` (e.g. ``container.decode(stream)``) in a thread, ``depth`` ahead of the consumer.
+
+    Why: with FFmpeg frame threading the decoder's worker threads only get new work when
+    the caller asks for the next frame. A caller that spends Python time on every frame
+    (stage 1's scan) leaves them idle meanwhile, so per-frame work added to the wall time
+    almost one for one. PyAV decodes without the GIL, so a thread that keeps asking lets
+    decoding overlap the consumer's work. Errors raised by ``items`` re-raise in the
+    consumer; leaving the ``with`` block stops and joins the thread (so the container can
+    be closed safely), even when the consumer stops early.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            offer(_Failed(err))
+            return
+        offer(_END)
+
+    def consume() -> Iterator[T]:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+
+    thread = threading.Thread(target=produce, name="decode-prefetch", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
