@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from curation.decode import read_frames
 from curation.envelope import apply_to_live, put_column, settle_failures
+from curation.models import default_dtype
 from curation.operator import Resources
 from schemas.tables import CLIPS, INPUT
 
@@ -261,11 +262,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
 
 def load_captioner(source: str, device: str, dtype: Any = None) -> CaptionModel:
     """Qwen2.5-VL from a hub id or a local folder: bf16 on GPU, float32 on CPU."""
-    import torch
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    if dtype is None:
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = default_dtype(device, dtype)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
     return CaptionModel(model, tokenizer, device, dtype)

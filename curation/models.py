@@ -107,6 +107,15 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_dtype(device: str, dtype: Any = None) -> Any:
+    """bf16 on GPU, float32 on CPU (bf16 matmuls are slow or missing on CPUs); a name or dtype wins."""
+    import torch
+
+    if dtype is not None:
+        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
 def load(role: str, models: str | Mapping[str, str] | None = None, *,
          device: str | None = None, dtype: Any = None) -> Any:
     """Build the model object for ``role`` from the source ``resolve`` picks."""

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.envelope import apply_to_live, put_column, settle_failures
+from curation.models import default_dtype
 from curation.operator import Resources
 from schemas.tables import CLIPS, INPUT, KEPT
 
@@ -145,14 +146,6 @@ class AestheticPredictor:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def _dtype(device: str, dtype: Any):
-    import torch
-
-    if dtype is not None:
-        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
 def head_path(source: str) -> str:
     """Where the head's safetensors are: in a local model folder, else ``$MAGREF_AESTHETIC_HEAD``."""
     if os.path.isdir(os.path.expanduser(source)):
@@ -175,7 +168,7 @@ def load_aesthetic(source: str, device: str, dtype: Any = None) -> AestheticPred
     from safetensors.torch import load_file
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    dtype = _dtype(device, dtype)
+    dtype = default_dtype(device, dtype)
     vision = CLIPVisionModelWithProjection.from_pretrained(source, dtype=dtype).to(device).eval()
     head = aesthetic_head(vision.config.projection_dim)
     head.load_state_dict(load_file(head_path(source)))

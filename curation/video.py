@@ -8,12 +8,12 @@ for. Every failure names the file and the reason, and becomes that file's error 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import av
 import pyarrow as pa
 
+from curation.decode import IncompleteVideoError, stream_fps
 from curation.envelope import per_input, to_table
 from curation.operator import Resources
 from curation.sources import open_binary, size_of
@@ -37,13 +37,6 @@ class ProbeConfig:
             raise ValueError(f"min_side must be >= 1, got {self.min_side}")
 
 
-def _fps(stream: av.video.stream.VideoStream) -> float | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return float(Fraction(rate))
-    return None
-
-
 def probe_video(uri: str, config: ProbeConfig = ProbeConfig()) -> dict[str, Any]:
     """Read one video's metadata into a ``videos`` row, or raise ``BadVideoError``."""
     size = size_of(uri)
@@ -63,7 +56,10 @@ def probe_video(uri: str, config: ProbeConfig = ProbeConfig()) -> dict[str, Any]
         width, height = video.codec_context.width, video.codec_context.height
         if min(width, height) < config.min_side:
             raise BadVideoError(f"{uri}: frame size {width}x{height} is below min_side={config.min_side}")
-        fps = _fps(video)
+        try:
+            fps = stream_fps(video)
+        except IncompleteVideoError as err:
+            raise BadVideoError(f"{uri}: {err}") from err
         duration = None
         if video.duration is not None and video.time_base is not None:
             duration = float(video.duration * video.time_base)
