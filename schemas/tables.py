@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1"  # the starting version of every table; each table bumps its own
 
 # Envelope columns. Every row an operator emits carries the id of the input it came
 # from (``INPUT``); a failed input's row carries the error columns (null otherwise).
@@ -35,10 +35,11 @@ ERROR = "_error"  # status the envelope gives an error row, so later operators s
 _box = pa.list_(pa.float32(), 4)  # x, y, w, h in pixels of the source frame (Eq. 11)
 
 
-def _schema(table: str, fields: list[pa.Field], key: str) -> pa.Schema:
+def _schema(table: str, fields: list[pa.Field], key: str, version: str = SCHEMA_VERSION) -> pa.Schema:
+    """A table's schema; ``version`` is that table's own, bumped when its columns change."""
     return pa.schema(fields, metadata={
         "magref.table": table,
-        "magref.schema_version": SCHEMA_VERSION,
+        "magref.schema_version": version,
         "magref.key": key,
     })
 
