@@ -59,6 +59,14 @@ register(Role(
     name="aesthetic", default="openai/clip-vit-large-patch14",
     loader="curation.quality:load_aesthetic", tiny="curation.quality:tiny_aesthetic",
     doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/quality.py)"))
+register(Role(
+    name="editor", default="black-forest-labs/FLUX.1-Kontext-dev",
+    loader="curation.pairs.generators:load_editor", tiny="curation.pairs.tiny:tiny_editor",
+    doc="stage 4: variants I' of faces and objects (FluxKontextPipeline; any diffusers editing pipeline)"))
+register(Role(
+    name="inpainter", default="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+    loader="curation.pairs.generators:load_inpainter", tiny="curation.pairs.tiny:tiny_inpainter",
+    doc="stage 4: backgrounds I^Bg, subjects inpainted away (SDXL inpainting; background.backend=opencv needs none)"))
 
 # ---------------------------------------------------------------------------
 

@@ -49,3 +49,24 @@ def face_id(clip_id_: str, index: int) -> str:
 
 def sample_id(clip_id_: str, index: int = 0) -> str:
     return child_id(clip_id_, "s", index)
+
+
+def variant_id(source_id: str, index: int = 0) -> str:
+    """A generated variant I' of a face or object reference (``pairs`` table)."""
+    return child_id(source_id, "v", index)
+
+
+def background_id(clip_id_: str, index: int = 0) -> str:
+    """A clip's background reference I^Bg (``pairs`` table)."""
+    return child_id(clip_id_, "b", index)
+
+
+def cross_pair_id(identity_a: str, identity_b: str) -> str:
+    """Two identities of different clips, in sorted order so either side names the same pair."""
+    first, second = sorted((identity_a, identity_b))
+    return f"{first}~{second}"
+
+
+def video_of(clip_id_: str) -> str:
+    """The ``video_id`` part of a ``clip_id`` (see ``clip_id``: video id + frame range)."""
+    return clip_id_.rsplit("-", 2)[0]

@@ -109,18 +109,58 @@ FACES = _schema("faces", [
     pa.field("status", pa.string(), nullable=False),
 ], key="face_id")
 
-_reference_pair = pa.struct([
-    pa.field("ref", pa.binary()),  # PNG, the reference as cut from the clip
-    pa.field("variant", pa.binary()),  # PNG, the generated variant I' (may be null)
-    pa.field("source_id", pa.string()),  # face_id / object_id it came from
-])
+# Stage 4, per clip: one row per reference that got a generated variant I' (kind
+# "face" / "object", ``source_id`` = its face_id / object_id) and one row for the clip's
+# background I^Bg (kind "background", ``source_id`` = the clip_id). ``image`` is the
+# variant or the background; ``prompt``, ``seed`` and ``model`` say how it was made.
+PAIRS = _schema("pairs", [
+    pa.field("pair_id", pa.string(), nullable=False),
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),  # "face" | "object" | "background"
+    pa.field("source_id", pa.string(), nullable=False),
+    pa.field("image", pa.binary()),  # PNG: the variant I' or the background I^Bg (null when filtered)
+    pa.field("variant_source", pa.string()),  # "generated" (cross-clip variants live in cross_pairs)
+    pa.field("model", pa.string()),  # the editor / inpainter source, or "opencv"
+    pa.field("prompt", pa.string()),
+    pa.field("seed", pa.int64()),
+    pa.field("frame", pa.int64()),  # background: the keyframe
+    pa.field("mask", pa.binary()),  # background: PNG of the removed subjects (union, dilated)
+    pa.field("params", pa.string()),  # JSON: size, steps, guidance, augmentation
+    pa.field("status", pa.string(), nullable=False),  # "kept" or the reason (e.g. "too_masked")
+], key="pair_id")
 
+# Stage 4, global: two identities of different clips whose centroid cosine lies in the
+# band "same person, not the same footage" (``curation/pairs/cross_clip.py``). Each pair
+# is a natural variant of the other without generation. ``pair_id`` = "A~B", A < B.
+CROSS_PAIRS = _schema("cross_pairs", [
+    pa.field("pair_id", pa.string(), nullable=False),
+    pa.field("identity_a", pa.string(), nullable=False),
+    pa.field("clip_a", pa.string(), nullable=False),
+    pa.field("identity_b", pa.string(), nullable=False),
+    pa.field("clip_b", pa.string(), nullable=False),
+    pa.field("similarity", pa.float32(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+], key="pair_id")
+
+_reference_pair = [
+    pa.field("ref", pa.binary()),  # PNG, the reference as cut from the clip
+    pa.field("variant", pa.binary()),  # PNG, the variant I' (Eq. 19; may be null)
+    pa.field("source_id", pa.string()),  # face_id / object_id it came from
+    pa.field("variant_source", pa.string()),  # "generated" | "cross_clip" | null
+    pa.field("variant_id", pa.string()),  # pairs.pair_id, or the partner clip's face_id
+    pa.field("score", pa.float32()),  # what the reference was chosen by (detection score)
+]
+
+# Version 2: start_s/end_s (frame readers seek by time), per-reference variant_source,
+# variant_id and score, and background_id.
 SAMPLES = _schema("samples", [
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("uri", pa.string(), nullable=False),
     pa.field("start_frame", pa.int64(), nullable=False),
     pa.field("end_frame", pa.int64(), nullable=False),
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
     pa.field("fps", pa.float64()),
     pa.field("caption", pa.string(), nullable=False),
     pa.field("subject_words", pa.list_(pa.string())),
@@ -129,8 +169,9 @@ SAMPLES = _schema("samples", [
                                           *_reference_pair]))),
     pa.field("objects", pa.list_(pa.struct([pa.field("label", pa.string()), *_reference_pair]))),
     pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
-    pa.field("provenance", pa.string()),  # JSON: models and settings that made the sample
-], key="sample_id")
+    pa.field("background_id", pa.string()),  # pairs.pair_id of the background
+    pa.field("provenance", pa.string()),  # JSON: ids of every source row, models, seeds, dropped references
+], key="sample_id", version="2")
 
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
@@ -158,6 +199,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "clips": CLIPS,
     "objects": OBJECTS,
     "faces": FACES,
+    "pairs": PAIRS,
+    "cross_pairs": CROSS_PAIRS,
     "samples": SAMPLES,
     "errors": ERRORS,
     "ledger": LEDGER,

@@ -164,7 +164,7 @@ def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
     """A table of the real ``samples`` schema: faces + objects + background -> refs, labels -> words."""
     import pyarrow as pa
 
-    from schemas import write_table
+    from schemas import schema_for, write_table
     from schemas.samples import sample_references
 
     png = [r.read_bytes() for r in refs]
@@ -180,7 +180,8 @@ def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
         {**base, "sample_id": "s3", "caption": "nothing", "subject_words": [], "faces": [], "objects": [],
          "background": None},
     ]
-    write_table(pa.Table.from_pylist(rows), str(tmp_path / "samples.parquet"), "samples")
+    # Columns a test leaves out (provenance ids, variant sources) are null, as the schema allows.
+    write_table(pa.Table.from_pylist(rows, schema=schema_for("samples")), str(tmp_path / "samples.parquet"), "samples")
     found = sample_references(rows[0], use_variants=True)
     assert [(r.word, r.kind, r.image) for r in found] == [("man", "face", png[0]), ("dog", "object", png[0])]
     assert [r.kind for r in sample_references(rows[1])] == ["object", "background"]

@@ -1,0 +1,194 @@
+"""The training record of Eq. 19, one per kept clip with at least one reference.
+
+    R_i = {V_i, C_i, (I_Face, I_Face'), (I_Obj_1, I_Obj_1'), ..., (I_Obj_k, I_Obj_k'), I_Bg}
+
+Everything here is a pure function of the rows of one clip (and, for cross-clip variants,
+of the partner identities' faces), so assembling twice gives the same record, bit for
+bit. What it decides:
+
+* **Which references** (``choose_references``): one face per identity (its best-ranked
+  selected face) and every kept object, ordered by score; at most ``max_references - 1``
+  of them, because the background takes the canvas's last cell (MAGREF's canvas holds 8).
+  Stage 4 calls the same function, so variants are generated only for references a sample
+  will use. The ones left out are listed in the provenance with the reason.
+* **Which word** each reference answers to (the word subject disentanglement looks up,
+  Eq. 6): an object's label as the caption spells it ("dog" -> "dogs" if the caption says
+  so); a face takes the label of the person object whose box holds it, else the first
+  person word of the caption no other face took. A label the caption does not contain
+  gives no word (the reference still counts; it just grounds no word).
+* **Which variant**: a face whose identity has a cross-clip partner takes the partner's
+  best face (``variant_source = "cross_clip"``) when ``cross_clip_variants`` is on; every
+  other reference takes its generated variant (``"generated"``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from schemas.ids import sample_id, video_of
+from schemas.tables import KEPT
+
+PERSON_WORDS = ("person", "man", "woman", "boy", "girl", "child", "kid", "baby", "lady", "guy", "gentleman",
+                "teenager", "player", "astronaut", "worker", "dancer", "singer", "doctor", "student", "people")
+_WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
+
+
+@dataclass
+class AssembleConfig:
+    max_references: int = 8  # the canvas limit, background included
+    cross_clip_variants: bool = True  # a face with a cross-clip partner takes the partner's face as its variant
+    person_words: list[str] = field(default_factory=lambda: list(PERSON_WORDS))  # words a face may answer to
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_references <= 8:
+            raise ValueError(f"assemble.max_references must be in 2..8 (the canvas holds 8), got {self.max_references}")
+
+
+def best_face_per_identity(faces: Sequence[dict]) -> dict[str, dict]:
+    """{identity: its reference face}: selected faces, best rank first, then detection score, then id."""
+    best: dict[str, dict] = {}
+    for face in faces:
+        if not face.get("selected") or face.get("identity_id") is None:
+            continue
+        key = (face.get("rank") if face.get("rank") is not None else 1 << 30, -(face.get("det_score") or 0.0), face["face_id"])
+        current = best.get(face["identity_id"])
+        if current is None or key < current[0]:
+            best[face["identity_id"]] = (key, face)
+    return {identity: item[1] for identity, item in sorted(best.items())}
+
+
+def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_references: int
+                      ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(faces, objects, dropped): the references a sample uses, by score, within the canvas.
+
+    ``faces`` are rows of the faces table, ``objects`` rows of the objects table (only
+    ``kept`` ones count). One cell is kept for the background.
+    """
+    candidates = [("face", face.get("det_score"), face["face_id"], face)
+                  for face in best_face_per_identity(faces).values()]
+    candidates += [("object", obj.get("score"), obj["object_id"], obj) for obj in objects if obj.get("status") == KEPT]
+    candidates.sort(key=lambda c: (-(c[1] if c[1] is not None else 0.0), c[2]))
+    budget = max_references - 1
+    chosen, dropped = candidates[:budget], candidates[budget:]
+    return ([c[3] for c in chosen if c[0] == "face"], [c[3] for c in chosen if c[0] == "object"],
+            [{"id": c[2], "kind": c[0], "score": c[1], "reason": "canvas_limit"} for c in dropped])
+
+
+def caption_word(caption: str | None, label: str | None) -> str | None:
+    """``label`` as the caption spells it (case kept, simple plurals found), or None if absent."""
+    if not caption or not label:
+        return None
+    words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(caption.lower())]
+    target = label.lower().split()
+    forms = [target]
+    last = target[-1]
+    forms += [target[:-1] + [last + "s"], target[:-1] + [last + "es"]]
+    if last.endswith("y"):
+        forms.append(target[:-1] + [last[:-1] + "ies"])
+    for form in forms:
+        for i in range(len(words) - len(form) + 1):
+            if [w[0] for w in words[i:i + len(form)]] == form:
+                return caption[words[i][1]:words[i + len(form) - 1][2]]
+    return None
+
+
+def _contains(box: Sequence[float] | None, point: tuple[float, float]) -> bool:
+    if box is None:
+        return False
+    x, y, w, h = box
+    return x <= point[0] <= x + w and y <= point[1] <= y + h
+
+
+def face_word(face: dict, objects: Sequence[dict], caption: str, person_words: Sequence[str], taken: set[str]) -> str | None:
+    """The caption's word for a face: its person object's label, else an untaken person word."""
+    box = face.get("box")
+    if box is not None:
+        centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
+        holders = [o for o in objects if _contains(o.get("box"), centre)]
+        # Same frame first, then the tightest box: the person the face belongs to.
+        holders.sort(key=lambda o: (o.get("frame") != face.get("frame"), o["box"][2] * o["box"][3], o["object_id"]))
+        for holder in holders:
+            word = caption_word(caption, holder.get("label"))
+            if word and holder.get("label", "").lower() in person_words:
+                return word
+    for person in person_words:
+        word = caption_word(caption, person)
+        if word and word.lower() not in taken:
+            return word
+    return None
+
+
+def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], pairs: Sequence[dict],
+                    partner_faces: dict[str, dict], config: AssembleConfig,
+                    partners: dict[str, tuple[str, str, float]] | None = None) -> dict | None:
+    """The ``samples`` row of one clip, or None when it has no face or object reference.
+
+    ``pairs`` are the clip's rows of the ``pairs`` table; ``partners`` maps an identity to
+    its cross-clip partner (``cross_clip.best_partners``) and ``partner_faces`` a partner
+    identity to its reference face row.
+    """
+    caption = clip.get("caption")
+    chosen_faces, chosen_objects, dropped = choose_references(faces, objects, config.max_references)
+    if not chosen_faces and not chosen_objects:
+        return None
+    if not caption:
+        raise ValueError(f"clip {clip['clip_id']} has references but no caption (was stage 1 run with captions off?)")
+    generated = {p["source_id"]: p for p in pairs if p["kind"] in ("face", "object") and p.get("status") == KEPT and p.get("image")}
+    background = next((p for p in pairs if p["kind"] == "background"), None)
+    partners = partners or {}
+    variants: dict[str, dict] = {}
+
+    def variant_of(source_id: str, identity: str | None) -> dict:
+        partner = partners.get(identity) if identity and config.cross_clip_variants else None
+        face = partner_faces.get(partner[0]) if partner else None
+        if face is not None and face.get("crop"):
+            info = {"variant": face["crop"], "variant_source": "cross_clip", "variant_id": face["face_id"]}
+            variants[source_id] = {"variant_id": face["face_id"], "source": "cross_clip", "identity": partner[0],
+                                   "clip_id": partner[1], "similarity": partner[2]}
+            return info
+        row = generated.get(source_id)
+        if row is None:
+            variants[source_id] = {"variant_id": None, "source": None}
+            return {"variant": None, "variant_source": None, "variant_id": None}
+        variants[source_id] = {"variant_id": row["pair_id"], "source": "generated", "model": row.get("model"),
+                               "seed": row.get("seed"), "prompt": row.get("prompt")}
+        return {"variant": row["image"], "variant_source": "generated", "variant_id": row["pair_id"]}
+
+    taken: set[str] = set()
+    face_items = []
+    for face in chosen_faces:
+        word = face_word(face, objects, caption, config.person_words, taken)
+        if word:
+            taken.add(word.lower())
+        face_items.append({"identity_id": face["identity_id"], "label": word, "ref": face["crop"],
+                           "source_id": face["face_id"], "score": face.get("det_score"),
+                           **variant_of(face["face_id"], face["identity_id"])})
+    object_items = [{"label": caption_word(caption, obj["label"]), "ref": obj["ref"], "source_id": obj["object_id"],
+                     "score": obj.get("score"), **variant_of(obj["object_id"], None)} for obj in chosen_objects]
+    words = list(dict.fromkeys(item["label"] for item in face_items + object_items if item["label"]))
+    has_background = background is not None and background.get("status") == KEPT and background.get("image")
+    provenance = {
+        "clip_id": clip["clip_id"], "video_id": video_of(clip["clip_id"]),
+        "faces": [f["face_id"] for f in chosen_faces], "objects": [o["object_id"] for o in chosen_objects],
+        "variants": variants, "dropped": dropped,
+        "background": None if background is None else {
+            "id": background["pair_id"], "status": background.get("status"), "frame": background.get("frame"),
+            "model": background.get("model"), "seed": background.get("seed")},
+    }
+    return {
+        "sample_id": sample_id(clip["clip_id"]), "clip_id": clip["clip_id"], "uri": clip["uri"],
+        "start_frame": clip["start_frame"], "end_frame": clip["end_frame"], "start_s": clip.get("start_s"),
+        "end_s": clip.get("end_s"), "fps": clip.get("fps"), "caption": caption, "subject_words": words,
+        "faces": face_items, "objects": object_items,
+        "background": background["image"] if has_background else None,
+        "background_id": background["pair_id"] if has_background else None,
+        "provenance": json.dumps(provenance, sort_keys=True, default=_plain),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars in provenance become plain numbers."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -1,0 +1,263 @@
+"""The background reference I^Bg: a keyframe with every subject removed, then augmented (B.4, Eq. 19).
+
+Why it exists: with the background as its own reference, the model learns to put the
+subjects *into* a scene instead of copying the scene they were cut from.
+
+1. **Keyframe**: the frame of the clip where stages 2-3 saw the most subjects (ties:
+   nearest the clip's middle), so their masks and boxes describe that frame.
+2. **Mask**: the union of every object mask of the clip (objects at other frames too:
+   a subject rarely moves far within a clip, and a larger hole beats a leftover ghost),
+   the face boxes at the keyframe grown by ``face_margin`` (hair, ears, neck), dilated by
+   ``dilation`` x the frame diagonal (soft edges, shadows).
+3. **Inpainting**: ``backend="model"``: the ``inpainter`` role (SDXL inpainting by
+   default) with a prompt for an empty scene; ``backend="opencv"``: Telea inpainting, CPU
+   only, fast, blurrier. Pixels outside the mask are kept (feathered composite), so the
+   scene stays the clip's own.
+4. **Augmentation** (seeded by the clip id, recorded in ``params``): horizontal flip,
+   a random crop, brightness/contrast/saturation jitter.
+
+A mask over more than ``max_masked`` of the frame would make the background mostly
+invented: that row gets status ``too_masked`` and no image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from curation.envelope import put_column, run_isolated
+from curation.images import crop_with_margin, decode_png, encode_png
+from curation.pairs.variants import BACKGROUND, seed_for
+
+SUBJECTS = "_subjects"  # private column: list<struct<kind, frame, box, mask>> of the clip's subjects
+OPENCV = "opencv"
+TOO_MASKED = "too_masked"
+
+
+@dataclass
+class BackgroundConfig:
+    enabled: bool = True
+    backend: str = "model"  # "model": the inpainter role; "opencv": Telea inpainting on CPU, no model
+    max_side: int = 1024  # the keyframe is scaled to fit this (SDXL inpainting's native size)
+    face_margin: float = 0.6  # face boxes grow by this x their size on each side before removal
+    dilation: float = 0.02  # the union mask grows by this fraction of the frame diagonal
+    max_masked: float = 0.8  # above this fraction of the frame masked: status too_masked, no image
+    prompt: str = "an empty scene with nobody in it; only the background and the surroundings"
+    negative_prompt: str = "person, people, face, body, hands, animal, object, text, watermark"
+    steps: int = 30
+    guidance: float = 7.0
+    strength: float = 0.99
+    seed: int = 0
+    flip: float = 0.5  # augmentation: probability of a horizontal flip
+    crop: float = 0.85  # augmentation: a random crop keeps at least this fraction of each side
+    jitter: float = 0.1  # augmentation: brightness, contrast, saturation change by up to +- this
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("model", OPENCV):
+            raise ValueError(f"background.backend must be 'model' or 'opencv', got {self.backend!r}")
+        if not 0 < self.crop <= 1 or not 0 <= self.flip <= 1 or not 0 < self.max_masked <= 1:
+            raise ValueError("background.crop and max_masked must be in (0, 1], flip in [0, 1]")
+        if self.max_side < 16 or self.steps < 1:
+            raise ValueError("background.max_side must be >= 16 and steps >= 1")
+
+
+# --------------------------------------------------------------------------- keyframe and mask
+
+
+def choose_keyframe(subjects: Sequence[dict], start_frame: int, end_frame: int) -> int:
+    """The clip frame with the most subjects seen on it; ties go to the one nearest the middle."""
+    counts = Counter(int(s["frame"]) for s in subjects
+                     if s.get("frame") is not None and start_frame <= int(s["frame"]) < end_frame)
+    middle = (start_frame + end_frame - 1) / 2
+    if not counts:
+        return int(middle)
+    return min(counts, key=lambda f: (-counts[f], abs(f - middle), f))
+
+
+def subject_mask(width: int, height: int, subjects: Sequence[dict], keyframe: int, face_margin: float) -> np.ndarray:
+    """The union (uint8 0/255, source pixels) of object masks and the keyframe's grown face boxes."""
+    union = np.zeros((height, width), np.uint8)
+    for subject in subjects:
+        box = subject.get("box")
+        if subject.get("kind") == "face":
+            if subject.get("frame") is None or int(subject["frame"]) != keyframe or box is None:
+                continue
+            _, (x, y, w, h) = crop_with_margin(union, box, face_margin)
+            union[y:y + h, x:x + w] = 255
+        elif subject.get("mask"):
+            _paste_mask(union, decode_png(subject["mask"], "L"), box)
+        elif box is not None:
+            _, (x, y, w, h) = crop_with_margin(union, box, 0.0)
+            union[y:y + h, x:x + w] = 255
+    return union
+
+
+def _paste_mask(union: np.ndarray, mask: np.ndarray, box: Any) -> None:
+    """A full-frame mask is or-ed in place; a box-sized (or other) one is fitted to its box."""
+    import cv2
+
+    if mask.shape == union.shape:
+        np.maximum(union, np.where(mask > 0, 255, 0).astype(np.uint8), out=union)
+        return
+    if box is None:
+        raise ValueError(f"an object mask of {mask.shape[1]}x{mask.shape[0]} is not full-frame and has no box")
+    _, (x, y, w, h) = crop_with_margin(union, box, 0.0)
+    fitted = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    np.maximum(union[y:y + h, x:x + w], np.where(fitted > 0, 255, 0).astype(np.uint8), out=union[y:y + h, x:x + w])
+
+
+def work_size(width: int, height: int, max_side: int, multiple: int = 16) -> tuple[int, int]:
+    """The frame scaled to fit ``max_side`` (never up), sides rounded to multiples of ``multiple``."""
+    scale = min(1.0, max_side / max(width, height))
+    return (max(multiple, int(round(width * scale / multiple)) * multiple),
+            max(multiple, int(round(height * scale / multiple)) * multiple))
+
+
+def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:
+    import cv2
+
+    radius = max(1, int(round(fraction * float(np.hypot(*mask.shape[:2])))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask, kernel)
+
+
+# --------------------------------------------------------------------------- inpainting and augmentation
+
+
+def inpaint_opencv(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Telea's fast marching inpainting: CPU, no model, fills from the hole's border inwards."""
+    import cv2
+
+    radius = max(3, int(0.01 * float(np.hypot(*mask.shape[:2]))))
+    return cv2.inpaint(np.ascontiguousarray(image), (mask > 0).astype(np.uint8), radius, cv2.INPAINT_TELEA)
+
+
+def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Filled pixels inside the mask, the original outside, blended over a few pixels at the edge."""
+    import cv2
+
+    soft = cv2.GaussianBlur((mask > 0).astype(np.float32), (0, 0), sigmaX=max(1.0, 0.004 * float(np.hypot(*mask.shape))))
+    alpha = np.maximum(soft, (mask > 0).astype(np.float32))[..., None]  # the hole itself stays fully filled
+    return (filled.astype(np.float32) * alpha + original.astype(np.float32) * (1 - alpha) + 0.5).astype(np.uint8)
+
+
+def augment(image: np.ndarray, seed: int, config: BackgroundConfig) -> tuple[np.ndarray, dict]:
+    """A seeded flip, crop and colour jitter; returns the image and the parameters drawn."""
+    rng = np.random.default_rng(seed)
+    height, width = image.shape[:2]
+    flip = bool(rng.random() < config.flip)
+    keep = float(rng.uniform(config.crop, 1.0))
+    crop_w, crop_h = max(1, int(round(width * keep))), max(1, int(round(height * keep)))
+    x0, y0 = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+    brightness, contrast, saturation = (float(v) for v in rng.uniform(-config.jitter, config.jitter, 3))
+    out = image[y0:y0 + crop_h, x0:x0 + crop_w].astype(np.float32)
+    if flip:
+        out = out[:, ::-1]
+    out = out * (1 + brightness)
+    out = (out - out.mean()) * (1 + contrast) + out.mean()
+    gray = out.mean(axis=2, keepdims=True)
+    out = (out - gray) * (1 + saturation) + gray
+    params = {"flip": flip, "crop_xywh": [x0, y0, crop_w, crop_h], "brightness": round(brightness, 4),
+              "contrast": round(contrast, 4), "saturation": round(saturation, 4)}
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), params
+
+
+# --------------------------------------------------------------------------- operators
+
+
+class BackgroundFrames:
+    """CPU step: choose each background row's keyframe, decode it at work size, build its mask.
+
+    Fills ``frame``, ``mask`` (PNG, work size) and ``frames.FRAMES`` (the keyframe), so the
+    inpainting actor after it never waits on FFmpeg.
+    """
+
+    def __init__(self, config: BackgroundConfig, multiple: int = 16):
+        self.config, self.multiple = config, multiple
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return run_isolated(batch, self._prepare)
+
+    def _prepare(self, live: pa.Table) -> pa.Table:
+        import cv2
+
+        from curation.frames import FRAMES, at_times, encode_frames, read_clip_frames
+
+        rows = live.to_pylist()
+        frames, masks, keyframes = [None] * len(rows), [None] * len(rows), [None] * len(rows)
+        for i, row in enumerate(rows):
+            if row["kind"] != BACKGROUND:
+                continue
+            subjects = row[SUBJECTS] or []
+            start, end = int(row["start_frame"]), int(row["end_frame"])
+            keyframe = choose_keyframe(subjects, start, end)
+            width, height = int(row["width"]), int(row["height"])
+            size = work_size(width, height, self.config.max_side, self.multiple)
+            # Frame number -> time at the clip's rate (stages 2-3 record frame numbers).
+            at = float(row["start_s"]) + (keyframe - start) / float(row["fps"])
+            at = min(max(at, float(row["start_s"])), float(row["end_s"]) - 1e-3)
+            clip = read_clip_frames(row["uri"], start, end, float(row["start_s"]), float(row["end_s"]),
+                                    at_times([at], size=size))
+            mask = subject_mask(width, height, subjects, keyframe, self.config.face_margin)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+            masks[i] = encode_png(dilate(mask, self.config.dilation))
+            frames[i], keyframes[i] = encode_frames(clip), int(clip.indices[0])
+        live = put_column(live, "frame", pa.array(keyframes, pa.int64()))
+        live = put_column(live, "mask", pa.array(masks, pa.binary()))
+        return put_column(live, FRAMES, pa.array(frames, pa.binary()))
+
+
+class Backgrounds:
+    """Inpainting step (GPU actor with the model backend): keyframe + mask -> augmented I^Bg."""
+
+    def __init__(self, config: BackgroundConfig, models: Any = None, device: str | None = None):
+        from curation.models import load, resolve
+
+        self.config = config
+        self.pipe = load("inpainter", models, device=device) if config.backend == "model" else None
+        self.model_name = resolve("inpainter", models) if self.pipe is not None else OPENCV
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from curation.frames import FRAMES
+
+        out = run_isolated(batch, self._fill)
+        return out.drop_columns([FRAMES]) if FRAMES in out.column_names else out
+
+    def _fill(self, live: pa.Table) -> pa.Table:
+        from curation.frames import FRAMES, decode_frames
+
+        rows = live.to_pylist()
+        for row in rows:
+            if row["kind"] != BACKGROUND:
+                continue
+            image = decode_frames(row[FRAMES]).images[0]
+            mask = decode_png(row["mask"], "L")
+            seed = seed_for(self.config.seed, BACKGROUND, row["source_id"])
+            masked = float((mask > 0).mean())
+            params = {"backend": self.config.backend, "masked": round(masked, 4),
+                      "width": image.shape[1], "height": image.shape[0]}
+            row.update(seed=seed, model=self.model_name)
+            if masked > self.config.max_masked:
+                row.update(status=TOO_MASKED, image=None, params=json.dumps(params, sort_keys=True))
+                continue
+            if self.pipe is None:
+                filled = inpaint_opencv(image, mask)
+            else:
+                from curation.pairs.generators import inpaint
+
+                filled = inpaint(self.pipe, image, mask, self.config.prompt, self.config.negative_prompt, seed,
+                                 self.config.steps, self.config.guidance, self.config.strength)
+                params.update(steps=self.config.steps, guidance=self.config.guidance, strength=self.config.strength)
+                row["prompt"] = self.config.prompt
+            background, drawn = augment(composite(image, filled, mask), seed, self.config)
+            row.update(image=encode_png(background), params=json.dumps({**params, "augment": drawn}, sort_keys=True))
+        names = ("image", "seed", "model", "prompt", "params", "status")
+        kinds = (pa.binary(), pa.int64(), pa.string(), pa.string(), pa.string(), pa.string())
+        for name, kind in zip(names, kinds):
+            live = put_column(live, name, pa.array([row.get(name) for row in rows], kind))
+        return live
