@@ -48,13 +48,13 @@ def _clip_text_config(tokenizer: Any) -> Any:
         bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"), eos_token_id=end, pad_token_id=end)
 
 
-def _tiny_vae(latent_channels: int) -> Any:
+def _tiny_vae(latent_channels: int, **scaling: float) -> Any:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[8, 16], layers_per_block=1,
-        latent_channels=latent_channels, norm_num_groups=8, sample_size=32).eval()
+        latent_channels=latent_channels, norm_num_groups=8, sample_size=32, **scaling).eval()
 
 
 def tiny_editor(device: str = "cpu") -> Any:
@@ -73,8 +73,9 @@ def tiny_editor(device: str = "cpu") -> Any:
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=_CLIP_WIDTH,
         guidance_embeds=True, axes_dims_rope=[4, 4, 8]).eval()
+    # Flux's VAE has a shift factor (the Kontext pipeline subtracts it); FLUX.1's own numbers.
     pipe = FluxKontextPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae(4), text_encoder=text_encoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae(4, shift_factor=0.1159, scaling_factor=0.3611), text_encoder=text_encoder,
         tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

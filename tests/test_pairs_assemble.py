@@ -1,0 +1,142 @@
+"""The samples record (Eq. 19): references, words, variants, provenance; and the table's readers."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from curation.images import encode_png
+from curation.pairs.assemble import AssembleConfig, assemble_sample, caption_word, choose_references
+from pairs_data import clip_row, face_row, object_row, people, table
+from schemas.ids import background_id, sample_id, variant_id
+from schemas.io import write_table
+from schemas.samples import sample_references
+from schemas.validate import validate
+
+PNG_A = encode_png(np.full((8, 8, 3), 10, np.uint8))
+PNG_B = encode_png(np.full((8, 8, 3), 200, np.uint8))
+
+
+def generated(rows, kind, image=PNG_A):
+    return [{"pair_id": variant_id(r[f"{kind}_id"]), "clip_id": r["clip_id"], "kind": kind,
+             "source_id": r[f"{kind}_id"], "image": image, "status": "kept", "model": "tiny", "seed": 3,
+             "prompt": "p"} for r in rows]
+
+
+def scene(caption="A man throws two red balls to his dogs"):
+    clip = clip_row(caption=caption)
+    man = object_row(clip, 0, "man", (30, 0, 50, 90), 0.7)
+    ball = object_row(clip, 1, "ball", (90, 60, 10, 10), 0.8)
+    dog = object_row(clip, 2, "dog", (0, 50, 30, 40), 0.6)
+    face = face_row(clip, 0, clip["clip_id"] + "-i000", people(1)[0], box=(45, 5, 15, 18), det_score=0.9)
+    pairs = generated([man, ball, dog], "object") + generated([face], "face")
+    pairs.append({"pair_id": background_id(clip["clip_id"]), "clip_id": clip["clip_id"], "kind": "background",
+                  "source_id": clip["clip_id"], "image": PNG_B, "status": "kept", "model": "opencv", "seed": 9,
+                  "frame": 0})
+    return clip, [face], [man, ball, dog], pairs
+
+
+def test_words_are_the_captions_spelling_and_faces_take_their_persons_word():
+    clip, faces, objects, pairs = scene()
+    row = assemble_sample(clip, faces, objects, pairs, {}, AssembleConfig())
+    assert row["sample_id"] == sample_id(clip["clip_id"])
+    assert [(f["label"], f["source_id"]) for f in row["faces"]] == [("man", faces[0]["face_id"])]
+    assert {o["source_id"]: o["label"] for o in row["objects"]} == {
+        objects[0]["object_id"]: "man", objects[1]["object_id"]: "balls", objects[2]["object_id"]: "dogs"}
+    assert row["subject_words"] == ["man", "balls", "dogs"]
+    assert row["background"] == PNG_B and row["background_id"] == background_id(clip["clip_id"])
+    refs = sample_references(row, use_variants=True)  # the order model/ reads: faces, objects, background
+    assert [r.kind for r in refs] == ["face", "object", "object", "object", "background"]
+    assert all(r.image == PNG_A for r in refs[:4])
+
+
+def test_caption_word_finds_spellings_and_says_none_when_absent():
+    assert caption_word("Two Puppies play", "puppy") == "Puppies"
+    assert caption_word("a red car parks", "red car") == "red car"
+    assert caption_word("a boxer", "box") is None  # whole words only
+    assert caption_word("a cat", "dog") is None
+
+
+def test_generated_and_cross_clip_variants_are_recorded():
+    clip, faces, objects, pairs = scene()
+    partner_face = face_row(clip_row(video="p" * 24), 0, "P-i000", people(1)[0])
+    partners = {faces[0]["identity_id"]: ("P-i000", partner_face["clip_id"], 0.71)}
+    row = assemble_sample(clip, faces, objects, pairs, {"P-i000": partner_face}, AssembleConfig(), partners)
+    face = row["faces"][0]
+    assert (face["variant_source"], face["variant_id"], face["variant"]) == (
+        "cross_clip", partner_face["face_id"], partner_face["crop"])
+    assert all(o["variant_source"] == "generated" and o["variant_id"] == variant_id(o["source_id"])
+               for o in row["objects"])
+    provenance = json.loads(row["provenance"])
+    assert provenance["variants"][faces[0]["face_id"]]["similarity"] == pytest.approx(0.71)
+    assert provenance["objects"] == [o["source_id"] for o in row["objects"]]
+    assert provenance["background"]["model"] == "opencv" and provenance["background"]["seed"] == 9
+    off = assemble_sample(clip, faces, objects, pairs, {"P-i000": partner_face},
+                          AssembleConfig(cross_clip_variants=False), partners)
+    assert off["faces"][0]["variant_source"] == "generated"
+
+
+def test_at_most_eight_references_chosen_by_score():
+    clip = clip_row()
+    objects = [object_row(clip, i, "ball", (i, 0, 4, 4), 0.05 * i) for i in range(12)]
+    faces_, objects_, dropped = choose_references([], objects, 8)
+    assert [o["object_id"] for o in objects_] == [objects[i]["object_id"] for i in range(11, 4, -1)]
+    assert {d["id"] for d in dropped} == {objects[i]["object_id"] for i in range(5)}
+    row = assemble_sample(clip, [], objects, generated(objects, "object"), {}, AssembleConfig())
+    assert len(sample_references(row, use_variants=True)) == 7  # + a background when there is one
+    assert len(json.loads(row["provenance"])["dropped"]) == 5
+
+
+def test_no_reference_no_sample_and_missing_caption_is_an_error():
+    clip = clip_row()
+    assert assemble_sample(clip, [], [object_row(clip, 0, "x", (0, 0, 2, 2), 0.9, status="too_small")], [], {},
+                           AssembleConfig()) is None
+    clip_, faces, objects, pairs = scene()
+    with pytest.raises(ValueError, match="no caption"):
+        assemble_sample({**clip_, "caption": None}, faces, objects, pairs, {}, AssembleConfig())
+
+
+def assembled_table():
+    rows = []
+    for caption in ("A man throws two red balls to his dogs", "a man and a dog"):
+        clip, faces, objects, pairs = scene(caption)
+        clip = {**clip, "clip_id": clip["clip_id"].replace("-0000000-", f"-{len(rows):07d}-")}
+        rows.append(assemble_sample(clip, faces, objects, pairs, {}, AssembleConfig()))
+    return table("samples", rows)
+
+
+def test_samples_table_loads_unchanged_in_pandas_duckdb_and_datasets(tmp_path):
+    import duckdb
+    import pandas as pd
+    from datasets import load_dataset
+    from PIL import Image
+
+    samples = validate(assembled_table(), "samples")
+    path = tmp_path / "samples" / "part-0.parquet"
+    write_table(samples, str(path), "samples")
+    expected = samples.to_pylist()
+
+    frame = pd.read_parquet(tmp_path / "samples")
+    assert list(frame["sample_id"]) == [r["sample_id"] for r in expected]
+    assert list(frame["background"]) == [r["background"] for r in expected]
+    assert [list(f) for f in frame["subject_words"]] == [r["subject_words"] for r in expected]
+
+    con = duckdb.connect()
+    got = con.execute(f"select sample_id, caption, background, objects from read_parquet('{tmp_path}/samples/*.parquet') "
+                      "order by sample_id").fetchall()
+    assert [(g[0], g[1], bytes(g[2])) for g in got] == [(r["sample_id"], r["caption"], r["background"]) for r in expected]
+    assert [bytes(o["variant"]) for o in got[0][3]] == [o["variant"] for o in expected[0]["objects"]]
+    words = con.execute(f"select unnest(subject_words) from read_parquet('{tmp_path}/samples/*.parquet')").fetchall()
+    assert sorted(w[0] for w in words) == sorted(w for r in expected for w in r["subject_words"])
+
+    dataset = load_dataset("parquet", data_files=str(tmp_path / "samples" / "*.parquet"),
+                           cache_dir=str(tmp_path / "hf"))["train"]
+    assert dataset.num_rows == len(expected)
+    for got_row, want in zip(dataset, expected):
+        assert got_row["sample_id"] == want["sample_id"] and got_row["background"] == want["background"]
+        assert [f["ref"] for f in got_row["faces"]] == [f["ref"] for f in want["faces"]]
+        for png in [got_row["background"]] + [o["ref"] for o in got_row["objects"]] + [o["variant"] for o in got_row["objects"]]:
+            with Image.open(io.BytesIO(png)) as image:
+                image.load()
+                assert image.format == "PNG" and image.size[0] > 0
