@@ -1,6 +1,8 @@
 """Check a run directory's books: every input in exactly one place, every part readable.
 
     python -m pipelines.inspect_run RUN [--json]
+    python -m pipelines.inspect_run RUN --html out.html   # the contact sheet (pipelines/contact_sheet.py)
+    python -m pipelines.inspect_run RUN --sample SAMPLE_ID  # one training record, readably
 
 For each stage that has run: the inputs it was given (the previous table's ids, or
 the uris stage 0 recorded), the ledger rows, the output rows by status and the error
@@ -103,13 +105,68 @@ def render(books: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_sample(run: RunDir, sample_id: str) -> str | None:
+    """One ``samples`` row as text: clip, caption, words, each reference with its variant, provenance."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from curation.thumbnails import thumbnail
+
+    folder = run.table("samples")
+    if not folder.exists():
+        return None
+    rows = pads.dataset(folder.path, filesystem=folder.fs, format="parquet").to_table(
+        filter=pc.field("sample_id") == sample_id).to_pylist()
+    if not rows:
+        return None
+    row = rows[0]
+
+    def size(png: bytes | None) -> str:
+        return "none" if not png else "{}x{} PNG".format(*thumbnail(png, 1)[1])
+
+    lines = [f"sample {row['sample_id']}",
+             f"  clip       {row['clip_id']}",
+             f"  video      {row['uri']} frames [{row['start_frame']}, {row['end_frame']}) "
+             f"{row['start_s'] or 0:.3f}-{row['end_s'] or 0:.3f} s @ {row['fps'] or 0:.3g} fps",
+             f"  caption    {row['caption']}",
+             f"  words      {', '.join(row['subject_words'] or []) or '(none)'}"]
+    for kind in ("faces", "objects"):
+        for item in row[kind] or []:
+            lines.append(f"  {kind[:-1]:<7} {item['label'] or '(no word)':<12} ref {size(item['ref'])} from "
+                         f"{item['source_id']}; variant {size(item['variant'])} "
+                         f"({item['variant_source'] or 'none'}: {item['variant_id'] or '-'})")
+    lines.append(f"  background {size(row['background'])} ({row['background_id'] or 'none'})")
+    lines.append("  provenance " + json.dumps(json.loads(row["provenance"] or "{}"), indent=2, sort_keys=True)
+                 .replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--json", action="store_true", help="print the books as JSON")
+    parser.add_argument("--html", metavar="OUT.html", help="also write the run's contact sheet (self-contained HTML)")
+    parser.add_argument("--html-samples", type=int, default=100, help="samples shown in the contact sheet")
+    parser.add_argument("--per-reason", type=int, default=4, help="dropped rows shown per reason")
+    parser.add_argument("--sample", metavar="SAMPLE_ID", help="print one sample record and exit")
     args = parser.parse_args(argv)
-    books = inspect(RunDir.of(args.run_dir))
+    run = RunDir.of(args.run_dir)
+    if args.sample:
+        text = describe_sample(run, args.sample)
+        if text is None:
+            print(f"inspect_run: no sample {args.sample!r} in {run.table('samples').uri()}; "
+                  f"list them with: python -m pipelines.inspect_run {args.run_dir} --html sheet.html", file=sys.stderr)
+            return 2
+        print(text)
+        return 0
+    books = inspect(run)
     print(json.dumps(books, indent=2) if args.json else render(books))
+    if args.html:
+        from pipelines.contact_sheet import contact_sheet
+
+        with open(args.html, "w", encoding="utf-8") as out:
+            out.write(contact_sheet(run, render(books), args.html_samples, args.per_reason))
+        print(f"contact sheet: {os.path.abspath(args.html)}")
     return 0 if books["ok"] else 1
 
 
