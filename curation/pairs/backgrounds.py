@@ -129,12 +129,23 @@ def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:
 # --------------------------------------------------------------------------- inpainting and augmentation
 
 
-def inpaint_opencv(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Telea's fast marching inpainting: CPU, no model, fills from the hole's border inwards."""
+def inpaint_opencv(image: np.ndarray, mask: np.ndarray, max_side: int = 384) -> np.ndarray:
+    """Telea's fast marching inpainting: CPU, no model, fills from the hole's border inwards.
+
+    Its cost grows with hole area x radius^2, and what it fills a hole with is smooth
+    anyway, so it runs on a copy at most ``max_side`` px and the fill is scaled back up
+    (``composite`` keeps every pixel outside the mask at full resolution).
+    """
     import cv2
 
-    radius = max(3, int(0.01 * float(np.hypot(*mask.shape[:2]))))
-    return cv2.inpaint(np.ascontiguousarray(image), (mask > 0).astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    height, width = mask.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    small = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    work = cv2.resize(image, small, interpolation=cv2.INTER_AREA) if scale < 1 else np.ascontiguousarray(image)
+    hole = cv2.resize(mask, small, interpolation=cv2.INTER_NEAREST) if scale < 1 else mask
+    hole = cv2.dilate((hole > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) if scale < 1 else (hole > 0).astype(np.uint8)
+    filled = cv2.inpaint(work, hole, 3, cv2.INPAINT_TELEA)
+    return cv2.resize(filled, (width, height), interpolation=cv2.INTER_CUBIC) if scale < 1 else filled
 
 
 def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
