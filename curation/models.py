@@ -53,11 +53,11 @@ def register(role: Role) -> Role:
 # every model a full run would download.
 register(Role(
     name="captioner", default="Qwen/Qwen2.5-VL-7B-Instruct",
-    loader="curation.caption:load_captioner", tiny="curation.caption:tiny_captioner",
+    loader="curation.clips.caption:load_captioner", tiny="curation.clips.caption:tiny_captioner",
     doc="stage 1: subject-centric clip captions + subject words (Qwen2.5-VL)"))
 register(Role(
     name="aesthetic", default="openai/clip-vit-large-patch14",
-    loader="curation.quality:load_aesthetic", tiny="curation.quality:tiny_aesthetic",
+    loader="curation.clips.quality:load_aesthetic", tiny="curation.clips.quality:tiny_aesthetic",
     doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/quality.py)"))
 
 # ---------------------------------------------------------------------------

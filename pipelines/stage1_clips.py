@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from curation.caption import CaptionConfig, Captioner  # noqa: E402
-from curation.quality import ClipScorer, QualityConfig  # noqa: E402
-from curation.scenes import ClipSplitter, ScenesConfig  # noqa: E402
+from curation.clips.caption import CaptionConfig, Captioner  # noqa: E402
+from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
+from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
 from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
 
 

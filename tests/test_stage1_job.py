@@ -8,7 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 
 from curation import synthetic
-from curation.scenes import ClipSplitter, ScenesConfig
+from curation.clips.scenes import ClipSplitter, ScenesConfig
 from pipelines.ledger import RunDir
 from pipelines.stage0_probe import main as probe
 from pipelines.stage1_clips import main as clips

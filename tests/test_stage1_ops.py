@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from curation import synthetic
-from curation.caption import CaptionConfig, Captioner, split_subjects
+from curation.clips.caption import CaptionConfig, Captioner, split_subjects
 from curation.decode import IncompleteVideoError, iter_frames, read_frames
 from curation.envelope import to_table
-from curation.quality import ClipScorer, QualityConfig
-from curation.scenes import ClipSplitter, ScenesConfig, clip_ranges
+from curation.clips.quality import ClipScorer, QualityConfig
+from curation.clips.scenes import ClipSplitter, ScenesConfig, clip_ranges
 from schemas.tables import CLIPS, ERROR, KEPT
 
 FPS = synthetic.FPS
@@ -155,7 +155,7 @@ def test_aesthetic_loader_reads_safetensors_head(tmp_path):
     """The real loader path, offline: a saved CLIP folder + a .pth head converted to safetensors."""
     import torch
 
-    from curation.quality import HEAD_FILE, convert_head, load_aesthetic, tiny_aesthetic
+    from curation.clips.quality import HEAD_FILE, convert_head, load_aesthetic, tiny_aesthetic
 
     tiny = tiny_aesthetic("cpu")
     tiny.vision.save_pretrained(tmp_path)
@@ -218,7 +218,7 @@ def test_subject_parsing_never_crashes():
 
 def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     """The real loader path (from_pretrained + AutoTokenizer), offline, on a saved tiny model."""
-    from curation.caption import tiny_captioner
+    from curation.clips.caption import tiny_captioner
 
     tiny = tiny_captioner("cpu")
     tiny.model.save_pretrained(tmp_path)

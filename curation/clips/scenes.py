@@ -30,7 +30,7 @@ import pyarrow as pa
 from curation.decode import FRAME_COUNT_TOLERANCE, IncompleteVideoError, open_video, prefetched, stream_fps
 from curation.envelope import per_input, to_table
 from curation.operator import Resources
-from curation.quality import FRAMES, QualityConfig
+from curation.clips.quality import FRAMES, QualityConfig
 from schemas.ids import clip_id
 from schemas.tables import CLIPS, KEPT
 

@@ -12,7 +12,7 @@ ViT-L/14 image embedding (768-d) goes through a 5-layer MLP trained on SAC + LOG
 AVA ratings (scale 1-10). The CLIP part is transformers' ``CLIPVisionModelWithProjection``
 (``openai/clip-vit-large-patch14``); the head is read from safetensors. The released
 head is a PyTorch ``.pth`` (``sac+logos+ava1-l14-linearMSE.pth`` in that repo); convert
-it once with ``python -m curation.quality convert-head IN.pth OUT.safetensors``. The
+it once with ``python -m curation.clips.quality convert-head IN.pth OUT.safetensors``. The
 clip's score is the mean over ``aesthetic_frames`` frames.
 
 The frames come from the scan in ``curation/scenes.py`` (no second decode).
@@ -159,7 +159,7 @@ def head_path(source: str) -> str:
         raise ModelSourceError(
             f"aesthetic head not found (looked in {source!r}/{HEAD_FILE} and {path}). Download "
             "sac+logos+ava1-l14-linearMSE.pth from github.com/christophschuhmann/improved-aesthetic-predictor, "
-            f"run `python -m curation.quality convert-head THAT.pth {path}`, or set {HEAD_ENV}.")
+            f"run `python -m curation.clips.quality convert-head THAT.pth {path}`, or set {HEAD_ENV}.")
     return path
 
 
@@ -284,5 +284,5 @@ if __name__ == "__main__":
         convert_head(sys.argv[2], sys.argv[3])
         print(f"wrote {sys.argv[3]}")
     else:
-        print("usage: python -m curation.quality convert-head sac+logos+ava1-l14-linearMSE.pth OUT.safetensors")
+        print("usage: python -m curation.clips.quality convert-head sac+logos+ava1-l14-linearMSE.pth OUT.safetensors")
         sys.exit(2)
