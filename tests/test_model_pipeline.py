@@ -37,7 +37,8 @@ def refs(tmp_path: Path) -> list[Path]:
 
 
 def test_magref_equals_wan_i2v_for_one_full_frame_reference() -> None:
-    """alpha=0, one reference filling the canvas: MAGREF's sampler is Wan I2V's sampler."""
+    """alpha=0, one reference filling the canvas, diffusers' CLIP crop and timestep grid:
+    MAGREF's sampler is Wan I2V's sampler (so diffusers' behaviour stays one flag away)."""
     from diffusers import WanImageToVideoPipeline
 
     from model.pipeline import MagrefPipeline
@@ -50,8 +51,12 @@ def test_magref_equals_wan_i2v_for_one_full_frame_reference() -> None:
     theirs = wan(image=image, generator=torch.Generator().manual_seed(11), **kwargs).frames
     magref = MagrefPipeline.from_components(tiny_wan_components())
     ours = magref([image], subjects=[("man", 0)], generator=torch.Generator().manual_seed(11),
-                  seed=None, drop_first=0, flow_shift=None, **kwargs).latents
+                  seed=None, drop_first=0, flow_shift=None, clip_input="crop",
+                  timestep_grid="diffusers", **kwargs).latents
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    release = magref([image], generator=torch.Generator().manual_seed(11), seed=None,
+                     drop_first=0, flow_shift=None, **kwargs).latents
+    assert (release - theirs).abs().max() > 1e-3  # the release's defaults do differ
 
 
 def test_registry_tiny_and_loader_from_a_diffusers_directory(tmp_path: Path) -> None:
