@@ -172,7 +172,8 @@ def check_coverage(shapes: Mapping[str, tuple[int, ...]], target: Mapping[str, t
         else:
             mapping[key], claimed[new] = new, key
             if tuple(shapes[key]) != tuple(target[new]):
-                wrong.append(f"{key!r} {tuple(shapes[key])} vs {tuple(target[new])}")
+                wrong.append(f"{key!r} is {tuple(shapes[key])}, the transformer's "
+                             f"{tuple(target[new])}")
     missing = sorted((name_back(k) or k) for k in target if k not in claimed)
     problems = []
     if missing:

@@ -130,10 +130,14 @@ def diffusers_config(weights: Weights) -> dict[str, Any]:
     }
     if layers != set(range(len(layers))):
         raise CheckpointError(f"{where}: block numbers {sorted(layers)} are not 0..{len(layers) - 1}")
+    evidence = {"dim": "patch_embedding.weight", "in_dim": "patch_embedding.weight",
+                "text_dim": "text_embedding.0.weight", "freq_dim": "time_embedding.0.weight",
+                "ffn_dim": "blocks.0.ffn.0.weight", "num_layers": "blocks.N.*",
+                "out_dim": "head.head.weight", "model_type": "img_emb.*"}
     for name, value in found.items():
         if name in cfg and cfg[name] != value:
             raise CheckpointError(f"{where}: config.json says {name}={cfg[name]!r} but the weights "
-                                  f"have {value!r}")
+                                  f"({evidence[name]}) have {value!r}")
     heads = int(cfg["num_heads"])
     if dim % heads:
         raise CheckpointError(f"{where}: dim {dim} is not divisible by num_heads {heads}")

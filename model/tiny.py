@@ -11,7 +11,7 @@ latents) and the text context is 512 tokens (WanAttnProcessor hard-codes it for 
 
 The tiny transformer's rotary table holds 32 positions per axis (at most 512 px a side), so
 832×480 does not fit; the preset therefore carries its own sampling defaults
-(:data:`TINY_DEFAULTS`: 112×64, the release's aspect ratio, 17 frames, 4 steps), which
+(:data:`TINY_DEFAULTS`: 112×64, the release's aspect ratio, 9 frames, 4 steps), which
 ``model.sample --base tiny`` and the tiny pipeline use when no size is given.
 """
 
@@ -24,7 +24,7 @@ import torch
 
 from model.pipeline import DEFAULTS, MagrefPipeline
 
-TINY_DEFAULTS = replace(DEFAULTS, height=64, width=112, num_frames=17, num_inference_steps=4)
+TINY_DEFAULTS = replace(DEFAULTS, height=64, width=112, num_frames=9, num_inference_steps=4)
 
 # A few words so the BPE learns real merges; every other string still tokenizes
 # (byte-level alphabet), Chinese negative prompt included.
