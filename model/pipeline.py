@@ -161,7 +161,8 @@ class MagrefPipeline(DiffusionPipeline):
         self.vae.enable_tiling()
         self.vae.enable_slicing()
 
-    def load_magref_checkpoint(self, path: str) -> dict[str, int]:
+    def load_magref_checkpoint(self, path: str) -> dict[str, int | str]:
+        """A MAGREF checkpoint file or folder (the release as shipped included), fully covered."""
         from model.checkpoint import load_checkpoint
 
         return load_checkpoint(path, self.transformer, self.disentangler)
