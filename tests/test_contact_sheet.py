@@ -13,6 +13,7 @@ from curation.pairs.assemble import AssembleConfig, assemble_sample
 from curation.synthetic import moving_video
 from pairs_data import clip_row, face_row, object_row, people, table
 from pipelines.contact_sheet import highlight
+from pipelines.common import cli
 from pipelines.inspect_run import main as inspect_main
 from pipelines.ledger import RunDir
 from schemas.ids import background_id, variant_id
@@ -114,7 +115,8 @@ def test_sample_prints_one_record_and_unknown_ids_are_a_user_error(run_dir, caps
     assert samples[0]["sample_id"] in out and "caption    A man throws a ball" in out
     assert re.search(r"object +ball +ref \d+x\d+ PNG from \S+-o000; variant 48x48 PNG \(generated: \S+-o000-v000\)", out)
     assert re.search(r"face +man +ref \d+x\d+ PNG", out)
-    assert inspect_main([str(root), "--sample", "nope"]) == 2
+    capsys.readouterr()
+    assert cli(inspect_main, [str(root), "--sample", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no sample 'nope'" in err and "Traceback" not in err
 

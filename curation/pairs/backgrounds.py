@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
-from curation.images import crop_with_margin, decode_png, encode_png
+from curation.images import clip_box, decode_png, encode_png
 from curation.pairs.variants import BACKGROUND, seed_for
 
 SUBJECTS = "_subjects"  # private column: list<struct<kind, frame, box, mask>> of the clip's subjects
@@ -87,13 +87,15 @@ def subject_mask(width: int, height: int, subjects: Sequence[dict], keyframe: in
         if subject.get("kind") == "face":
             if subject.get("frame") is None or int(subject["frame"]) != keyframe or box is None:
                 continue
-            _, (x, y, w, h) = crop_with_margin(union, box, face_margin)
-            union[y:y + h, x:x + w] = 255
+            x, y, w, h = box
+            x0, y0, x1, y1 = clip_box((x - face_margin * w, y - face_margin * h, w * (1 + 2 * face_margin),
+                                       h * (1 + 2 * face_margin)), width, height)
+            union[y0:y1, x0:x1] = 255
         elif subject.get("mask"):
             _paste_mask(union, decode_png(subject["mask"], "L"), box)
         elif box is not None:
-            _, (x, y, w, h) = crop_with_margin(union, box, 0.0)
-            union[y:y + h, x:x + w] = 255
+            x0, y0, x1, y1 = clip_box(box, width, height)
+            union[y0:y1, x0:x1] = 255
     return union
 
 
@@ -106,9 +108,12 @@ def _paste_mask(union: np.ndarray, mask: np.ndarray, box: Any) -> None:
         return
     if box is None:
         raise ValueError(f"an object mask of {mask.shape[1]}x{mask.shape[0]} is not full-frame and has no box")
-    _, (x, y, w, h) = crop_with_margin(union, box, 0.0)
-    fitted = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    np.maximum(union[y:y + h, x:x + w], np.where(fitted > 0, 255, 0).astype(np.uint8), out=union[y:y + h, x:x + w])
+    x0, y0, x1, y1 = clip_box(box, union.shape[1], union.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return  # the box lies outside the frame
+    fitted = cv2.resize(mask, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    region = union[y0:y1, x0:x1]
+    np.maximum(region, np.where(fitted > 0, 255, 0).astype(np.uint8), out=region)
 
 
 def work_size(width: int, height: int, max_side: int, multiple: int = 16) -> tuple[int, int]:
