@@ -90,7 +90,13 @@ STAGES = (
           input_columns=("uri", "video_id", "num_frames", "width", "height"), roles=("aesthetic", "captioner")),
     Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
     Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
-    Stage("pairs", "samples", "stage4_pairs", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
+    # Stage 4: variants and backgrounds per kept clip; identity pairs across clips (its
+    # inputs are identities with a selected face); then the samples, one per kept clip.
+    Stage("pairs", "pairs", "stage4_pairs", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("editor", "inpainter")),
+    Stage("cross_clip", "cross_pairs", "stage4_cross_clip", "faces", "identity_id", (("selected", "==", True),),
+          ("identity_id",)),
+    Stage("samples", "samples", "assemble_samples", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
 )
 STAGE = {stage.name: stage for stage in STAGES}
 
@@ -349,7 +355,7 @@ class StageJob:
         id_column = self.stage.input_id
         ids = pc.cast(inputs.column(id_column), pa.string())
         inputs = inputs.set_column(inputs.column_names.index(id_column), id_column, ids)
-        inputs = inputs.take(_first_index(ids.to_pylist()))
+        inputs = inputs.take(pa.array(_first_index(ids.to_pylist()), pa.int64()))  # typed: [] would be null
         done = pa.array(sorted(set(self.run.read_ledger(self.stage.name).column("input").to_pylist())), pa.string())
         is_done = pc.is_in(inputs.column(id_column), value_set=done)
         todo = inputs.filter(pc.invert(is_done))

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+# MAGREF's canvas holds at most 8 references (a 4x2 grid, model/conditioning.py), the
+# background included: a samples row never has more, and stage 4 varies no more.
+MAX_REFERENCES = 8
+
 
 class Reference(NamedTuple):
     image: bytes  # PNG

@@ -7,7 +7,7 @@ of the partner identities' faces), so assembling twice gives the same record, bi
 bit. What it decides:
 
 * **Which references** (``choose_references``): one face per identity (its best-ranked
-  selected face) and every kept object, ordered by score; at most ``max_references - 1``
+  selected face) and every kept object, ordered by score; at most ``MAX_REFERENCES - 1``
   of them, because the background takes the canvas's last cell (MAGREF's canvas holds 8).
   Stage 4 calls the same function, so variants are generated only for references a sample
   will use. The ones left out are listed in the provenance with the reason.
@@ -28,7 +28,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from curation.operator import TaskPool
+
 from schemas.ids import sample_id, video_of
+from schemas.samples import MAX_REFERENCES
 from schemas.tables import KEPT
 
 PERSON_WORDS = ("person", "man", "woman", "boy", "girl", "child", "kid", "baby", "lady", "guy", "gentleman",
@@ -38,13 +41,9 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 
 @dataclass
 class AssembleConfig:
-    max_references: int = 8  # the canvas limit, background included
     cross_clip_variants: bool = True  # a face with a cross-clip partner takes the partner's face as its variant
     person_words: list[str] = field(default_factory=lambda: list(PERSON_WORDS))  # words a face may answer to
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.max_references <= 8:
-            raise ValueError(f"assemble.max_references must be in 2..8 (the canvas holds 8), got {self.max_references}")
+    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=16, num_cpus=0.5))  # clips per task
 
 
 def best_face_per_identity(faces: Sequence[dict]) -> dict[str, dict]:
@@ -60,7 +59,7 @@ def best_face_per_identity(faces: Sequence[dict]) -> dict[str, dict]:
     return {identity: item[1] for identity, item in sorted(best.items())}
 
 
-def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_references: int
+def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_references: int = MAX_REFERENCES
                       ) -> tuple[list[dict], list[dict], list[dict]]:
     """(faces, objects, dropped): the references a sample uses, by score, within the canvas.
 
@@ -131,7 +130,7 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
     identity to its reference face row.
     """
     caption = clip.get("caption")
-    chosen_faces, chosen_objects, dropped = choose_references(faces, objects, config.max_references)
+    chosen_faces, chosen_objects, dropped = choose_references(faces, objects)
     if not chosen_faces and not chosen_objects:
         return None
     if not caption:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.images import clip_box, decode_png, encode_png
+from curation.operator import ActorPool, TaskPool
 from curation.pairs.variants import BACKGROUND, seed_for
 
 SUBJECTS = "_subjects"  # private column: list<struct<kind, frame, box, mask>> of the clip's subjects
@@ -56,6 +57,9 @@ class BackgroundConfig:
     flip: float = 0.5  # augmentation: probability of a horizontal flip
     crop: float = 0.85  # augmentation: a random crop keeps at least this fraction of each side
     jitter: float = 0.1  # augmentation: brightness, contrast, saturation change by up to +- this
+    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))  # keyframe + mask
+    # The inpainter; with backend=opencv the same batch size and CPUs, as Ray tasks (no model, no GPU).
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=1, num_cpus=0.5, num_gpus=0.25))
 
     def __post_init__(self) -> None:
         if self.backend not in ("model", OPENCV):

@@ -46,7 +46,6 @@ _QUERY_CHUNK = 4096
 
 @dataclass
 class CrossClipConfig:
-    enabled: bool = True
     min_similarity: float = 0.5  # centroid cosine at which two identities are the same person
     max_similarity: float = 0.92  # at or above: near-duplicate footage, recorded but not a variant
     index: str = "auto"  # "auto", "numpy", "faiss" (exact) or "faiss-hnsw" (approximate, huge corpora)
@@ -75,8 +74,10 @@ class Centroids:
         return len(self.ids)
 
 
-def identity_centroids(faces: pa.Table) -> Centroids:
-    """Centroids of the identities that have at least one selected face."""
+def identity_sums(faces: pa.Table) -> pa.Table:
+    """Per identity with a selected face: its clip, embedding space, the sum of its unit
+    embeddings and how many. Sums from several parts of the faces table add up
+    (``centroids_from_sums``), so they can be computed where the parts are read."""
     keep = pc.and_(pc.fill_null(faces.column("selected"), False), pc.invert(pc.is_null(faces.column("identity_id"))))
     faces = faces.filter(keep)
     space = faces.column("embedding_model").to_pylist() if "embedding_model" in faces.column_names else None
@@ -90,13 +91,36 @@ def identity_centroids(faces: pa.Table) -> Centroids:
         norm = np.linalg.norm(vector)
         if not np.isfinite(norm) or norm == 0:
             continue
-        group = groups.setdefault(identity, {"clip": clip, "space": (space[i] if space else None) or "", "sum": 0.0})
+        group = groups.setdefault(identity, {"identity_id": identity, "clip_id": clip,
+                                             "space": (space[i] if space else None) or "", "sum": 0.0, "count": 0})
         group["sum"] = group["sum"] + vector / norm
+        group["count"] += 1
+    rows = [{**g, "sum": np.asarray(g["sum"], np.float64).tolist()} for g in groups.values()]
+    return pa.Table.from_pylist(rows, schema=SUMS)
+
+
+SUMS = pa.schema([pa.field("identity_id", pa.string()), pa.field("clip_id", pa.string()),
+                  pa.field("space", pa.string()), pa.field("sum", pa.list_(pa.float64())),
+                  pa.field("count", pa.int64())])
+
+
+def centroids_from_sums(parts: Iterable[pa.Table]) -> Centroids:
+    """Add up per-part sums by identity and normalise: one unit centroid per identity, sorted by id."""
+    groups: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for row in part.to_pylist():
+            group = groups.setdefault(row["identity_id"], {"clip": row["clip_id"], "space": row["space"], "sum": 0.0})
+            group["sum"] = group["sum"] + np.asarray(row["sum"], np.float64)
     ids = sorted(groups)
     vectors = [groups[i]["sum"] / np.linalg.norm(groups[i]["sum"]) for i in ids]
     dim = len(vectors[0]) if vectors else 0
     return Centroids(ids, [groups[i]["clip"] for i in ids], [groups[i]["space"] for i in ids],
                      np.asarray(vectors, np.float32).reshape(len(ids), dim))
+
+
+def identity_centroids(faces: pa.Table) -> Centroids:
+    """Centroids of the identities that have at least one selected face (mean of unit embeddings)."""
+    return centroids_from_sums([identity_sums(faces)])
 
 
 def candidates(vectors: np.ndarray, queries: np.ndarray, threshold: float, config: CrossClipConfig) -> Iterable[tuple[int, int]]:

@@ -22,11 +22,11 @@ CLIP_COLUMNS = ("uri", "start_frame", "end_frame", "start_s", "end_s", "fps", "w
 
 
 def requests_for_clip(clip: dict, faces: Sequence[dict], objects: Sequence[dict], *, scope: str = "used",
-                      max_references: int = 8, variants: bool = True, background: bool = True) -> list[dict[str, Any]]:
+                      variants: bool = True, background: bool = True) -> list[dict[str, Any]]:
     """The stage-4 rows of one clip (faces/objects: rows of those tables for this clip)."""
     if scope not in ("used", "all"):
         raise ValueError(f"variants scope must be 'used' or 'all', got {scope!r}")
-    used_faces, used_objects, _ = choose_references(faces, objects, max_references)
+    used_faces, used_objects, _ = choose_references(faces, objects)
     if not used_faces and not used_objects:
         return []
     if scope == "all":

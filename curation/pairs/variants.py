@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from curation.envelope import put_column, run_isolated
 from curation.images import decode_png, encode_png
+from curation.operator import ActorPool
 
 REF = "_ref"  # private column: the reference PNG the editor starts from
 FACE, OBJECT, BACKGROUND = "face", "object", "background"
@@ -57,15 +58,21 @@ OBJECT_PROMPTS = (
 
 @dataclass
 class VariantsConfig:
-    enabled: bool = True  # False: no variants (samples then carry only cross-clip ones)
+    enabled: bool = True  # False: no generated variants (samples then carry only cross-clip ones)
+    scope: str = "used"  # "used": the references a sample uses; "all": every kept object and selected face (B.4)
     size: int = 512  # a variant has about size x size pixels, at its reference's aspect ratio
     steps: int = 28  # FLUX.1-Kontext-dev's default
     guidance: float = 2.5  # Kontext's distilled guidance
     seed: int = 0  # base seed: each reference's seed comes from it and the reference's id
     face_prompts: list[str] = field(default_factory=lambda: list(FACE_PROMPTS))
     object_prompts: list[str] = field(default_factory=lambda: list(OBJECT_PROMPTS))
+    # One reference per editor call by default: batched float math differs in the last
+    # bits, so only then is a rerun bit-identical. 0.75 GPU: the inpainter fits beside it.
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=1, num_cpus=0.5, num_gpus=0.75))
 
     def __post_init__(self) -> None:
+        if self.scope not in ("used", "all"):
+            raise ValueError(f"variants.scope must be 'used' or 'all', got {self.scope!r}")
         if self.size < 16 or self.steps < 1:
             raise ValueError(f"variants.size must be >= 16 and steps >= 1, got {self.size}, {self.steps}")
         if not self.face_prompts or not self.object_prompts:
@@ -129,8 +136,7 @@ class Variants:
             size = fit_size(ref.shape[1], ref.shape[0], self.config.size ** 2, multiple)
             jobs.setdefault(size, []).append(i)
             refs[i] = ref
-        # One editor call per output size; the batch is the pool's batch_size (1 by default:
-        # batched float math differs in the last bits, so only then is a rerun bit-identical).
+        # One editor call per output size; the batch is the pool's batch_size (see the config).
         for size, members in sorted(jobs.items()):
             outs = edit(self.pipe, [refs[i] for i in members], [prompts[i] for i in members],
                         [seeds[i] for i in members], size, self.config.steps, self.config.guidance)

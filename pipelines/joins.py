@@ -1,0 +1,161 @@
+"""Stage 4's joins: the rows other stages wrote for a batch of clips, read where the work runs.
+
+Stage 4 and the samples assembly need, per clip, its faces (stage 3), its objects (stage
+2), its variants and background (stage 4) and its identities' cross-clip partners. The
+driver hands out clip rows only; each task reads the rows of *its* clips with the clip
+ids pushed down into the Parquet reader, so images never pass through the driver and a
+task reads only what its clips need. ``curation/pairs`` then works on plain rows and
+knows nothing about tables.
+
+``ready`` decides which clips a stage may take now: those that every stage it builds on
+has finished. A clip one of them failed on becomes this stage's error row naming that
+failure (a sample without its faces would be silently incomplete).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.envelope import per_input, put_column, to_table
+from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_per_identity
+from curation.pairs.cross_clip import best_partners
+from curation.pairs.requests import requests_for_clip
+from pipelines.ledger import RunDir
+from schemas.tables import INPUT, SAMPLES
+
+UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip
+FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "frame", "box", "det_score", "rank", "selected", "crop", "status"]
+OBJECT_COLUMNS = ["object_id", "clip_id", "label", "frame", "box", "score", "mask", "ref", "status"]
+PAIR_COLUMNS = ["pair_id", "clip_id", "kind", "source_id", "image", "status", "model", "seed", "prompt", "frame"]
+
+
+class UpstreamError(RuntimeError):
+    """A stage this one builds on failed on the clip."""
+
+
+def ready(run: RunDir, clips: pa.Table, after: Iterable[str]) -> tuple[pa.Table, dict[str, int]]:
+    """Clips every stage in ``after`` has finished, with ``UPSTREAM_ERROR`` set where one failed.
+
+    Returns the clips and, per stage, how many clips still wait for it.
+    """
+    errors: dict[str, str] = {}
+    keep = pa.array([True] * clips.num_rows)
+    waiting: dict[str, int] = {}
+    for stage in after:
+        ledger = run.read_ledger(stage).select(["input", "error_type"]).to_pylist()
+        done = {row["input"] for row in ledger}
+        for row in ledger:
+            if row["error_type"]:
+                errors.setdefault(row["input"], f"stage {stage} failed on this clip ({row['error_type']}); "
+                                                f"see its row in the errors table")
+        finished = pc.is_in(clips.column("clip_id"), value_set=pa.array(sorted(done), pa.string()))
+        waiting[stage] = clips.num_rows - (pc.sum(finished).as_py() or 0)
+        keep = pc.and_(keep, finished)
+    clips = clips.filter(keep)
+    column = pa.array([errors.get(c) for c in clips.column("clip_id").to_pylist()], pa.string())
+    return put_column(clips, UPSTREAM_ERROR, column), waiting
+
+
+def wait_for_identities(run: RunDir, clips: pa.Table) -> tuple[pa.Table, int]:
+    """Clips whose every identity (with a selected face) the cross-clip step has paired, and
+    how many clips still wait: a sample assembled earlier would miss its partners for good."""
+    if not clips.num_rows or not run.has("faces"):
+        return clips, 0
+    faces = run.read("faces", ["clip_id", "identity_id"], [("selected", "==", True)]).to_pylist()
+    paired = set(run.read_ledger("cross_clip").column("input").to_pylist())
+    late = {f["clip_id"] for f in faces if f["identity_id"] is not None and f["identity_id"] not in paired}
+    keep = pc.invert(pc.is_in(clips.column("clip_id"), value_set=pa.array(sorted(late), pa.string())))
+    kept = clips.filter(keep)
+    return kept, clips.num_rows - kept.num_rows
+
+
+def _rows(run: RunDir, kind: str, columns: list[str], column: str, ids: list[str], **equal: Any) -> list[dict]:
+    if not ids or not run.has(kind):
+        return []
+    where = [(column, "in", ids)] + [(name, "==", value) for name, value in equal.items()]
+    return run.read(kind, columns, where).to_pylist()
+
+
+def _by_clip(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["clip_id"], []).append(row)
+    return grouped
+
+
+def _check_upstream(row: dict) -> None:
+    if row.get(UPSTREAM_ERROR):
+        raise UpstreamError(row[UPSTREAM_ERROR])
+
+
+class ClipReferences:
+    """Stage 4, first step (CPU tasks): each clip's faces and objects -> rows for the editor and inpainter."""
+
+    def __init__(self, run_uri: str, scope: str = "used", variants: bool = True, background: bool = True):
+        self.run, self.scope, self.variants, self.background = RunDir.of(run_uri), scope, variants, background
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        clips = batch.to_pylist()
+        ids = [c["clip_id"] for c in clips]
+        faces = _by_clip(_rows(self.run, "faces", FACE_COLUMNS, "clip_id", ids))
+        objects = _by_clip(_rows(self.run, "objects", OBJECT_COLUMNS, "clip_id", ids))
+
+        def requests(clip: dict) -> list[dict]:
+            _check_upstream(clip)
+            return requests_for_clip(clip, faces.get(clip["clip_id"], []), objects.get(clip["clip_id"], []),
+                                     scope=self.scope, variants=self.variants, background=self.background)
+
+        return to_table(per_input(clips, INPUT, requests))
+
+
+class ClipSamples:
+    """The samples assembly (CPU tasks): each clip's rows from stages 1-4 -> its Eq. 19 record."""
+
+    def __init__(self, run_uri: str, config: AssembleConfig):
+        self.run, self.config = RunDir.of(run_uri), config
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        clips = batch.to_pylist()
+        ids = [c["clip_id"] for c in clips]
+        faces = _by_clip(_rows(self.run, "faces", FACE_COLUMNS, "clip_id", ids))
+        objects = _by_clip(_rows(self.run, "objects", OBJECT_COLUMNS, "clip_id", ids))
+        pairs = _by_clip(_rows(self.run, "pairs", PAIR_COLUMNS, "clip_id", ids))
+        partners, partner_faces = self._partners(faces)
+
+        def sample(clip: dict) -> list[dict]:
+            _check_upstream(clip)
+            row = assemble_sample(clip, faces.get(clip["clip_id"], []), objects.get(clip["clip_id"], []),
+                                  pairs.get(clip["clip_id"], []), partner_faces, self.config, partners)
+            return [] if row is None else [{**row, "status": "kept"}]
+
+        return to_table(per_input(clips, INPUT, sample), SAMPLES)
+
+    def _partners(self, faces: dict[str, list[dict]]) -> tuple[dict, dict]:
+        """Each identity's best cross-clip partner, and the partners' reference faces."""
+        if not self.config.cross_clip_variants:
+            return {}, {}
+        identities = sorted({f["identity_id"] for rows in faces.values() for f in rows if f.get("identity_id")})
+        columns = ["pair_id", "identity_a", "clip_a", "identity_b", "clip_b", "similarity", "status"]
+        found = {r["pair_id"]: r for side in ("identity_a", "identity_b")
+                 for r in _rows(self.run, "cross_pairs", columns, side, identities)}
+        partners = {k: v for k, v in best_partners(pa.Table.from_pylist(list(found.values()), schema=_cross_schema(columns))).items()
+                    if k in set(identities)}
+        wanted = sorted({p[0] for p in partners.values()})
+        partner_faces = best_face_per_identity(_rows(self.run, "faces", FACE_COLUMNS, "identity_id", wanted, selected=True))
+        return partners, partner_faces
+
+
+def _cross_schema(columns: list[str]) -> pa.Schema:
+    from schemas.tables import CROSS_PAIRS
+
+    return pa.schema([CROSS_PAIRS.field(c) for c in columns])
+
+
+def summary_line(waiting: dict[str, int]) -> str | None:
+    """A note for the report when clips wait for earlier stages."""
+    late = {stage: count for stage, count in waiting.items() if count}
+    return None if not late else "waiting for earlier stages: " + json.dumps(late)
