@@ -66,13 +66,48 @@ def inspect(run: RunDir) -> dict:
         if duplicates:
             problems.append(f"{stage.table}: {len(duplicates)} key(s) appear twice, e.g. {duplicates[0]}")
         if sum(statuses.values()) != len(keys):
-            problems.append(f"{stage.table}: ledger counts {sum(statuses.values())} rows, table holds {len(keys)}")
+            broken = _first_broken(run, stage, ledger_rows)
+            problems.append(f"{stage.table}: ledger counts {sum(statuses.values())} rows, table holds {len(keys)}"
+                            + (f"; first broken input: {broken}" if broken else ""))
         if errored != stage_errors:
             problems.append(f"errors of stage {stage.name}: ledger names {len(errored)}, table holds {len(stage_errors)}")
         if len(ledger_rows) != len(finished):
             problems.append(f"ledger of stage {stage.name}: an input is committed twice")
         found[stage.name] = entry
     return {"run": run.root.uri(), "stages": found, "problems": problems, "ok": not problems}
+
+
+def _first_broken(run: RunDir, stage, ledger_rows: list[dict]) -> str | None:
+    """The first input (in ledger order) whose rows in its committed part differ from its ledger count.
+
+    Each ledger row names the part its input's rows went to; the part holds the input's
+    id when the stage's table has the input column (clips: ``video_id``, stages 2-4:
+    ``clip_id``), else only the part's total can be compared and its first input is named.
+    """
+    import pyarrow.parquet as pq
+
+    from schemas.tables import schema_for
+
+    folder = run.table(stage.table)
+    by_part: dict[str, list[dict]] = collections.defaultdict(list)
+    for row in ledger_rows:
+        by_part[row["part"]].append(row)
+    id_column = stage.input_id if stage.input_id in schema_for(stage.table).names else None
+    for part, rows in sorted(by_part.items(), key=lambda item: min(r["time"] for r in item[1])):
+        path = folder.join(f"part-{stage.name}-{part}.parquet")
+        found: collections.Counter = collections.Counter()
+        if path.exists():
+            if id_column:
+                found.update(pq.read_table(path.path, filesystem=path.fs, columns=[id_column]).column(id_column).to_pylist())
+            else:
+                found[None] = pq.read_metadata(path.path, filesystem=path.fs).num_rows
+        if id_column:
+            for row in rows:
+                if found[row["input"]] != row["rows"]:
+                    return f"{row['input']} (ledger: {row['rows']} rows, {path.uri()}: {found[row['input']]})"
+        elif found[None] != sum(r["rows"] for r in rows):
+            return f"{rows[0]['input']} or another input of {path.uri()}"
+    return None
 
 
 def _inputs_of(run: RunDir, stage) -> set[str] | None:
@@ -104,6 +139,32 @@ def render(books: dict) -> str:
                      f"{waiting} -> {e['table']} {e['rows']} rows {e['by_status']}, "
                      f"{e['errors']} errors, {e['empty']} empty")
     lines += [f"  PROBLEM: {p}" for p in books["problems"]] or ["  books balance"]
+    return "\n".join(lines)
+
+
+def render_samples(run: RunDir, limit: int = 20) -> str:
+    """The samples table at a glance: one line per sample (the first ``limit``), and how to look closer."""
+    import pyarrow.dataset as pads
+
+    folder = run.table("samples")
+    if not run.has("samples"):
+        return f"samples: none yet in {folder.uri()}"
+    dataset = pads.dataset(folder.path, filesystem=folder.fs, format="parquet")
+    total = dataset.count_rows()
+    rows = sorted(dataset.head(limit).to_pylist(), key=lambda r: r["sample_id"])
+    lines = [f"samples: {total} rows in {folder.uri()}",
+             f"  {'sample_id':<46} {'faces':>5} {'objects':>7} {'bg':>3}  {'variants':<26} words"]
+    for row in rows:
+        items = (row["faces"] or []) + (row["objects"] or [])
+        sources = collections.Counter(item["variant_source"] or "none" for item in items)
+        lines.append(f"  {row['sample_id']:<46} {len(row['faces'] or []):>5} {len(row['objects'] or []):>7} "
+                     f"{'yes' if row['background'] else 'no':>3}  "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(sources.items())):<26} "
+                     f"{', '.join(row['subject_words'] or [])}")
+    if total > len(rows):
+        lines.append(f"  ... {total - len(rows)} more")
+    lines.append(f"  look at them: python -m pipelines.inspect_run {run.root.uri()} --html sheet.html "
+                 f"(or --sample SAMPLE_ID)")
     return "\n".join(lines)
 
 

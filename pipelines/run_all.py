@@ -3,6 +3,10 @@
     python pipelines/run_all.py --run-dir RUN --input VIDEOS [--models tiny] [--address auto]
     python pipelines/run_all.py --run-dir RUN --demo      # generated media, tiny models, offline
 
+Stages: probe, clips, objects, faces, pairs (variants + backgrounds), cross_clip (identity
+pairs), samples (the training records, Eq. 19). The run ends with its books and the
+samples table at a glance.
+
 Each stage is the same job as its own script (``pipelines/stageN_*.py``) and resumes
 the same way, so rerunning ``run_all`` after a failure only does what is missing.
 Per-stage settings: ``--stage-config clips=clips.yaml`` and ``--set clips.scenes.min_seconds=1``.
@@ -20,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
 from pipelines.common import STAGES, Parser, UserError, cli, init_ray  # noqa: E402
-from pipelines.inspect_run import inspect, render  # noqa: E402
+from pipelines.inspect_run import inspect, render, render_samples  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
 
 
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     books = inspect(RunDir.of(args.run_dir))
     print(render(books))
+    print(render_samples(RunDir.of(args.run_dir)))  # what the run is for: the training records
     return 0 if books["ok"] else 1
 
 

@@ -124,3 +124,19 @@ def test_sample_prints_one_record_and_unknown_ids_are_a_user_error(run_dir, caps
 def test_artifact_folder_is_ignored_by_git():
     assert "test-artifacts/" in (ROOT / ".gitignore").read_text()
     assert os.path.basename(ARTIFACTS) == "test-artifacts"
+
+
+def test_samples_at_a_glance(run_dir, tmp_path):
+    from pipelines.inspect_run import render_samples
+
+    root, samples = run_dir
+    text = render_samples(RunDir.of(str(root)))
+    lines = text.splitlines()
+    assert lines[0] == f"samples: 4 rows in {root / 'samples'}"
+    for sample in samples:
+        line = next(l for l in lines if sample["sample_id"] in l)
+        words = ", ".join(sample["subject_words"])
+        assert "generated 2" in line and line.rstrip().endswith(words or "generated 2")
+        assert (" yes " if sample["background"] else " no ") in line
+    assert render_samples(RunDir.of(str(root)), limit=2).splitlines()[-2] == "  ... 2 more"
+    assert render_samples(RunDir.of(str(tmp_path / "none"))).startswith("samples: none yet")

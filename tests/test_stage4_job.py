@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute below
 import pytest
 
 from curation.envelope import to_table
@@ -18,6 +19,7 @@ from pairs_data import clip_row, face_row, object_row, people, sighting, table
 from pipelines.assemble_samples import main as assemble
 from pipelines.common import cli
 from pipelines.inspect_run import inspect
+from pipelines.inspect_run import main as inspect_main
 from pipelines.ledger import RunDir, commit
 from pipelines.stage4_cross_clip import main as cross_clip
 from pipelines.stage4_pairs import main as pairs
@@ -151,6 +153,18 @@ def test_stage4_jobs_make_variants_backgrounds_pairs_and_samples(ray_session, ru
     assert len(cross_after) == 3 and all(new_clip in (r["clip_a"], r["clip_b"]) for r in added)
     assert {r["clip_id"] for r in run.read("samples").to_pylist()} == {person, ball, person_b, new_clip}
     assert inspect(run)["ok"]
+
+    # A lost output row: the books name the clip whose sample is gone, and exit 1.
+    import pyarrow.parquet as pq
+
+    part = next(p for p in sorted((tmp_path / "run" / "samples").glob("*.parquet"))
+                if ball in pq.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist())
+    rows_left = pq.read_table(part)
+    pq.write_table(rows_left.filter(pa.compute.not_equal(rows_left.column("clip_id"), ball)), part)
+    capsys.readouterr()
+    assert cli(inspect_main, [root]) == 1
+    out = capsys.readouterr().out
+    assert f"first broken input: {ball} (ledger: 1 rows" in out and "PROBLEM: samples" in out
 
 
 def test_stage4_waits_for_stages_2_and_3(ray_session, tmp_path, capsys):
