@@ -56,10 +56,13 @@ def object_row(clip: dict, index: int, label: str, box, score: float, frame: int
 def face_row(clip: dict, index: int, identity: str | None, embedding: np.ndarray, box=(40, 10, 24, 28),
              det_score: float = 0.9, rank: int = 0, selected: bool = True, frame: int | None = None,
              status: str = "kept") -> dict:
+    frame = clip["start_frame"] if frame is None else frame
     return {"face_id": face_id(clip["clip_id"], index), "clip_id": clip["clip_id"], "identity_id": identity,
-            "frame": clip["start_frame"] if frame is None else frame, "box": [float(v) for v in box],
-            "det_score": det_score, "yaw": 0.0, "pitch": 0.0, "roll": 0.0, "blur": 100.0,
-            "embedding": [float(v) for v in embedding], "crop": encode_png(face_crop(index)), "rank": rank,
+            "segment": "clip", "frame": frame, "time_s": frame / clip["fps"], "box": [float(v) for v in box],
+            "keypoints": [float(box[0] + box[2] * f) for f in (0.3, 0.4, 0.7, 0.4, 0.5, 0.6, 0.35, 0.8, 0.65, 0.8)],
+            "det_score": det_score, "yaw": 0.0, "pitch": 0.0, "roll": 0.0, "blur": 100.0, "score": det_score,
+            "embedding": [float(v) for v in embedding], "embedding_model": "test:constructed",
+            "crop": encode_png(face_crop(index)), "crop_box": [float(v) for v in box], "rank": rank,
             "selected": selected, "status": status}
 
 

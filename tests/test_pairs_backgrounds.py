@@ -55,9 +55,12 @@ def test_mask_is_the_union_of_objects_and_grown_keyframe_faces():
     full = np.zeros((H, W), np.uint8)
     full[10:20, 10:30] = 255
     boxed = np.full((8, 8), 255, np.uint8)  # a box-sized mask is fitted into its box
+    half = np.zeros((H // 2, W // 2), np.uint8)  # full frame at half resolution (stage 2 decodes small)
+    half[40:44, 0:4] = 255
     subjects = [
         {"kind": "object", "frame": 3, "box": [10, 10, 20, 10], "mask": encode_png(full)},
         {"kind": "object", "frame": 7, "box": [100, 60, 16, 16], "mask": encode_png(boxed)},
+        {"kind": "object", "frame": 7, "box": [0, 80, 8, 8], "mask": encode_png(half)},
         {"kind": "face", "frame": 3, "box": [50, 50, 10, 10], "mask": None},
         {"kind": "face", "frame": 4, "box": [0, 80, 10, 10], "mask": None},  # another frame: not at the keyframe
     ]
@@ -66,6 +69,7 @@ def test_mask_is_the_union_of_objects_and_grown_keyframe_faces():
     expected[10:20, 10:30] = 255
     expected[60:76, 100:116] = 255
     expected[45:65, 45:65] = 255  # 10 px face grown by 5 px each side
+    expected[80:88, 0:8] = 255
     assert np.array_equal(mask, expected)
     grown = dilate(mask, 0.02)
     assert grown[mask > 0].min() == 255 and (grown > 0).sum() > (mask > 0).sum()

@@ -46,13 +46,19 @@ class AssembleConfig:
     pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=16, num_cpus=0.5))  # clips per task
 
 
+def face_score(face: dict) -> float:
+    """Stage 3's ranking score (confidence x frontalness) when it has one, else the detection score."""
+    score = face.get("score")
+    return float(score if score is not None else face.get("det_score") or 0.0)
+
+
 def best_face_per_identity(faces: Sequence[dict]) -> dict[str, dict]:
-    """{identity: its reference face}: selected faces, best rank first, then detection score, then id."""
+    """{identity: its reference face}: selected faces, best rank first, then score, then id."""
     best: dict[str, dict] = {}
     for face in faces:
         if not face.get("selected") or face.get("identity_id") is None:
             continue
-        key = (face.get("rank") if face.get("rank") is not None else 1 << 30, -(face.get("det_score") or 0.0), face["face_id"])
+        key = (face.get("rank") if face.get("rank") is not None else 1 << 30, -face_score(face), face["face_id"])
         current = best.get(face["identity_id"])
         if current is None or key < current[0]:
             best[face["identity_id"]] = (key, face)
@@ -66,7 +72,7 @@ def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_refere
     ``faces`` are rows of the faces table, ``objects`` rows of the objects table (only
     ``kept`` ones count). One cell is kept for the background.
     """
-    candidates = [("face", face.get("det_score"), face["face_id"], face)
+    candidates = [("face", face_score(face), face["face_id"], face)
                   for face in best_face_per_identity(faces).values()]
     candidates += [("object", obj.get("score"), obj["object_id"], obj) for obj in objects if obj.get("status") == KEPT]
     candidates.sort(key=lambda c: (-(c[1] if c[1] is not None else 0.0), c[2]))
@@ -163,7 +169,7 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
         if word:
             taken.add(word.lower())
         face_items.append({"identity_id": face["identity_id"], "label": word, "ref": face["crop"],
-                           "source_id": face["face_id"], "score": face.get("det_score"),
+                           "source_id": face["face_id"], "score": face_score(face),
                            **variant_of(face["face_id"], face["identity_id"])})
     object_items = [{"label": caption_word(caption, obj["label"]), "ref": obj["ref"], "source_id": obj["object_id"],
                      "score": obj.get("score"), **variant_of(obj["object_id"], None)} for obj in chosen_objects]

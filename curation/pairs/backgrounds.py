@@ -104,15 +104,24 @@ def subject_mask(width: int, height: int, subjects: Sequence[dict], keyframe: in
 
 
 def _paste_mask(union: np.ndarray, mask: np.ndarray, box: Any) -> None:
-    """A full-frame mask is or-ed in place; a box-sized (or other) one is fitted to its box."""
+    """Or a mask into the union: a whole-frame mask (any scale) as the frame, any other into its box.
+
+    Stage 2 stores whole-frame masks at the resolution it decoded (often below the
+    source's): a mask with the frame's aspect ratio that is not its box's size is one.
+    """
     import cv2
 
-    if mask.shape == union.shape:
+    height, width = union.shape
+    boxed = box is not None and abs(mask.shape[1] - box[2]) <= 2 and abs(mask.shape[0] - box[3]) <= 2
+    frame_shaped = abs(mask.shape[1] / mask.shape[0] - width / height) <= 0.02 * width / height
+    if box is None and not frame_shaped:
+        raise ValueError(f"an object mask of {mask.shape[1]}x{mask.shape[0]} is not frame-shaped and has no box")
+    if frame_shaped and not boxed:
+        if mask.shape != union.shape:
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
         np.maximum(union, np.where(mask > 0, 255, 0).astype(np.uint8), out=union)
         return
-    if box is None:
-        raise ValueError(f"an object mask of {mask.shape[1]}x{mask.shape[0]} is not full-frame and has no box")
-    x0, y0, x1, y1 = clip_box(box, union.shape[1], union.shape[0])
+    x0, y0, x1, y1 = clip_box(box, width, height)
     if x1 <= x0 or y1 <= y0:
         return  # the box lies outside the frame
     fitted = cv2.resize(mask, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
