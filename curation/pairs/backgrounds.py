@@ -42,18 +42,18 @@ TOO_MASKED = "too_masked"
 
 @dataclass
 class BackgroundConfig:
-    enabled: bool = True
+    enabled: bool = True  # False: no background references (samples then have none)
     backend: str = "model"  # "model": the inpainter role; "opencv": Telea inpainting on CPU, no model
     max_side: int = 1024  # the keyframe is scaled to fit this (SDXL inpainting's native size)
     face_margin: float = 0.6  # face boxes grow by this x their size on each side before removal
     dilation: float = 0.02  # the union mask grows by this fraction of the frame diagonal
     max_masked: float = 0.8  # above this fraction of the frame masked: status too_masked, no image
-    prompt: str = "an empty scene with nobody in it; only the background and the surroundings"
-    negative_prompt: str = "person, people, face, body, hands, animal, object, text, watermark"
-    steps: int = 30
-    guidance: float = 7.0
-    strength: float = 0.99
-    seed: int = 0
+    prompt: str = "an empty scene with nobody in it; only the background and the surroundings"  # inpainting prompt
+    negative_prompt: str = "person, people, face, body, hands, animal, object, text, watermark"  # what must not reappear
+    steps: int = 30  # inpainting denoising steps
+    guidance: float = 7.0  # inpainting classifier-free guidance
+    strength: float = 0.99  # how far the hole is re-noised (SDXL inpainting's recommended < 1)
+    seed: int = 0  # base seed: each clip's inpainting and augmentation seed comes from it and the clip id
     flip: float = 0.5  # augmentation: probability of a horizontal flip
     crop: float = 0.85  # augmentation: a random crop keeps at least this fraction of each side
     jitter: float = 0.1  # augmentation: brightness, contrast, saturation change by up to +- this
