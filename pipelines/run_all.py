@@ -28,6 +28,13 @@ from pipelines.inspect_run import inspect, render, render_samples  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
 
 
+# --demo runs tiny random models on CPU: stage 4's generators at their real sizes and step
+# counts would take minutes per clip there, so the demo asks for small 2-step images
+# (a --set of the user's comes later and wins).
+DEMO_SETTINGS = ("pairs.variants.size=128", "pairs.variants.steps=2", "pairs.background.max_side=128",
+                 "pairs.background.steps=2")
+
+
 def available_stages() -> list:
     return [s for s in STAGES if importlib.util.find_spec(f"pipelines.{s.script}") is not None]
 
@@ -61,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     models = args.models or (["tiny"] if args.demo else [])
+    if args.demo:
+        args.set = [*DEMO_SETTINGS, *args.set]
     if args.demo and not args.input:
         args.input = str(make_demo_media(Path(RunDir.of(args.run_dir).root.path) / "_media"))
     if not args.input:

@@ -8,7 +8,7 @@ import pytest
 
 from curation.envelope import to_table
 from curation.images import decode_png, encode_png
-from curation.pairs.generators import edit, fit_size
+from curation.pairs.generators import edit, fit_size, size_multiple
 from curation.pairs.variants import (FACE_PROMPTS, OBJECT_PROMPTS, REF, Variants, VariantsConfig, choose_prompt,
                                      on_white, seed_for)
 from pairs_data import disc_rgba, face_crop
@@ -54,7 +54,8 @@ def test_every_face_and_object_gets_a_recorded_variant(variants):
     assert by_id["clipA-o000"]["prompt"] in [p.replace("{label}", "ball") for p in OBJECT_PROMPTS]
     # A tall reference keeps a tall variant (aspect clamped to 2:1), about size^2 pixels.
     tall = json.loads(by_id["clipB-o000"]["params"])
-    assert (tall["width"], tall["height"]) == fit_size(40, 120, 64 * 64, 4) and tall["height"] > tall["width"]
+    assert (tall["width"], tall["height"]) == fit_size(40, 120, 64 * 64, size_multiple(variants.pipe))
+    assert tall["height"] > tall["width"]
     assert by_id["clipA"]["image"] is None  # the background row passes through untouched
 
 

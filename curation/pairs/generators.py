@@ -39,7 +39,14 @@ def load_inpainter(source: str, device: str, dtype: Any = None) -> Any:
     """The registry's loader for ``inpainter``: any diffusers inpainting pipeline."""
     from diffusers import AutoPipelineForInpainting
 
-    pipe = AutoPipelineForInpainting.from_pretrained(source, torch_dtype=default_dtype(device, dtype))
+    import torch
+
+    dtype = default_dtype(device, dtype)
+    pipe = AutoPipelineForInpainting.from_pretrained(source, torch_dtype=dtype)
+    if dtype == torch.bfloat16 and hasattr(pipe, "vae"):
+        # SDXL's VAE asks to be upcast around every encode: needed for fp16 overflow, not
+        # for bf16, and each cast moves the whole VAE (and warns).
+        pipe.vae.register_to_config(force_upcast=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

@@ -51,10 +51,12 @@ def _clip_text_config(tokenizer: Any) -> Any:
 def _tiny_vae(latent_channels: int, **scaling: float) -> Any:
     from diffusers import AutoencoderKL
 
+    # Four blocks like the real VAEs: 8x smaller latents, so sequence lengths (and costs)
+    # scale with the image as they do in FLUX / SDXL.
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[8, 16], layers_per_block=1,
-        latent_channels=latent_channels, norm_num_groups=8, sample_size=32, **scaling).eval()
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 8, 16, 16], layers_per_block=1,
+        latent_channels=latent_channels, norm_num_groups=8, sample_size=64, **scaling).eval()
 
 
 def tiny_editor(device: str = "cpu") -> Any:
@@ -100,7 +102,7 @@ def tiny_inpainter(device: str = "cpu") -> Any:
         projection_class_embeddings_input_dim=6 * time_dim + _CLIP_WIDTH,
         cross_attention_dim=2 * _CLIP_WIDTH, norm_num_groups=8).eval()
     pipe = StableDiffusionXLInpaintPipeline(
-        vae=_tiny_vae(4), text_encoder=CLIPTextModel(config).eval(),
+        vae=_tiny_vae(4, force_upcast=False), text_encoder=CLIPTextModel(config).eval(),
         text_encoder_2=CLIPTextModelWithProjection(config).eval(), tokenizer=tokenizer, tokenizer_2=tokenizer,
         unet=unet, scheduler=EulerDiscreteScheduler(), requires_aesthetics_score=False, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
