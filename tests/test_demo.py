@@ -1,7 +1,15 @@
 """The README's two commands stay true: the demo runs end to end, the test command is CI's."""
 
+import hashlib
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, run_script
@@ -22,17 +30,97 @@ def test_readme_has_exactly_the_two_commands_ci_runs():
     assert ".venv/bin/python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.slow
-def test_demo_command_runs_offline_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def readme_demo(tmp_path_factory):
+    """The README's demo command, run once for this module: (finished process, run directory)."""
     demo = readme_commands()[0].split(" && ", 1)[1]
-    args = demo.replace(".venv/bin/python ", "").replace("demo_run", str(tmp_path / "demo_run")).split()
-    result = run_script(args, timeout=600)
+    run = tmp_path_factory.mktemp("demo") / "demo_run"
+    args = demo.replace(".venv/bin/python ", "").replace("demo_run", str(run)).split()
+    return run_script(args, timeout=1200), run
+
+
+@pytest.mark.slow
+def test_demo_command_runs_offline_end_to_end(readme_demo):
+    result, run_path = readme_demo
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert re.search(r"== stage probe: 10 inputs", out) and "== stage clips:" in out
-    assert out.count("every input accounted for") == 2 and "books balance" in out
-    run = RunDir.of(str(tmp_path / "demo_run"))
+    from pipelines.run_all import available_stages
+
+    stages = available_stages()  # every stage whose script exists runs in the demo
+    assert out.count("every input accounted for") == len(stages) and "books balance" in out
+    run = RunDir.of(str(run_path))
     clips = run.read("clips").to_pylist()
     kept = [c for c in clips if c["status"] == "kept"]
     assert kept and all(c["caption"] for c in kept)  # tiny Qwen2.5-VL wrote something
     assert len(run.read("errors").to_pylist()) == 6  # the bad corpus, each named
+
+
+def reference_hashes(run: RunDir) -> dict[str, list]:
+    """Per sample: hashes of every reference, variant and background, in canvas order."""
+    def h(data):
+        return hashlib.blake2b(data, digest_size=8).hexdigest() if data else None
+
+    return {row["sample_id"]: [(kind, item["source_id"], h(item["ref"]), item["variant_source"], h(item["variant"]))
+                               for kind in ("faces", "objects") for item in row[kind]] + [h(row["background"])]
+            for row in run.read("samples").to_pylist()}
+
+
+@pytest.mark.slow
+def test_demo_ends_in_a_valid_samples_table_with_variants_and_backgrounds(readme_demo):
+    from schemas.validate import validate
+
+    result, run_path = readme_demo
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    tail = result.stdout[result.stdout.rindex("books balance"):]
+    assert re.search(r"samples: [1-9]\d* rows in ", tail), tail  # the run ends in its samples table
+    for part in sorted((run_path / "samples").glob("*.parquet")):
+        validate(pq.read_table(part), "samples", source=str(part))
+    samples = RunDir.of(str(run_path)).read("samples").to_pylist()
+    assert samples
+    for sample in samples:
+        items = [item for kind in ("faces", "objects") for item in sample[kind]]
+        assert items and all(item["ref"] and item["variant"] and item["variant_source"] for item in items)
+        assert sample["background"] and sample["background_id"]
+        assert 2 <= len(items) + 1 <= 8
+
+
+@pytest.mark.slow
+def test_a_deleted_output_row_breaks_the_books_naming_its_input(readme_demo, tmp_path):
+    result, run_path = readme_demo
+    assert result.returncode == 0
+    broken = tmp_path / "broken_run"
+    shutil.copytree(run_path, broken)
+    part = next(p for p in sorted((broken / "faces").glob("*.parquet")) if pq.read_metadata(p).num_rows)
+    rows = pq.read_table(part)
+    victim = rows.column("clip_id")[0].as_py()
+    pq.write_table(rows.slice(1), part)
+    check = run_script(["-m", "pipelines.inspect_run", str(broken)])
+    assert check.returncode == 1, check.stdout
+    assert f"first broken input: {victim}" in check.stdout and "PROBLEM: faces" in check.stdout
+
+
+@pytest.mark.slow
+def test_run_all_killed_during_stage_3_finishes_with_the_same_samples(readme_demo, tmp_path):
+    result, run_path = readme_demo
+    assert result.returncode == 0
+    run = tmp_path / "killed_run"
+    args = [str(ROOT / "pipelines" / "run_all.py"), "--demo", "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = run / "_locks" / "faces.lock"
+    deadline = time.time() + 900
+    while time.time() < deadline and not lock.exists() and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(3)  # into stage 3's work
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert lock.exists(), "the kill must land during stage 3 for this test to mean anything"
+    assert not list((run / "_ledger" / "pairs").glob("*.parquet"))  # stage 4 had not started
+
+    again = run_script(args, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "took over the lock of a job that is gone" in again.stdout
+    assert reference_hashes(RunDir.of(str(run))) == reference_hashes(RunDir.of(str(run_path)))
