@@ -25,10 +25,11 @@ from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_p
 from curation.pairs.cross_clip import best_partners
 from curation.pairs.requests import requests_for_clip
 from pipelines.ledger import RunDir
-from schemas.tables import INPUT, SAMPLES
+from schemas.tables import FACES, INPUT, SAMPLES
 
 UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip
-FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "frame", "box", "det_score", "rank", "selected", "crop", "status"]
+FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "frame", "box", "det_score", "rank", "selected", "crop", "status",
+                *[c for c in ("score",) if c in FACES.names]]  # faces v2 ranks by its own score
 OBJECT_COLUMNS = ["object_id", "clip_id", "label", "frame", "box", "score", "mask", "ref", "status"]
 PAIR_COLUMNS = ["pair_id", "clip_id", "kind", "source_id", "image", "status", "model", "seed", "prompt", "frame"]
 
@@ -142,17 +143,11 @@ class ClipSamples:
         columns = ["pair_id", "identity_a", "clip_a", "identity_b", "clip_b", "similarity", "status"]
         found = {r["pair_id"]: r for side in ("identity_a", "identity_b")
                  for r in _rows(self.run, "cross_pairs", columns, side, identities)}
-        partners = {k: v for k, v in best_partners(pa.Table.from_pylist(list(found.values()), schema=_cross_schema(columns))).items()
-                    if k in set(identities)}
+        mine = set(identities)
+        partners = {k: v for k, v in best_partners(found.values()).items() if k in mine}
         wanted = sorted({p[0] for p in partners.values()})
-        partner_faces = best_face_per_identity(_rows(self.run, "faces", FACE_COLUMNS, "identity_id", wanted, selected=True))
-        return partners, partner_faces
-
-
-def _cross_schema(columns: list[str]) -> pa.Schema:
-    from schemas.tables import CROSS_PAIRS
-
-    return pa.schema([CROSS_PAIRS.field(c) for c in columns])
+        faces_of_partners = _rows(self.run, "faces", FACE_COLUMNS, "identity_id", wanted, selected=True)
+        return partners, best_face_per_identity(faces_of_partners)
 
 
 def summary_line(waiting: dict[str, int]) -> str | None:

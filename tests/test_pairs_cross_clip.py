@@ -144,7 +144,7 @@ def test_best_partner_is_the_most_similar_kept_one():
     faces, identity_of, _ = corpus()
     centroids = identity_centroids(faces)
     rows = pair_new_identities(centroids, centroids.ids, CrossClipConfig())
-    best = best_partners(table("cross_pairs", rows))
+    best = best_partners(rows)
     c0 = identity_of[("c0", 0)]
     mine = [r for r in rows if c0 in (r["identity_a"], r["identity_b"]) and r["status"] == "kept"]
     top = max(mine, key=lambda r: (r["similarity"], ))

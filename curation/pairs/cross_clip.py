@@ -74,6 +74,11 @@ class Centroids:
         return len(self.ids)
 
 
+SUMS = pa.schema([pa.field("identity_id", pa.string()), pa.field("clip_id", pa.string()),
+                  pa.field("space", pa.string()), pa.field("sum", pa.list_(pa.float64())),
+                  pa.field("count", pa.int64())])
+
+
 def identity_sums(faces: pa.Table) -> pa.Table:
     """Per identity with a selected face: its clip, embedding space, the sum of its unit
     embeddings and how many. Sums from several parts of the faces table add up
@@ -97,11 +102,6 @@ def identity_sums(faces: pa.Table) -> pa.Table:
         group["count"] += 1
     rows = [{**g, "sum": np.asarray(g["sum"], np.float64).tolist()} for g in groups.values()]
     return pa.Table.from_pylist(rows, schema=SUMS)
-
-
-SUMS = pa.schema([pa.field("identity_id", pa.string()), pa.field("clip_id", pa.string()),
-                  pa.field("space", pa.string()), pa.field("sum", pa.list_(pa.float64())),
-                  pa.field("count", pa.int64())])
 
 
 def centroids_from_sums(parts: Iterable[pa.Table]) -> Centroids:
@@ -181,14 +181,16 @@ def pair_new_identities(centroids: Centroids, new_ids: Iterable[str], config: Cr
     return [rows[key] for key in sorted(rows)]
 
 
-def best_partners(pairs: pa.Table) -> dict[str, tuple[str, str, float]]:
+def best_partners(pairs: Iterable[dict]) -> dict[str, tuple[str, str, float]]:
     """For each identity, its kept partner with the highest similarity: {identity: (partner, clip, sim)}.
 
-    Ties go to the smaller partner id, so the choice is a function of the pairs alone.
+    ``pairs`` are ``cross_pairs`` rows. Ties go to the smaller partner id, so the choice
+    is a function of the pairs alone.
     """
     best: dict[str, tuple[str, str, float]] = {}
-    kept = pairs.filter(pc.equal(pairs.column("status"), KEPT)) if pairs.num_rows else pairs
-    for row in kept.select(["identity_a", "clip_a", "identity_b", "clip_b", "similarity"]).to_pylist():
+    for row in pairs:
+        if row["status"] != KEPT:
+            continue
         for me, other, clip in ((row["identity_a"], row["identity_b"], row["clip_b"]),
                                 (row["identity_b"], row["identity_a"], row["clip_a"])):
             candidate = (other, clip, float(row["similarity"]))
