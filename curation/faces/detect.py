@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -128,7 +129,9 @@ class InsightFaceBackend(FaceBackend):
                     landmarks = np.asarray(self.landmarker.get(bgr, face))[:, :2].astype(np.float32)
                 faces.append(DetectedFace(box=boxes[i, :4].astype(np.float32), score=float(boxes[i, 4]),
                                           keypoints=kps, embedding=np.empty(0, np.float32), landmarks=landmarks))
-                aligned.append(face_align.norm_crop(bgr, landmark=kps, image_size=size))
+                with warnings.catch_warnings():  # scikit-image deprecates the estimate() InsightFace calls
+                    warnings.simplefilter("ignore", FutureWarning)
+                    aligned.append(face_align.norm_crop(bgr, landmark=kps, image_size=size))
             per_image.append(faces)
         if aligned:
             embeddings = np.asarray(self.recognizer.get_feat(aligned), np.float32).reshape(len(aligned), -1)

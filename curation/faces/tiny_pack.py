@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+import warnings
 
 from curation.faces.pose import ARCFACE_TEMPLATE
 
@@ -111,7 +112,8 @@ def write_pack(folder: str, seed: int = 0) -> str:
     torch.manual_seed(seed)
     detector, recognizer = TinySCRFD().eval(), TinyArcFace().eval()
     names = [f"{kind}_{stride}" for kind in ("score", "bbox", "kps") for stride in STRIDES]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: the one InsightFace's ops need
         torch.onnx.export(detector, (torch.zeros(1, 3, 160, 160),), os.path.join(folder, DETECTOR_FILE),
                           input_names=["input.1"], output_names=names, opset_version=17, dynamo=False,
                           dynamic_axes={"input.1": {2: "height", 3: "width"}})
