@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curation.operator import ActorPool, TaskPool
+
 BACKENDS = ("insightface", "dlib")
 CROPS = ("selected", "all")
 
@@ -90,6 +92,12 @@ class FacesConfig:
     dlib: DlibConfig = field(default_factory=DlibConfig)
     filters: FaceFilters = field(default_factory=FaceFilters)
     select: FaceSelection = field(default_factory=FaceSelection)
+    # detection + embedding: clips per call; a share of a GPU per actor when the cluster has GPUs
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=1.0, num_gpus=0.5))
+    # the CPU step before it that decodes each clip's frames and its neighbours' (Ray tasks)
+    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=2, num_cpus=0.5))
+    # identities, filters and selection: whole clips per task (Ray tasks)
+    references_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=0.5))
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
