@@ -97,7 +97,7 @@ def test_dlib_backend_finds_its_weights_offline_and_names_its_space(dlib_backend
 def tiny_insightface():
     from curation.faces.tiny_pack import tiny_insightface as build
 
-    return build("cpu").configure(InsightFaceConfig(det_size=320))
+    return build("cpu").configure(InsightFaceConfig())
 
 
 def test_insightface_routes_the_generated_pack_like_a_real_one(tiny_insightface):
@@ -124,6 +124,14 @@ def test_the_tiny_pack_finds_the_face_region_and_embeds_it(tiny_insightface):
     flat = [f.embedding for faces in found for f in faces]
     again = [f.embedding for faces in tiny_insightface.detect(frames) for f in faces]
     assert np.allclose(flat, again)  # batched embedding is deterministic
+
+
+def test_the_tiny_pack_finds_nothing_where_there_is_no_skin_tone(tiny_insightface):
+    from curation.synthetic import scene_frames
+
+    scenes = list(scene_frames(30, cuts=[10, 20]))
+    assert tiny_insightface.detect([scenes[0], scenes[15], scenes[25], np.full((144, 256, 3), 96, np.uint8)]) == \
+        [[], [], [], []]
 
 
 def test_the_tiny_pack_is_the_same_bytes_every_time(tmp_path, tiny_insightface):

@@ -61,7 +61,7 @@ def test_insightface_path_end_to_end_with_the_generated_pack_writes_a_valid_face
     video = synthetic.posed_face_video(tmp_path / "media" / "astronaut.mp4", seconds=2.0)
     run = tmp_path / "run"
     ids = make_run(run, [(str(video), 0, 48, "kept")])
-    assert stage3(run, "faces.insightface.det_size=320", "faces.every_s=0.25") == 0
+    assert stage3(run, "faces.every_s=0.25") == 0
     _, faces = faces_of(run)
     assert faces and all(f["clip_id"] == ids[f"{video}:0"] for f in faces)
     assert {f["embedding_model"] for f in faces} == {"insightface:tiny/w_tiny_arcface.onnx"}

@@ -22,7 +22,7 @@ class InsightFaceConfig:
     det_size: int = 640  # SCRFD's square input in pixels; each frame is letterboxed into it
     det_thresh: float = 0.5  # SCRFD score under which a box is not a detection at all
     min_det_score: float = 0.6  # detections scoring below this are recorded as low_quality
-    # ArcFace cosine similarity at which two faces are one person (same-clip pairs score 0.6-0.9)
+    # ArcFace cosine similarity at which two faces are one person
     min_similarity: float = 0.4
 
     def __post_init__(self) -> None:

@@ -10,9 +10,10 @@ anchor decoding, NMS, 5-point alignment, batched embedding.
 
 The detector is built to behave like a (crude) face detector, not like noise, so
 tests on a face video see faces where the face is: its score is a skin-tone blob
-finder (closeness to skin's Cr/Cb chroma, averaged over a box-sized window at stride 16), sharpened
-against the frame's best window (``sigmoid(K * (logit - max) / std + 2)``), so each
-frame yields one to a few confident boxes rather than hundreds. Its box and keypoint
+finder (closeness to skin's Cr/Cb chroma, averaged over a box-sized window at stride 32), sharpened
+against the frame's best window (``sigmoid(K * (logit - max) / std + 2)``) and gated by
+an absolute skin level, so a frame with a face yields one to a few confident boxes
+rather than hundreds, and a frame without skin tones yields none. Its box and keypoint
 heads are mostly bias: a box of 5 strides with keypoints on ArcFace's template inside
 it (frontal, whole, alignable), plus a small seeded random term so poses vary a
 little. The recognizer is a seeded random CNN. Speed numbers from this pack mean
@@ -29,13 +30,14 @@ import warnings
 from curation.faces.pose import ARCFACE_TEMPLATE
 
 TINY_PACK = "tiny"
-VERSION = "1"  # part of the cache folder's name: bump when the modules below change
+VERSION = "2"  # part of the cache folder's name: bump when the modules below change
 DETECTOR_FILE = "det_tiny_scrfd.onnx"
 RECOGNIZER_FILE = "w_tiny_arcface.onnx"
 STRIDES = (8, 16, 32)
-FACE_STRIDE = 16  # the only level whose anchors can fire
+FACE_STRIDE = 32  # the only level whose anchors can fire
+SKIN_GATE = -6.0  # a window whose skin score is below this is no face, however it ranks
 SHARPNESS = 20.0
-BOX_HALF = 2.5  # boxes are 5 strides (80 px of the detector's input) square
+BOX_HALF = 2.5  # boxes are 5 strides (160 px of the detector's 640 px input) square
 EMBED_DIM = 512
 
 
@@ -72,7 +74,8 @@ def _modules():
                     skin = nn.functional.avg_pool2d(skin, 5, 1, 2, count_include_pad=False)  # the box's window
                     blob = flat(skin.expand(-1, self.anchors, -1, -1), 1)
                     spread = blob.std() + 1e-3
-                    score = torch.sigmoid(SHARPNESS * (blob - blob.max()) / spread + 2.0)
+                    score = torch.sigmoid(SHARPNESS * (blob - blob.max()) / spread + 2.0) \
+                        * torch.sigmoid(2.0 * (blob - SKIN_GATE))
                 else:
                     score = torch.sigmoid(logit * 0.0 - 10.0)
                 scores.append(score)
