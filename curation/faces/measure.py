@@ -18,7 +18,7 @@ import numpy as np
 from curation.faces.config import FacesConfig
 from curation.faces.detect import DetectedFace, FaceBackend
 from curation.faces.pose import head_pose
-from curation.faces.quality import align_face, blur_score, face_status
+from curation.faces.quality import KEPT, align_face, blur_score, face_status
 from curation.faces.select import rank_score
 from curation.images import crop_with_margin, encode_png
 
@@ -68,8 +68,10 @@ def _row(face: DetectedFace, image: np.ndarray, segment: str, frame: int, time_s
     if visible[2] > visible[0] and visible[3] > visible[1]:
         pixels, (cx, cy, cw, ch) = crop_with_margin(
             image, (visible[0], visible[1], visible[2] - visible[0], visible[3] - visible[1]), config.crop_margin)
-        crop = encode_png(np.ascontiguousarray(pixels))
         crop_box = [cx * scale[0], cy * scale[1], cw * scale[0], ch * scale[1]]
+        # A filtered face is never a reference: skip its PNG (a third of this step's time at 720p) unless all are kept.
+        if status == KEPT or config.crops == "all":
+            crop = encode_png(np.ascontiguousarray(pixels))
     return {
         "segment": segment, "frame": frame, "time_s": time_s,
         "box": [source_box[0], source_box[1], source_box[2] - source_box[0], source_box[3] - source_box[1]],
