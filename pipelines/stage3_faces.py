@@ -24,7 +24,7 @@ import pyarrow as pa
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
 from curation.faces.config import FacesConfig  # noqa: E402
-from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences  # noqa: E402
+from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
 from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
 
 
@@ -49,6 +49,9 @@ def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
 def main(argv: list[str] | None = None) -> int:
     job = StageJob(STAGE["faces"], Stage3Config, __doc__, argv)
     cfg = job.config.faces
+    note = check_weights(cfg, job.models)  # missing dlib weights: one line, exit 2, before Ray starts
+    if note:
+        print(f"[faces] {note}", flush=True)
     with job:
         todo = job.pending(job.read_input())
         if todo.num_rows:

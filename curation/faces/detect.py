@@ -156,7 +156,11 @@ def insightface_pack(source: str) -> tuple[str, str]:
 
 def load_insightface(source: str, device: str, dtype: Any = None) -> InsightFaceBackend:
     """The registry loader of role ``face_analysis``: a pack name (buffalo_l, antelopev2) or its folder."""
-    from insightface.app import FaceAnalysis
+    try:
+        from insightface.app import FaceAnalysis
+    except ImportError as err:
+        raise RuntimeError("the InsightFace backend needs the insightface package: pip install --no-deps insightface "
+                           "(its opencv-python requirement would replace opencv-python-headless)") from err
 
     name, model_dir = insightface_pack(source)
     providers, ctx_id = onnx_providers(device)

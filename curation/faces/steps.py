@@ -21,7 +21,9 @@ the end is an error).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +44,32 @@ DURATION = "duration_s"  # the video's duration, joined from the videos table by
 NEIGHBOUR_MIN_S = 1e-3  # a neighbouring range shorter than this holds no frame worth reading
 ROLES = {"insightface": "face_analysis", "dlib": "face_dlib"}
 log = logging.getLogger(__name__)
+
+
+def check_weights(config: FacesConfig, models: Any) -> str | None:
+    """Before Ray starts: raise ``FileNotFoundError`` for weights that cannot appear later (dlib's
+    come only from a package or a folder), or return a note for an InsightFace pack that is not
+    on this machine (each actor then asks InsightFace to download it)."""
+    from curation.faces.detect import insightface_pack
+    from curation.faces.dlib_backend import weights_dir
+    from curation.models import TINY, resolve
+
+    source = resolve(ROLES[config.backend], models)
+    if source == TINY:
+        return None
+    if config.backend == "dlib":
+        try:
+            weights_dir(source)
+        except RuntimeError as err:
+            raise FileNotFoundError(str(err)) from None
+        return None
+    if importlib.util.find_spec("insightface") is None:
+        raise FileNotFoundError("faces.backend=insightface needs the insightface package: pip install --no-deps "
+                                "insightface (README, Known traps), or use --set faces.backend=dlib")
+    name, folder = insightface_pack(source)
+    if os.path.isdir(folder):
+        return None
+    return f"InsightFace pack {name!r} is not in {folder}: each actor will try to download it"
 
 
 def frame_request(config: FacesConfig) -> FrameRequest:
