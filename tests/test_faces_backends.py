@@ -12,6 +12,7 @@ from curation.decode import read_frames
 from curation.faces import synthetic
 from curation.faces.config import FaceFilters, FacesConfig, InsightFaceConfig
 from curation.faces.measure import CLIP, measure_faces
+from curation.faces.pose import head_pose
 from curation.faces.references import clip_references
 
 SIZE = (256, 256)
@@ -102,11 +103,13 @@ def tiny_insightface():
 
 def test_insightface_routes_the_generated_pack_like_a_real_one(tiny_insightface):
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+    from insightface.model_zoo.landmark import Landmark
     from insightface.model_zoo.scrfd import SCRFD
 
     app = tiny_insightface.app
     assert isinstance(app.models["detection"], SCRFD) and app.det_model.use_kps
     assert isinstance(app.models["recognition"], ArcFaceONNX)
+    assert isinstance(app.models["landmark_3d_68"], Landmark) and app.models["landmark_3d_68"].require_pose
     assert tiny_insightface.embedding_model == "insightface:tiny/w_tiny_arcface.onnx"
     assert tiny_insightface.embedding_dim == 512
 
@@ -120,7 +123,9 @@ def test_the_tiny_pack_finds_the_face_region_and_embeds_it(tiny_insightface):
         best = max(faces, key=lambda f: f.score)
         x1, y1, x2, y2 = best.box
         assert x1 - 20 <= x <= x2 + 20 and y1 - 20 <= y <= y2 + 20  # a skin-tone blob finder: near, not exact
-        assert best.keypoints.shape == (5, 2) and best.embedding.shape == (512,)
+        assert best.keypoints.shape == (5, 2) and best.embedding.shape == (512,) and best.landmarks.shape == (68, 2)
+        # the 68-point pose (what real packs use) agrees with the 5-point one on the same face
+        assert np.allclose(head_pose(best.landmarks, (256, 256)), head_pose(best.keypoints, (256, 256)), atol=3.0)
     flat = [f.embedding for faces in found for f in faces]
     again = [f.embedding for faces in tiny_insightface.detect(frames) for f in faces]
     assert np.allclose(flat, again)  # batched embedding is deterministic
@@ -135,10 +140,10 @@ def test_the_tiny_pack_finds_nothing_where_there_is_no_skin_tone(tiny_insightfac
 
 
 def test_the_tiny_pack_is_the_same_bytes_every_time(tmp_path, tiny_insightface):
-    from curation.faces.tiny_pack import DETECTOR_FILE, RECOGNIZER_FILE, tiny_pack_dir, write_pack
+    from curation.faces.tiny_pack import DETECTOR_FILE, LANDMARK_FILE, RECOGNIZER_FILE, tiny_pack_dir, write_pack
 
     digests = []
     for folder in (tiny_pack_dir(), write_pack(str(tmp_path / "again"))):
         digests.append([hashlib.sha256(open(os.path.join(folder, f), "rb").read()).hexdigest()
-                        for f in (DETECTOR_FILE, RECOGNIZER_FILE)])
+                        for f in (DETECTOR_FILE, RECOGNIZER_FILE, LANDMARK_FILE)])
     assert digests[0] == digests[1]

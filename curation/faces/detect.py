@@ -93,6 +93,7 @@ class InsightFaceBackend(FaceBackend):
     name = "insightface"
 
     def __init__(self, app: Any, pack: str, ctx_id: int = -1):
+        # Pose comes from the pack's 68 landmarks (``1k3d68``) when it has them, else from the 5 keypoints.
         if "recognition" not in app.models:
             raise ValueError(f"InsightFace pack {pack!r} has no recognition model (an ArcFace .onnx with a 112x112 input)")
         self.app, self.pack, self.ctx_id = app, pack, ctx_id

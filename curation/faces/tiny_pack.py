@@ -1,12 +1,14 @@
-"""The ``tiny`` InsightFace pack: two small ONNX models generated offline, loaded by the real ``FaceAnalysis``.
+"""The ``tiny`` InsightFace pack: small ONNX models generated offline, loaded by the real ``FaceAnalysis``.
 
 InsightFace's packs (buffalo_l, antelopev2) download from GitHub, which tests, CI and
 the offline demo cannot reach. InsightFace routes each ``.onnx`` in a pack folder by
 its shapes: a model with SCRFD's nine outputs (scores, box distances and keypoint
 offsets for strides 8, 16, 32, two anchors per cell) is the detector; one with a
-square 112 input is the ArcFace recognizer. So two small torch modules exported with
-those shapes make a pack that runs the exact code path of a real one: letterboxing,
-anchor decoding, NMS, 5-point alignment, batched embedding.
+square 112 input is the ArcFace recognizer; one with a 192 input and 3309 outputs is
+the 68-point 3-D landmark model (``1k3d68``, which the real packs use for pose). So
+three small torch modules exported with those shapes make a pack that runs the exact
+code path of a real one: letterboxing, anchor decoding, NMS, 5-point alignment,
+batched embedding, 68 landmarks.
 
 The detector is built to behave like a (crude) face detector, not like noise, so
 tests on a face video see faces where the face is: its score is a skin-tone blob
@@ -27,12 +29,16 @@ import tempfile
 import uuid
 import warnings
 
-from curation.faces.pose import ARCFACE_TEMPLATE
+import numpy as np
+
+from curation.faces.pose import ARCFACE_TEMPLATE, IBUG68_MODEL, IBUG68_POINTS
 
 TINY_PACK = "tiny"
-VERSION = "2"  # part of the cache folder's name: bump when the modules below change
+VERSION = "3"  # part of the cache folder's name: bump when the modules below change
 DETECTOR_FILE = "det_tiny_scrfd.onnx"
 RECOGNIZER_FILE = "w_tiny_arcface.onnx"
+LANDMARK_FILE = "1k3d68_tiny.onnx"
+LANDMARK_OUTPUTS = 3309  # 1103 x 3: InsightFace reads this width as a 68-point 3-D landmark model (pose)
 STRIDES = (8, 16, 32)
 FACE_STRIDE = 32  # the only level whose anchors can fire
 SKIN_GATE = -6.0  # a window whose skin score is below this is no face, however it ranks
@@ -103,17 +109,55 @@ def _modules():
         def forward(self, x):
             return self.fc(self.body(x))
 
-    return TinySCRFD, TinyArcFace
+    class TinyLandmark3D(nn.Module):
+        """192x192 crop -> 3309 values, of which InsightFace reads the last 68 x 3 (``1k3d68``'s contract).
+
+        Weights are zero and the bias is a frontal face: the same 68 points for every crop,
+        placed as InsightFace expects them (the crop is 1.5x the box around its centre).
+        """
+
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.fc = nn.Linear(3, LANDMARK_OUTPUTS)
+            nn.init.zeros_(self.fc.weight)
+            with torch.no_grad():
+                self.fc.bias.zero_()
+                self.fc.bias[-68 * 3:] = torch.tensor(frontal_68_in_crop().reshape(-1), dtype=torch.float32)
+
+        def forward(self, x):
+            return self.fc(self.pool(x))
+
+    return TinySCRFD, TinyArcFace, TinyLandmark3D
+
+
+def frontal_68_in_crop() -> np.ndarray:
+    """(68, 3) iBUG points of a frontal face in 1k3d68's normalised crop coordinates ([-1, 1]).
+
+    The points our pose uses come from ``pose.IBUG68_MODEL`` seen from the front, scaled
+    like ArcFace's template inside the detector's box; the rest sit at the nose tip.
+    """
+    template_px_per_mm = float(ARCFACE_TEMPLATE[1, 0] - ARCFACE_TEMPLATE[0, 0]) / 63.0
+    box_in_crop = 1.0 / 1.5  # InsightFace crops 1.5x the box's larger side
+    points = np.zeros((68, 3))
+    nose_template = ARCFACE_TEMPLATE[2]
+    for index, (x, y, z) in zip(IBUG68_POINTS, IBUG68_MODEL):
+        template = nose_template + np.array([x, y]) * template_px_per_mm  # in the 112 px template
+        points[index, :2] = (template / 112.0 - 0.5) * 2.0 * box_in_crop
+        points[index, 2] = z * template_px_per_mm / 112.0 * 2.0 * box_in_crop
+    rest = [i for i in range(68) if i not in IBUG68_POINTS]
+    points[rest] = points[30]
+    return points
 
 
 def write_pack(folder: str, seed: int = 0) -> str:
     """Export the two models into ``folder`` (created) and return it."""
     import torch
 
-    TinySCRFD, TinyArcFace = _modules()
+    TinySCRFD, TinyArcFace, TinyLandmark3D = _modules()
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(seed)
-    detector, recognizer = TinySCRFD().eval(), TinyArcFace().eval()
+    detector, recognizer, landmarks = TinySCRFD().eval(), TinyArcFace().eval(), TinyLandmark3D().eval()
     names = [f"{kind}_{stride}" for kind in ("score", "bbox", "kps") for stride in STRIDES]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: the one InsightFace's ops need
@@ -123,6 +167,8 @@ def write_pack(folder: str, seed: int = 0) -> str:
         torch.onnx.export(recognizer, (torch.zeros(1, 3, 112, 112),), os.path.join(folder, RECOGNIZER_FILE),
                           input_names=["input.1"], output_names=["embedding"], opset_version=17, dynamo=False,
                           dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}})
+        torch.onnx.export(landmarks, (torch.zeros(1, 3, 192, 192),), os.path.join(folder, LANDMARK_FILE),
+                          input_names=["data"], output_names=["fc1"], opset_version=17, dynamo=False)
     return folder
 
 
@@ -130,7 +176,7 @@ def tiny_pack_dir() -> str:
     """The generated pack's folder, built once per machine (atomically: actors may race)."""
     root = os.path.join(tempfile.gettempdir(), f"magref-insightface-tiny-v{VERSION}")
     final = os.path.join(root, "models", TINY_PACK)
-    if all(os.path.exists(os.path.join(final, f)) for f in (DETECTOR_FILE, RECOGNIZER_FILE)):
+    if all(os.path.exists(os.path.join(final, f)) for f in (DETECTOR_FILE, RECOGNIZER_FILE, LANDMARK_FILE)):
         return final
     staging = os.path.join(root, f".building-{uuid.uuid4().hex}")
     write_pack(staging)
