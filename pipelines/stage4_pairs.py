@@ -26,7 +26,6 @@ from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backg
 from curation.pairs.variants import Variants, VariantsConfig  # noqa: E402
 from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
 from pipelines.joins import ClipReferences, ready, summary_line  # noqa: E402
-from schemas.tables import PAIRS  # noqa: E402
 
 
 @dataclass

@@ -46,3 +46,13 @@ def run_script(args: list[str], timeout: float = 300, **kwargs):
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+def start_script(args: list[str]):
+    """Start a project script in its own session (a test may SIGKILL the whole group), output discarded."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

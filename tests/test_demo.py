@@ -5,14 +5,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, start_script
 from pipelines.ledger import RunDir
 
 
@@ -108,10 +106,7 @@ def test_run_all_killed_during_stage_3_finishes_with_the_same_samples(readme_dem
     assert result.returncode == 0
     run = tmp_path / "killed_run"
     args = [str(ROOT / "pipelines" / "run_all.py"), "--demo", "--run-dir", str(run)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_script(args)
     lock = run / "_locks" / "faces.lock"
     deadline = time.time() + 900
     while time.time() < deadline and not lock.exists() and proc.poll() is None:

@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, start_script
 from curation import synthetic
 from curation.sources import list_inputs
 from pipelines.ledger import RunDir
@@ -90,10 +88,7 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
     run = tmp_path / "run"
     args = [str(ROOT / "pipelines" / "stage0_probe.py"), "--input", str(inputs), "--run-dir", str(run),
             "--set", "probe.pool.batch_size=1"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_script(args)
     ledger = run / "_ledger" / "probe"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(ledger.glob("part-*.parquet"))) < 5:
