@@ -197,13 +197,17 @@ def contact_sheet(run: RunDir, books_text: str = "", max_samples: int = 100, per
         run, "pairs", "pair_id", ["kind", "mask", "params"], per_reason), lambda r: (
         f'<figure>{_img(r.get("mask"), "removed region")}<figcaption>{html.escape(r.get("kind") or "")} '
         f'{html.escape(r.get("params") or "")}<br><code>{html.escape(r["pair_id"])}</code></figcaption></figure>'))
+    cross = _dropped_section("cross-clip pairs", dropped_rows(
+        run, "cross_pairs", "pair_id", ["clip_a", "clip_b", "similarity"], per_reason), lambda r: (
+        f'<figure><figcaption>{_numbers(r, ("similarity",))}<br><code>{html.escape(r["clip_a"])}</code><br>'
+        f'<code>{html.escape(r["clip_b"])}</code></figcaption></figure>'))
     errors = _errors_section(run, per_reason)
     title = html.escape(run.root.uri())
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>magref run {title}</title>'
             f'<style>{_STYLE}</style></head><body data-samples-total="{total}" data-samples-shown="{len(samples)}">'
             f'<h1>magref run <code>{title}</code></h1><pre>{html.escape(books_text)}</pre>'
             f'<h2>Samples ({len(samples)} shown of {total})</h2>{cards or "<p>No samples yet.</p>"}'
-            f'<h2>Dropped, a few per reason</h2>{clips}{objects}{faces}{pairs}{errors or ""}'
+            f'<h2>Dropped, a few per reason</h2>{clips}{objects}{faces}{pairs}{cross}{errors or ""}'
             f'<script>{_SCRIPT}</script></body></html>')
 
 

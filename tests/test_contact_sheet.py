@@ -59,6 +59,9 @@ def run_dir(tmp_path_factory):
                "message": "x.mp4: frames did not decode", "traceback": None,
                "time": datetime.datetime.now(datetime.timezone.utc)}]
     write_part(table("errors", errors), run.table("errors"), "errors", name="e")
+    cross = [{"pair_id": "a~b", "identity_a": "a", "clip_a": clips[0]["clip_id"], "identity_b": "b",
+              "clip_b": clips[2]["clip_id"], "similarity": 0.97, "status": "near_duplicate"}]
+    write_part(table("cross_pairs", cross), run.table("cross_pairs"), "cross_pairs", name="x")
     return root, samples
 
 
@@ -74,7 +77,7 @@ def test_html_has_a_card_per_sample_and_the_dropped_reasons(run_dir, tmp_path, c
     assert inspect_main([str(root), "--html", str(out)]) == 0
     text = out.read_text()
     assert text.count('class="sample-card"') == len(samples) == 4
-    for reason in ("motion", "too_small", "blur", "too_masked", "faces: IncompleteVideoError"):
+    for reason in ("motion", "too_small", "blur", "too_masked", "near_duplicate", "faces: IncompleteVideoError"):
         assert reason in text
     assert "http://" not in text.replace("http://www.w3.org", "") and "<b>fast</b>" not in text  # self-contained, escaped
     assert len(re.findall(r'src="data:image/jpeg', text)) >= 4 * 6  # a strip of frames per sample
