@@ -33,7 +33,7 @@ import pyarrow as pa
 from curation.envelope import put_column, run_isolated
 from curation.images import clip_box, decode_png, encode_png
 from curation.operator import ActorPool, TaskPool
-from curation.pairs.variants import BACKGROUND, seed_for
+from curation.pairs.variants import BACKGROUND, OUTPUT_COLUMNS, fill_columns, seed_for
 
 SUBJECTS = "_subjects"  # private column: list<struct<kind, frame, box, mask>> of the clip's subjects
 OPENCV = "opencv"
@@ -285,8 +285,4 @@ class Backgrounds:
                 row["prompt"] = self.config.prompt
             background, drawn = augment(composite(image, filled, mask), seed, self.config)
             row.update(image=encode_png(background), params=json.dumps({**params, "augment": drawn}, sort_keys=True))
-        names = ("image", "seed", "model", "prompt", "params", "status")
-        kinds = (pa.binary(), pa.int64(), pa.string(), pa.string(), pa.string(), pa.string())
-        for name, kind in zip(names, kinds):
-            live = put_column(live, name, pa.array([row.get(name) for row in rows], kind))
-        return live
+        return fill_columns(live, rows, {**OUTPUT_COLUMNS, "status": pa.string()})

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation.envelope import put_column, run_isolated
 from curation.images import decode_png, encode_png
@@ -119,41 +118,33 @@ class Variants:
     def _generate(self, live: pa.Table) -> pa.Table:
         from curation.pairs.generators import edit, fit_size, size_multiple
 
-        kinds = live.column("kind").to_pylist()
-        todo = [i for i, kind in enumerate(kinds) if kind in (FACE, OBJECT)]
-        if not todo:
-            return live
-        images = _column(live, "image", pa.binary())
-        prompts, seeds, params = (_column(live, name, kind) for name, kind in
-                                  (("prompt", pa.string()), ("seed", pa.int64()), ("params", pa.string())))
-        models, sources = _column(live, "model", pa.string()), _column(live, "variant_source", pa.string())
-        refs, ids, labels = live.column(REF).to_pylist(), live.column("source_id").to_pylist(), live.column("label").to_pylist()
+        rows = live.to_pylist()
         multiple = size_multiple(self.pipe)
-        jobs: dict[tuple[int, int], list[int]] = {}
-        for i in todo:
-            ref = on_white(decode_png(refs[i]))
-            prompts[i], seeds[i] = choose_prompt(self.config, kinds[i], ids[i], labels[i])
-            size = fit_size(ref.shape[1], ref.shape[0], self.config.size ** 2, multiple)
-            jobs.setdefault(size, []).append(i)
-            refs[i] = ref
+        jobs: dict[tuple[int, int], list[dict]] = {}
+        for row in rows:
+            if row["kind"] not in (FACE, OBJECT):
+                continue
+            row[REF] = on_white(decode_png(row[REF]))
+            row["prompt"], row["seed"] = choose_prompt(self.config, row["kind"], row["source_id"], row.get("label"))
+            size = fit_size(row[REF].shape[1], row[REF].shape[0], self.config.size ** 2, multiple)
+            jobs.setdefault(size, []).append(row)
         # One editor call per output size; the batch is the pool's batch_size (see the config).
         for size, members in sorted(jobs.items()):
-            outs = edit(self.pipe, [refs[i] for i in members], [prompts[i] for i in members],
-                        [seeds[i] for i in members], size, self.config.steps, self.config.guidance)
-            for i, out in zip(members, outs):
-                images[i] = encode_png(out)
-                params[i] = json.dumps({"width": size[0], "height": size[1], "steps": self.config.steps,
-                                        "guidance": self.config.guidance}, sort_keys=True)
-                models[i], sources[i] = self.model_name, GENERATED
-        for name, values, kind in (("image", images, pa.binary()), ("prompt", prompts, pa.string()),
-                                   ("seed", seeds, pa.int64()), ("params", params, pa.string()),
-                                   ("model", models, pa.string()), ("variant_source", sources, pa.string())):
-            live = put_column(live, name, pa.array(values, kind))
-        return live
+            outs = edit(self.pipe, [r[REF] for r in members], [r["prompt"] for r in members],
+                        [r["seed"] for r in members], size, self.config.steps, self.config.guidance)
+            for row, out in zip(members, outs):
+                row.update(image=encode_png(out), model=self.model_name, variant_source=GENERATED,
+                           params=json.dumps({"width": size[0], "height": size[1], "steps": self.config.steps,
+                                              "guidance": self.config.guidance}, sort_keys=True))
+        return fill_columns(live, rows, OUTPUT_COLUMNS)
 
 
-def _column(table: pa.Table, name: str, kind: pa.DataType) -> list[Any]:
-    """A column's values as a list to fill in (nulls when the column does not exist yet)."""
-    if name in table.column_names:
-        return pc.cast(table.column(name), kind).to_pylist()
-    return [None] * table.num_rows
+OUTPUT_COLUMNS = {"image": pa.binary(), "prompt": pa.string(), "seed": pa.int64(), "params": pa.string(),
+                  "model": pa.string(), "variant_source": pa.string()}
+
+
+def fill_columns(table: pa.Table, rows: list[dict], columns: dict[str, pa.DataType]) -> pa.Table:
+    """Set ``columns`` of ``table`` from the (updated) row dicts it was read into."""
+    for name, kind in columns.items():
+        table = put_column(table, name, pa.array([row.get(name) for row in rows], kind))
+    return table
