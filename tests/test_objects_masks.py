@@ -207,3 +207,41 @@ def test_crop_with_margin_grows_and_clips():
     crop, box = crop_with_margin(frame, (0, 0, 50, 40), 0.5)
     assert box == (0, 0, 75, 60) and crop.shape[:2] == (60, 75)
     assert mask_box(np.zeros((5, 5))) is None
+
+
+# --------------------------------------------------------------------------- a clip's rows
+
+def test_object_rows_of_a_constructed_clip():
+    from curation.objects.grounding import Detection
+    from curation.objects.references import ReferencesConfig, object_rows
+
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (2, H, W, 3), dtype=np.uint8)
+    head, face = disc(60, 60, 30), disc(60, 60, 26)  # a "hat" mask that is mostly the face
+    ball = disc(220, 150, 45)
+    ball_again = disc(223, 151, 45)
+    speck = rect(5, 200, 3, 3)
+    detections = [Detection("ball", 1, 0.9, (175, 105, 265, 195)), Detection("ball", 1, 0.8, (178, 106, 268, 196)),
+                  Detection("hat", 1, 0.7, (30, 30, 90, 90)), Detection("cup", 0, 0.6, (5, 200, 8, 203)),
+                  Detection("human face", 1, 0.95, (34, 34, 86, 86), face=True)]
+    masks = [ball, ball_again, head, speck, face]
+    clip = {"clip_id": "vid-0000010-0000090", "width": 2 * W, "height": 2 * H}  # keyframes at half size
+    rows = object_rows(clip, images, np.array([17, 42]), detections, masks, MorphologyConfig(), FilterConfig())
+    assert [(r["label"], r["status"]) for r in rows] == [
+        ("ball", KEPT), ("ball", DUPLICATE), ("hat", OVERLAPS_FACE), ("cup", TOO_SMALL)]
+    assert [r["object_id"] for r in rows] == [f"vid-0000010-0000090-o{i:03d}" for i in range(4)]
+    first = rows[0]
+    assert first["frame"] == 42 and first["clip_id"] == clip["clip_id"]
+    assert first["box"] == pytest.approx([350, 210, 180, 180])  # source pixels: twice the keyframe's
+    mask = decode_png(first["mask"]) > 0
+    assert mask.shape == (H, W) and np.array_equal(mask, refine(ball)) and first["area"] == mask.sum()
+    ref = decode_png(first["ref"])
+    x, y, w, h = mask_box(mask)
+    assert np.array_equal(ref[..., 3] > 0, mask[y:y + h, x:x + w])
+    assert np.array_equal(ref[..., :3][mask[y:y + h, x:x + w]], images[1][y:y + h, x:x + w][mask[y:y + h, x:x + w]])
+    assert rows[2]["face_iou"] > 0.25 and rows[0]["face_iou"] == 0.0
+    lean = object_rows(clip, images, np.array([17, 42]), detections, masks, MorphologyConfig(), FilterConfig(),
+                       ReferencesConfig(keep_filtered_images=False))
+    assert [r["ref"] is None for r in lean] == [False, True, True, True]
+    assert [r["area"] for r in lean] == [r["area"] for r in rows]
+    assert object_rows(clip, images, np.array([17, 42]), [], [], MorphologyConfig(), FilterConfig()) == []
