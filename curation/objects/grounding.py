@@ -23,10 +23,16 @@ mask), so a GPU actor spends no time in PIL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from curation.envelope import put_column, run_isolated
+from curation.frames import FRAMES, FrameRequest, decode_frames, uniform
+from curation.objects.labels import LABELS, clip_labels
+from curation.operator import ActorPool, TaskPool
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,19 +42,37 @@ FACE_QUERY = "human face"
 
 @dataclass
 class GroundingConfig:
+    keyframes: int = 3  # frames per clip GroundingDINO looks at, evenly spread (first and last included)
+    max_side: int = 1920  # keyframes are decoded at the source size, scaled down only above this long side
     box_threshold: float = 0.35  # GroundingDINO's defaults for its released models
-    text_threshold: float = 0.25
+    text_threshold: float = 0.25  # mean token score a label's phrase must reach
     max_instances: int = 6  # boxes kept per label (on its best keyframe)
     max_faces: int = 8  # face boxes kept per keyframe, for the face filter
     face_query: str = FACE_QUERY  # what GroundingDINO is asked for the face masks (Eq. 15)
     images_per_forward: int = 12  # keyframes per forward pass; bounds activation memory
+    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
+    # the CPU step before it that decodes the keyframes (Ray tasks)
+    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))
 
     def __post_init__(self) -> None:
         for name in ("box_threshold", "text_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"grounding.{name} must be within [0, 1], got {getattr(self, name)}")
-        if min(self.max_instances, self.max_faces, self.images_per_forward) < 1:
-            raise ValueError("grounding.max_instances, max_faces and images_per_forward must be >= 1")
+        if min(self.keyframes, self.max_instances, self.max_faces, self.images_per_forward) < 1:
+            raise ValueError("grounding.keyframes, max_instances, max_faces and images_per_forward must be >= 1")
+        if self.max_side < 16:
+            raise ValueError(f"grounding.max_side must be >= 16, got {self.max_side}")
+
+
+def keyframe_request(config: GroundingConfig) -> FrameRequest:
+    """What ``FrameReader`` decodes for stage 2: ``keyframes`` frames evenly over the clip, at the
+    source size (masks and references keep its detail) unless its long side exceeds ``max_side``."""
+    def size(width: int, height: int) -> tuple[int, int]:
+        scale = min(1.0, config.max_side / max(width, height))
+        return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+    return uniform(config.keyframes, size=size, interpolation="AREA")
 
 
 @dataclass
@@ -196,6 +220,64 @@ def select(per_frame: list[list[Detection]], labels: list[str], config: Groundin
         faces = sorted((d for d in per_frame[frame] if d.label == config.face_query), key=lambda d: -d.score)
         chosen.extend(Detection(d.label, frame, d.score, d.box, face=True) for d in faces[:config.max_faces])
     return chosen
+
+
+DETECTION_TYPE = pa.list_(pa.struct([
+    pa.field("label", pa.string()), pa.field("frame", pa.int32()), pa.field("score", pa.float32()),
+    pa.field("box", pa.list_(pa.float32(), 4)), pa.field("face", pa.bool_())]))
+
+
+def detections_to_arrow(per_clip: list[list[Detection]]) -> pa.Array:
+    return pa.array([[{"label": d.label, "frame": d.frame, "score": d.score, "box": list(d.box), "face": d.face}
+                      for d in found] for found in per_clip], DETECTION_TYPE)
+
+
+def detections_from_row(value: list[dict] | None) -> list[Detection]:
+    return [Detection(d["label"], int(d["frame"]), float(d["score"]), tuple(d["box"]), bool(d["face"]))
+            for d in value or ()]
+
+
+class Grounder:
+    """Stage 2, step 2: boxes for every live clip (``DETECTIONS``), from its keyframes in ``FRAMES``.
+
+    A Ray batch of clips is one or a few forward passes (all their keyframes, each with
+    its clip's query). Keeps ``FRAMES`` for the steps after it; a clip that fails alone
+    (``run_isolated``) becomes its error row.
+    """
+
+    def __init__(self, config: GroundingConfig, max_labels: int = 8, models: Any = None, device: str | None = None,
+                 model: GroundingModel | None = None):
+        from curation.models import load
+
+        self.config, self.max_labels = config, max_labels
+        self.grounding = model or load("grounding", models, device=device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return run_isolated(batch, self._ground)
+
+    def _ground(self, live: pa.Table) -> pa.Table:
+        if FRAMES not in live.column_names:
+            raise KeyError(f"the grounder needs the {FRAMES!r} column: put curation.frames.FrameReader "
+                           "with grounding.keyframe_request(config) before it")
+        images, queries, owners = [], [], []
+        labels_per_clip = []
+        for position, row in enumerate(live.select([c for c in ("subjects", LABELS, FRAMES)
+                                                    if c in live.column_names]).to_pylist()):
+            labels = clip_labels(row, self.max_labels)
+            labels_per_clip.append(labels)
+            if not labels:
+                continue  # nothing to look for: the clip ends with no objects
+            text, names, spans = query_of(labels, self.config.face_query)
+            for image in decode_frames(row[FRAMES]).images:
+                images.append(image)
+                queries.append((names, spans, text))
+                owners.append(position)
+        found = detect(self.grounding, images, queries, self.config) if images else []
+        per_clip: list[list[list[Detection]]] = [[] for _ in range(live.num_rows)]
+        for position, dets in zip(owners, found):
+            per_clip[position].append(dets)
+        chosen = [select(frames, labels, self.config) for frames, labels in zip(per_clip, labels_per_clip)]
+        return put_column(live, DETECTIONS, detections_to_arrow(chosen))
 
 
 # ---------------------------------------------------------------------------

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pyarrow as pa
+
+from curation.envelope import put_column, run_isolated, settle_failures
+from curation.operator import ActorPool
+from schemas.tables import INPUT
 
 LABELS = "_labels"  # private column: the clip's normalised labels, set by ``Labeler``
 
@@ -61,13 +65,14 @@ class MalformedLabelAnswer(ValueError):
 class LabelsConfig:
     max_labels: int = 8  # GroundingDINO's query holds every label of a clip (+ "human face")
     from_caption: bool = False  # ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects
-    max_new_tokens: int = 64
-    batch_size: int = 8  # captions per generate call
-    prompt: str = LABEL_PROMPT
+    max_new_tokens: int = 64  # answer length cap (greedy decoding)
+    prompt: str = LABEL_PROMPT  # the instruction; {caption} and {max_labels} are filled in
+    # batch_size = captions per generate call; one GPU per actor when the cluster has GPUs
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0))
 
     def __post_init__(self) -> None:
-        if min(self.max_labels, self.max_new_tokens, self.batch_size) < 1:
-            raise ValueError("labels.max_labels, max_new_tokens and batch_size must be >= 1")
+        if min(self.max_labels, self.max_new_tokens) < 1:
+            raise ValueError("labels.max_labels and max_new_tokens must be >= 1")
 
 
 def singular(word: str) -> str:
@@ -145,7 +150,7 @@ class Labeler:
     """Stage 2, optional step: labels from the caption for clips whose ``subjects`` is empty.
 
     Every live row gets ``LABELS``; only empty-subject clips with a caption cost a model
-    call, batched ``batch_size`` captions per ``generate``. Uses the ``captioner`` role
+    call, one ``generate`` per Ray batch. Uses the ``captioner`` role
     (Qwen2.5-VL), the model stage 1 captioned with.
     """
 
@@ -157,30 +162,28 @@ class Labeler:
         self.generate_calls = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.envelope import apply_to_live, put_column, settle_failures
-
-        failed: dict[str, BaseException] = {}
+        malformed: dict[str, BaseException] = {}
 
         def label(live: pa.Table) -> pa.Table:
-            return put_column(live, LABELS, pa.array(self._labels(live, failed), pa.list_(pa.string())))
+            for input_id in live.column(INPUT).to_pylist():  # a retry of this input starts afresh
+                malformed.pop(input_id, None)
+            return put_column(live, LABELS, pa.array(self._labels(live, malformed), pa.list_(pa.string())))
 
-        return settle_failures(apply_to_live(batch, label), failed)
+        # A failing generate call is retried clip by clip (run_isolated); a clip whose answer
+        # does not parse is that clip's error row.
+        return settle_failures(run_isolated(batch, label), malformed)
 
-    def _labels(self, live: pa.Table, failed: dict[str, BaseException]) -> list[list[str] | None]:
-        from schemas.tables import INPUT
-
+    def _labels(self, live: pa.Table, malformed: dict[str, BaseException]) -> list[list[str] | None]:
         limit = self.config.max_labels
-        rows = live.to_pylist()
+        rows = live.select([c for c in (INPUT, "clip_id", "subjects", "caption") if c in live.column_names]).to_pylist()
         labels = [normalise_labels(row.get("subjects"), limit) for row in rows]
         ask = [i for i, row in enumerate(rows) if not labels[i] and (row.get("caption") or "").strip()]
-        for start in range(0, len(ask), self.config.batch_size):
-            chunk = ask[start:start + self.config.batch_size]
-            answers = self.generate([rows[i]["caption"] for i in chunk])
-            for i, answer in zip(chunk, answers):
+        if ask:  # one generate call per Ray batch (labels.pool.batch_size captions at most)
+            for i, answer in zip(ask, self.generate([rows[i]["caption"] for i in ask])):
                 try:
                     labels[i] = normalise_labels(parse_label_answer(answer, rows[i]["clip_id"]), limit)
                 except MalformedLabelAnswer as err:
-                    failed.setdefault(rows[i][INPUT], err)
+                    malformed[rows[i][INPUT]] = err
         return labels
 
     def generate(self, captions: list[str]) -> list[str]:

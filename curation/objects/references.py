@@ -15,22 +15,61 @@ refined mask's pixels at that size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from curation.envelope import apply_to_live, per_input, to_table
+from curation.frames import FRAMES, decode_frames
 from curation.images import encode_png, rgba_cutout
 from curation.objects.filters import Candidate, FilterConfig, judge
-from curation.objects.grounding import Detection
+from curation.objects.grounding import DETECTIONS, Detection, detections_from_row
+from curation.objects.labels import LABELS
 from curation.objects.morphology import MorphologyConfig, refine
+from curation.objects.segment import MASKS, unpack_mask
+from curation.operator import TaskPool
 from schemas.ids import object_id
-from schemas.tables import KEPT
+from schemas.tables import INPUT, KEPT, OBJECTS
+
+
+PRIVATE = (FRAMES, DETECTIONS, MASKS, LABELS)  # columns the steps before pass along, dropped here
 
 
 @dataclass
 class ReferencesConfig:
     keep_filtered_images: bool = True  # False: filtered rows keep their numbers but no mask/ref PNGs
+    # batch_size = clips per task (each clip whole: keyframes, detections, masks)
+    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=1.0))
+
+
+class ObjectReferences:
+    """Stage 2, step 4 (CPU): a clip's masks -> its ``objects`` rows (refine, filter, cut out).
+
+    Sees each clip whole (``whole_inputs``): the face and duplicate filters compare the
+    masks of one clip. A clip with no object is one empty row: processed, nothing found.
+    """
+
+    whole_inputs = True
+
+    def __init__(self, config: ReferencesConfig, morphology: MorphologyConfig, filters: FilterConfig):
+        self.config, self.morphology, self.filters = config, morphology, filters
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        result = apply_to_live(batch, lambda live: to_table(per_input(live.to_pylist(), INPUT, self._clip), OBJECTS))
+        # Settled rows (earlier errors) still carry the steps' private columns: end them here.
+        return result.drop_columns([c for c in PRIVATE if c in result.column_names])
+
+    def _clip(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        detections = detections_from_row(row.get(DETECTIONS))
+        if not detections:
+            return []
+        frames = decode_frames(row[FRAMES])
+        height, width = frames.images.shape[1:3]
+        masks = [unpack_mask(data, height, width) for data in row[MASKS]]
+        return object_rows(row, frames.images, frames.indices, detections, masks, self.morphology, self.filters,
+                           self.config)
 
 
 def object_rows(clip: dict[str, Any], images: np.ndarray, frame_numbers: np.ndarray,

@@ -15,12 +15,16 @@ torchvision, which does not import beside the CPU torch (FACTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from curation.objects.grounding import IMAGENET_MEAN, IMAGENET_STD
+from curation.envelope import put_column, run_isolated
+from curation.frames import FRAMES, decode_frames
+from curation.objects.grounding import DETECTIONS, IMAGENET_MEAN, IMAGENET_STD, detections_from_row
+from curation.operator import ActorPool
 
 MASKS = "_masks"  # private column: one packed mask per detection, in ``DETECTIONS`` order
 
@@ -30,6 +34,8 @@ class SegmentConfig:
     mask_threshold: float = 0.0  # on SAM2's mask logits (its processor's default)
     images_per_forward: int = 8  # keyframes per image-encoder pass
     boxes_per_forward: int = 64  # boxes per mask-decoder pass (each holds its image's features)
+    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
 
     def __post_init__(self) -> None:
         if min(self.images_per_forward, self.boxes_per_forward) < 1:
@@ -124,6 +130,46 @@ def _upsample(logits, shape: tuple[int, int], threshold: float) -> np.ndarray:
 
     up = F.interpolate(logits[:, None], size=shape, mode="bilinear", align_corners=False)[:, 0]
     return (up > threshold).cpu().numpy()
+
+
+class Segmenter:
+    """Stage 2, step 3: a SAM2 mask for every detection of every live clip (``MASKS``).
+
+    All keyframes of a batch that hold a box go through the image encoder together; all
+    their boxes through the mask decoder together. A clip that fails alone
+    (``run_isolated``) becomes its error row.
+    """
+
+    def __init__(self, config: SegmentConfig, models: Any = None, device: str | None = None,
+                 model: SegmentModel | None = None):
+        from curation.models import load
+
+        self.config = config
+        self.segmenter = model or load("segmenter", models, device=device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return run_isolated(batch, self._segment)
+
+    def _segment(self, live: pa.Table) -> pa.Table:
+        missing = [c for c in (FRAMES, DETECTIONS) if c not in live.column_names]
+        if missing:
+            raise KeyError(f"the segmenter needs the columns {missing}: put the Grounder before it")
+        images, boxes, owners = [], [], []
+        for position, row in enumerate(live.select([FRAMES, DETECTIONS]).to_pylist()):
+            detections = detections_from_row(row[DETECTIONS])
+            if not detections:
+                continue
+            keyframes = decode_frames(row[FRAMES]).images
+            for frame in sorted({d.frame for d in detections}):
+                images.append(keyframes[frame])
+                boxes.append(np.array([d.box for d in detections if d.frame == frame], np.float32))
+                owners.append((position, frame))
+        masks = segment_boxes(self.segmenter, images, boxes, self.config) if images else []
+        by_frame = {owner: iter(found) for owner, found in zip(owners, masks)}
+        packed: list[list[bytes]] = []
+        for position, value in enumerate(live.column(DETECTIONS).to_pylist()):
+            packed.append([pack_mask(next(by_frame[(position, d.frame)])) for d in detections_from_row(value)])
+        return put_column(live, MASKS, pa.array(packed, pa.list_(pa.binary())))
 
 
 # ---------------------------------------------------------------------------
