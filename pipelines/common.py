@@ -87,7 +87,8 @@ STAGES = (
     Stage("probe", "videos", "stage0_probe", None, "uri"),
     Stage("clips", "clips", "stage1_clips", "videos", "video_id",
           input_columns=("uri", "video_id", "num_frames", "width", "height"), roles=("aesthetic", "captioner")),
-    Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
+    Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("grounding", "segmenter", "captioner")),
     Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
     Stage("pairs", "samples", "stage4_pairs", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
 )

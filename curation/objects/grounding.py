@@ -44,8 +44,8 @@ FACE_QUERY = "human face"
 class GroundingConfig:
     keyframes: int = 3  # frames per clip GroundingDINO looks at, evenly spread (first and last included)
     max_side: int = 1920  # keyframes are decoded at the source size, scaled down only above this long side
-    box_threshold: float = 0.35  # GroundingDINO's defaults for its released models
-    text_threshold: float = 0.25  # mean token score a label's phrase must reach
+    box_threshold: float = 0.35  # a box's best label token must score above this (GroundingDINO's default)
+    text_threshold: float = 0.25  # and its label's tokens above this on average (GroundingDINO's default)
     max_instances: int = 6  # boxes kept per label (on its best keyframe)
     max_faces: int = 8  # face boxes kept per keyframe, for the face filter
     face_query: str = FACE_QUERY  # what GroundingDINO is asked for the face masks (Eq. 15)
