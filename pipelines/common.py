@@ -39,7 +39,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.envelope import group_inputs, ungroup_inputs
+from curation.envelope import group_inputs, put_column, ungroup_inputs
 from curation.models import ROLES, ModelSourceError, resolve
 from curation.operator import ActorPool, TaskPool
 from pipelines.config import ConfigError, key_help, load_config, to_dict, to_yaml
@@ -47,6 +47,7 @@ from pipelines.ledger import RunDir, clean_orphans, commit, totals
 from pipelines.report import Report, versions
 from pipelines.run_lock import LockHeld, StageLock
 from schemas.io import Filter, read_manifest
+from schemas.tables import INPUT
 from schemas.validate import SchemaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -344,7 +345,8 @@ class StageJob:
                              stage.filter)
 
     def pending(self, inputs: pa.Table) -> pa.Table:
-        """Inputs whose id the stage's ledger does not hold yet (first of each id), up to --limit."""
+        """Inputs whose id the stage's ledger does not hold yet (first of each id), up to --limit,
+        with the envelope's ``_input`` column set to that id."""
         id_column = self.stage.input_id
         ids = pc.cast(inputs.column(id_column), pa.string())
         inputs = inputs.set_column(inputs.column_names.index(id_column), id_column, ids)
@@ -357,7 +359,9 @@ class StageJob:
         self.report.inputs_total = inputs.num_rows
         self.report.skipped = pc.sum(is_done).as_py() or 0
         self.report.selected = todo.num_rows
-        return todo
+        # Every row carries its input's id from the start (the envelope's column), so the
+        # first operator can already settle an input or hand it to a whole-input step.
+        return put_column(todo, INPUT, todo.column(id_column).combine_chunks())
 
     def dataset(self, table: pa.Table, rows_per_block: int):
         """A Ray dataset of ``table`` cut into blocks, so a pool can share the work.

@@ -74,8 +74,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     box_a, box_b = mask_box(a), mask_box(b)
     if box_a is None or box_b is None:
         return 0.0
-    ax, ay, aw, ah = box_a
-    bx, by, bw, bh = box_b
+    ax, ay, aw, ah = (int(v) for v in box_a)
+    bx, by, bw, bh = (int(v) for v in box_b)
     if ax >= bx + bw or bx >= ax + aw or ay >= by + bh or by >= ay + ah:
         return 0.0
     x0, y0 = min(ax, bx), min(ay, by)
