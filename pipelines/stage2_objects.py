@@ -29,7 +29,7 @@ from curation.objects.morphology import MorphologyConfig  # noqa: E402
 from curation.objects.references import ObjectReferences, ReferencesConfig  # noqa: E402
 from curation.objects.segment import SegmentConfig, Segmenter  # noqa: E402
 from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
-from schemas.tables import CLIPS, INPUT  # noqa: E402
+from schemas.tables import CLIPS  # noqa: E402
 
 
 @dataclass
@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     with job:
         todo = job.pending(job.read_input())  # kept clips only (the stage's declared input)
         if todo.num_rows:
-            todo = todo.append_column(INPUT, todo.column("clip_id"))  # one input = one clip
             ds = job.dataset(todo, rows_per_block=cfg.grounding.pool.batch_size)
             if cfg.labels.from_caption:
                 ds = map_operator(ds, Labeler, cfg.labels.pool, config=cfg.labels, models=job.models)
