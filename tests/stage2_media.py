@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from curation import synthetic
@@ -20,18 +19,6 @@ from schemas.tables import CLIPS
 FPS = synthetic.FPS
 
 
-def object_frames(count: int, height: int, width: int, seed: int):
-    """A textured scene with a red disc moving across it and a blue square: things to find."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    for i in range(count):
-        frame = np.clip(rng.normal((90, 140, 90), 12, (height, width, 3)), 0, 255).astype(np.uint8)
-        cx, cy, r = width // 4 + i * 2, height // 2, max(6, height // 6)
-        frame[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = (220, 40, 40)
-        frame[height // 6:height // 6 + r * 2, width - width // 4:width - width // 4 + r * 2] = (40, 60, 220)
-        yield frame
-
-
 def make_clips(folder: Path, videos: int = 3, clips_per_video: int = 2, seconds: float = 1.0,
                size: tuple[int, int] = (96, 128)) -> pa.Table:
     """``videos`` generated videos cut into clips; every third clip is filtered (``motion``),
@@ -40,8 +27,8 @@ def make_clips(folder: Path, videos: int = 3, clips_per_video: int = 2, seconds:
     per_clip = int(seconds * FPS)
     rows = []
     for v in range(videos):
-        path = synthetic.write_video(folder / f"objects_{v}.mp4",
-                                     object_frames(per_clip * clips_per_video, height, width, seed=v))
+        path = synthetic.objects_video(folder / f"objects_{v}.mp4", seconds=seconds * clips_per_video,
+                                       height=height, width=width, seed=v)
         video_id = f"{v:024x}"
         for c in range(clips_per_video):
             start, end = c * per_clip, (c + 1) * per_clip

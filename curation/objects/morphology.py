@@ -103,10 +103,12 @@ def significant_components(mask: np.ndarray, min_fraction: float = 0.1) -> int:
 
     Specks do not count; a mask in five sizeable pieces is fragmented (``irregular``).
     """
-    binary = (np.asarray(mask) > 0).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if count <= 1:
+    binary = np.asarray(mask) > 0
+    rows, cols = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
+    if not len(rows):
         return 0
+    crop = binary[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.uint8)  # labelling costs per pixel
+    count, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     return int((areas >= min_fraction * areas.max()).sum())
 
