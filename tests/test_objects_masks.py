@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation.images import decode_png, encode_png, mask_box, rgba_cutout
+from curation.images import decode_png, encode_mask, encode_png, mask_box, rgba_cutout
 from curation.objects.filters import (DUPLICATE, IRREGULAR, OVERLAPS_FACE, TOO_SMALL, Candidate, FilterConfig,
                                       judge, mask_iou)
 from curation.objects.morphology import (MorphologyConfig, fill_holes, refine, significant_components,
@@ -185,6 +185,18 @@ def test_rgba_cutout_alpha_is_the_mask_and_pixels_are_the_frame():
     assert np.array_equal(back, rgba)
     with pytest.raises(ValueError, match="empty"):
         rgba_cutout(frame, np.zeros((H, W), bool))
+
+
+@pytest.mark.parametrize("shape", [(240, 320), (7, 13), (1, 1)])
+def test_masks_round_trip_as_1_bit_pngs(shape):
+    mask = np.random.default_rng(5).random(shape) < 0.4
+    data = encode_mask(mask)
+    back = decode_png(data)
+    assert back.dtype == bool and np.array_equal(back, mask)
+    assert set(np.unique(decode_png(data, mode="L"))) <= {0, 255}
+    assert np.array_equal(decode_png(data, mode="L") > 0, mask)
+    if mask.size > 1000:
+        assert len(data) < len(encode_png(mask))
 
 
 # --------------------------------------------------------------------------- a clip's rows

@@ -7,7 +7,7 @@ the filter that dropped it, carrying its numbers either way; the face detections
 serve the face filter.
 
 Coordinates: ``box`` is GroundingDINO's box (Eq. 11) as ``(x, y, w, h)`` in the source
-video's pixels. ``mask`` (1-channel PNG, 0/255) covers the whole keyframe at the size it
+video's pixels. ``mask`` (1-bit grey PNG) covers the whole keyframe at the size it
 was decoded (the source size unless larger than ``frames.max_side``); ``ref`` is the
 RGBA tight crop of that keyframe with the refined mask as alpha; ``area`` counts the
 refined mask's pixels at that size.
@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from curation.envelope import apply_to_live, per_input, to_table
 from curation.frames import FRAMES, decode_frames
-from curation.images import encode_png, rgba_cutout
+from curation.images import encode_mask, encode_png, rgba_cutout
 from curation.objects.filters import Candidate, FilterConfig, judge
 from curation.objects.grounding import DETECTIONS, Detection, detections_from_row
 from curation.objects.labels import LABELS
@@ -102,7 +102,7 @@ def object_rows(clip: dict[str, Any], images: np.ndarray, frame_numbers: np.ndar
         mask_png = ref_png = None
         if images_too and verdict.area:
             ref, _ = rgba_cutout(images[candidate.frame], candidate.refined)
-            mask_png, ref_png = encode_png(candidate.refined), encode_png(ref)
+            mask_png, ref_png = encode_mask(candidate.refined), encode_png(ref)
         rows.append({
             "object_id": object_id(clip["clip_id"], index),
             "clip_id": clip["clip_id"],
