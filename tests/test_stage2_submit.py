@@ -43,7 +43,7 @@ def submit(env: dict, run: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_stage2_by_ray_job_submit_matches_a_direct_run_and_survives_a_killed_driver(head_node, tmp_path):
     env, _ = head_node
-    clips = make_clips(tmp_path / "media", videos=6, clips_per_video=2)
+    clips = make_clips(tmp_path / "media", videos=5, clips_per_video=2)
     runs = {name: tmp_path / name for name in ("direct", "submitted", "killed")}
     for run in runs.values():
         write_clips(run, clips)
