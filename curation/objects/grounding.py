@@ -3,7 +3,8 @@
 One text query per clip holds every label of the clip and the face query
 (``"man. dog. red car. human face."``), and GroundingDINO looks at a few keyframes of
 the clip (decoded before, on CPU, by ``curation.frames.FrameReader``). A batch of
-clips is one forward: each keyframe is paired with its clip's query, texts padded.
+clips is one forward pass per keyframe size: each keyframe is paired with its clip's
+query, texts padded.
 
 From the model's per-token scores we read, for each query slot and each label, the
 label's score: the mean probability over the label's tokens (the phrase must match as
