@@ -90,7 +90,8 @@ STAGES = (
           input_columns=("uri", "video_id", "num_frames", "width", "height"), roles=("aesthetic", "captioner")),
     Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
           roles=("grounding", "segmenter", "captioner")),
-    Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
+    Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("face_analysis", "face_dlib")),
     Stage("pairs", "samples", "stage4_pairs", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
 )
 STAGE = {stage.name: stage for stage in STAGES}

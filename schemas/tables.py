@@ -91,23 +91,33 @@ OBJECTS = _schema("objects", [
     pa.field("status", pa.string(), nullable=False),
 ], key="object_id")
 
+# Version 2: where each face was seen (segment, time), its keypoints, the ranking
+# score, the crop's box, and embeddings of any size named by the model that made them
+# (InsightFace's 512-d ArcFace and dlib's 128-d vectors are different spaces).
+FACE_SEGMENTS = ("before", "clip", "after")  # the clip itself or the neighbouring seconds searched
 FACES = _schema("faces", [
     pa.field("face_id", pa.string(), nullable=False),
     pa.field("clip_id", pa.string(), nullable=False),
-    pa.field("identity_id", pa.string()),
-    pa.field("frame", pa.int64()),
+    pa.field("identity_id", pa.string()),  # per clip; null: the face joined no identity of the clip
+    pa.field("segment", pa.string(), nullable=False),  # one of FACE_SEGMENTS
+    pa.field("frame", pa.int64()),  # frame number in the source video
+    pa.field("time_s", pa.float64()),  # its presentation time
     pa.field("box", _box),
-    pa.field("det_score", pa.float32()),
-    pa.field("yaw", pa.float32()),
-    pa.field("pitch", pa.float32()),
-    pa.field("roll", pa.float32()),
-    pa.field("blur", pa.float32()),
-    pa.field("embedding", pa.list_(pa.float32(), 512)),
-    pa.field("crop", pa.binary()),  # PNG
-    pa.field("rank", pa.int32()),
-    pa.field("selected", pa.bool_()),
-    pa.field("status", pa.string(), nullable=False),
-], key="face_id")
+    pa.field("keypoints", pa.list_(pa.float32(), 10)),  # eye centres, nose tip, mouth corners as x, y (source px)
+    pa.field("det_score", pa.float32()),  # the detector's own score (backend-specific scale)
+    pa.field("yaw", pa.float32()),  # degrees, > 0: face turned toward the image's left
+    pa.field("pitch", pa.float32()),  # degrees, > 0: face tilted down
+    pa.field("roll", pa.float32()),  # degrees, > 0: clockwise in the image
+    pa.field("blur", pa.float32()),  # variance of the Laplacian of the aligned 112x112 crop
+    pa.field("score", pa.float32()),  # ranking score: detection confidence x frontalness
+    pa.field("embedding", pa.list_(pa.float32())),
+    pa.field("embedding_model", pa.string(), nullable=False),  # e.g. insightface:buffalo_l/w600k_r50.onnx
+    pa.field("crop", pa.binary()),  # PNG of crop_box (the box grown by faces.crop_margin)
+    pa.field("crop_box", _box),
+    pa.field("rank", pa.int32()),  # 0 = best-scored usable face of its identity
+    pa.field("selected", pa.bool_()),  # one of the identity's references (I^Face, Eq. 17)
+    pa.field("status", pa.string(), nullable=False),  # kept, or low_quality/occluded/pose/blur/not_in_clip
+], key="face_id", version="2")
 
 _reference_pair = pa.struct([
     pa.field("ref", pa.binary()),  # PNG, the reference as cut from the clip
