@@ -1,7 +1,7 @@
 """Stage 2 through `ray job submit` on a real head node with token auth: same rows as a direct
 run, and a kill -9 of the job's driver mid-run then a resubmit ends with those rows too.
 
-Run it under ``flock /tmp/magref-ray-head.lock`` (it starts a head node on port 8265).
+Run it under ``flock /tmp/magref-ray-head.lock`` (it starts a head node).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, run_script
 from pipelines.ledger import RunDir
 from stage2_media import make_clips, write_clips
-from test_ray_job_submit import BIN, DASHBOARD, head_node, pids_under  # noqa: F401 - head_node is a fixture
+from test_ray_job_submit import ADDRESS, BIN, head_node, pids_under  # noqa: F401 - head_node is a fixture
 
 # One clip per block and per model call: the job commits clip by clip (a kill lands
 # between commits) and no clip's rows depend on which clips shared its batch.
@@ -30,7 +30,7 @@ def objects_of(run: Path) -> list[dict]:
 
 
 def submit(env: dict, run: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [str(BIN / "ray"), "job", "submit", "--address", DASHBOARD, "--working-dir", ".", *extra, "--",
+    command = [str(BIN / "ray"), "job", "submit", "--address", env[ADDRESS], "--working-dir", ".", *extra, "--",
                "python", "pipelines/stage2_objects.py", "--run-dir", str(run), *ARGS]
     deadline = time.time() + 120
     while True:  # the head's job agent comes up a few seconds after `ray start` returns
