@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--base", default=DEFAULT_BASE, help="diffusers Wan2.1 I2V dir, hub id, or 'tiny'")
     p.add_argument("--checkpoint", help="MAGREF safetensors (backbone + magref.alpha)")
+    p.add_argument("--lora", help="LoRA safetensors from model.train --lora-rank (adapters + magref.alpha)")
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--ref", action="append", default=[], help="reference image (1-8), repeatable")
     src.add_argument("--prompt-file", help="lines key@@prompt@@img1@@img2...")
@@ -249,6 +250,10 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     pipe = load("video_backbone", args.base, device="cpu" if low else device, dtype=dtype)
     if args.checkpoint:
         pipe.load_magref_checkpoint(args.checkpoint)
+    if args.lora:
+        from model.lora import load_lora
+
+        load_lora(args.lora, pipe.transformer, pipe.disentangler)
     if low:
         pipe.enable_low_memory(device)
     elif args.low_memory:
@@ -264,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SampleInputError(f"--drop-first {args.drop_first} must be below --frames {args.frames}")
         if args.checkpoint and not Path(args.checkpoint).is_file():
             raise SampleInputError(f"checkpoint {args.checkpoint!r} does not exist")
+        if args.lora and not Path(args.lora).is_file():
+            raise SampleInputError(f"LoRA file {args.lora!r} does not exist")
         items = gather_jobs(args)
     except (SampleInputError, ConditioningError) as exc:
         print(f"error: {exc}", file=sys.stderr)
