@@ -140,18 +140,15 @@ class BatchStream:
         queues: dict[str, list[Any]] = {}
         for key, items in list(state.pending.items()):  # a resumed run reloads what waited
             queues[key] = [self.dataset.load(index, aug) for index, aug in items]
-        since_good, share_size = 0, len(self._share(state.epoch))
         for epoch, cursor, index, aug, item in self._loaded():
             state.epoch, state.cursor = epoch, cursor
             if isinstance(item, BadRecord):
                 self._record_bad(item)
-                since_good += 1
-                if since_good >= max(share_size, 1):
+                if len(state.bad) >= len(self.dataset):
                     raise NoUsableSamples(
-                        f"rank {self.rank}: none of its {share_size} samples could be loaded; "
+                        f"none of the {len(self.dataset)} samples could be loaded; "
                         f"skipped by reason: {state.skipped_by_reason()}")
                 continue
-            since_good = 0
             key = "x".join(map(str, item.bucket))
             queue = queues.setdefault(key, [])
             queue.append(item)

@@ -272,3 +272,61 @@ def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
     if not entries:
         raise FileNotFoundError(f"{root}: the latent cache has no entries yet")
     return meta, CachedDataset(root, entries)
+
+
+def cache_meta(config: Any, base: str, dtype: torch.dtype) -> dict[str, Any]:
+    """What ``cache.json`` records: a cached run adopts these data settings."""
+    from dataclasses import asdict
+
+    if config.augmentations is None:
+        raise ValueError("a latent cache holds a fixed number of augmentations per sample; "
+                         "set DataConfig.augmentations")
+    return {"format": FORMAT, "data": asdict(config), "base": base,
+            "dtype": str(dtype).removeprefix("torch.")}
+
+
+def cache_row(row: dict[str, Any], pipe: Any, config: Any, root: str,
+              dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
+    """Encode one samples row for each augmentation seed and write its entries.
+
+    Returns the ``latents`` index rows; raises ``BadRecord`` for a row that cannot be
+    trained on (the cache job turns it into an error row). The job's operator and
+    ``cache_samples`` both call this, so they write the same files.
+    """
+    from model.data import make_example
+
+    rows = []
+    for augmentation in range(config.augmentations):
+        example = make_example(row, augmentation, config, pipe.tokenizer)
+        relative, size = write_entry(root, encode_examples(pipe, [example]), dtype)
+        width, height, frames = example.bucket
+        rows.append({"entry_id": f"{example.sample_id}.{augmentation}",
+                     "sample_id": example.sample_id, "augmentation": augmentation,
+                     "path": relative, "width": width, "height": height, "frames": frames,
+                     "bytes": size})
+    return rows
+
+
+def cache_samples(manifest: str, pipe: Any, root: str, config: Any, base: str,
+                  dtype: torch.dtype = torch.float32) -> dict[str, int]:
+    """Cache a samples table in this process (small sets; ``pipelines/cache_latents.py`` is
+    the resumable Ray job for real ones). Returns counts: entries written, rows skipped."""
+    import pyarrow as pa
+
+    from model.data import SamplesTable
+    from schemas.io import Location, write_part
+
+    write_meta(root, cache_meta(config, base, dtype))
+    table = SamplesTable(manifest)
+    index, skipped = [], table.skipped_rows
+    for i in range(len(table)):
+        try:
+            index += cache_row(table.row(i), pipe, config, root, dtype)
+        except BadRecord:
+            skipped += 1
+    if index:
+        from schemas.tables import schema_for
+
+        write_part(pa.Table.from_pylist(index, schema=schema_for("latents")),
+                   Location.of(root).join("latents"), "latents", name="local")
+    return {"entries": len(index), "skipped": skipped}

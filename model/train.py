@@ -170,8 +170,13 @@ def prepare_out(config: TrainConfig, cluster: distributed.Cluster) -> Path | Non
 
 # ---- the loop --------------------------------------------------------------------------------
 
-def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Run (or continue) training; returns the summary. ``on_step`` gets each step's metrics."""
+def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
+          on_end: Callable[[MagrefModel], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) training; returns the summary.
+
+    ``on_step`` gets each step's metrics (Ray Train reports them); ``on_end`` gets the trained
+    ``MagrefModel`` (unwrapped) for callers that go on in the same process, e.g. to sample.
+    """
     cluster = distributed.setup(config.device)
     try:
         if config.cache:
@@ -193,8 +198,11 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None) ->
             from model.batching import StreamState
 
             stream.state = StreamState.from_dict(data_state)
-        return _loop(config, cluster, model, params, optimizer, scheduler, stream, encode,
-                     micro, accumulation, start_step, on_step)
+        summary = _loop(config, cluster, model, params, optimizer, scheduler, stream, encode,
+                        micro, accumulation, start_step, on_step)
+        if on_end is not None:
+            on_end(distributed.unwrap(model))
+        return summary
     finally:
         distributed.teardown(cluster)
 
