@@ -112,7 +112,7 @@ def real_arch_captioner(device: str):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from curation.caption import SPECIAL_TOKENS, CaptionModel, tiny_tokenizer
+    from curation.clips.caption import SPECIAL_TOKENS, CaptionModel, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -134,7 +134,7 @@ def real_arch_captioner(device: str):
 
 
 def time_captions(kind: str, device: str, kept: pa.Table, batch: int, tokens: int) -> None:
-    from curation.caption import CaptionConfig, Captioner
+    from curation.clips.caption import CaptionConfig, Captioner
 
     model = real_arch_captioner(device) if kind == "real-arch" else None
     captioner = Captioner(CaptionConfig(batch_size=batch, max_new_tokens=tokens), models="tiny", device=device,
@@ -163,8 +163,8 @@ def main() -> int:
     parser.add_argument("--caption-tokens", type=int, default=128)
     args = parser.parse_args()
 
-    from curation.quality import ClipScorer, QualityConfig
-    from curation.scenes import ClipSplitter, ScenesConfig
+    from curation.clips.quality import ClipScorer, QualityConfig
+    from curation.clips.scenes import ClipSplitter, ScenesConfig
     from curation.video import probe_video
 
     media = Path(args.media)

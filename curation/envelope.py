@@ -3,13 +3,14 @@
 Operators take and return ``pyarrow.Table`` batches. Every returned row carries the
 input's id in ``_input``. An input that fails becomes one *error row* (the envelope's
 error columns set, status ``_error``); an input that yields nothing becomes one
-*empty row* (status ``_empty``). ``pipelines/common.py`` turns error rows into the
-errors table and empty rows into ledger entries, so no input is ever dropped
+*empty row* (status ``_empty``). ``pipelines/ledger.py`` (``commit``) turns error rows
+into the errors table and empty rows into ledger entries, so no input is ever dropped
 silently, and later operators in a chain skip rows that are already settled.
 """
 
 from __future__ import annotations
 
+import itertools
 import traceback
 from typing import Any, Callable, Iterable
 
@@ -106,6 +107,36 @@ def apply_to_live(batch: pa.Table, operator: Callable[[pa.Table], pa.Table]) -> 
     return pa.concat_tables([result, settled], promote_options="permissive")
 
 
+def run_isolated(batch: pa.Table, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema | None = None) -> pa.Table:
+    """Call ``fn`` (a model step) on the live rows; if it raises, retry input by input.
+
+    Only the inputs that still fail alone become error rows (``settle_failures``); settled
+    rows pass through untouched. Batching is what makes GPU steps fast, and one bad clip
+    must not fail the others in its batch: this is the one place that reconciles the two.
+    """
+    failed: dict[str, BaseException] = {}
+
+    def isolated(live: pa.Table) -> pa.Table:
+        inputs = pc.unique(live.column(INPUT)).to_pylist()
+        try:
+            return fn(live)
+        except Exception as exc:  # noqa: BLE001 - find the culprit below
+            if len(inputs) == 1:
+                failed[inputs[0]] = exc
+                return live
+        parts = []
+        for input_id in inputs:
+            group = live.filter(pc.equal(live.column(INPUT), input_id))
+            try:
+                parts.append(fn(group))
+            except Exception as exc:  # noqa: BLE001 - settle_failures turns it into the input's error row
+                failed[input_id] = exc
+                parts.append(group)
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    return settle_failures(apply_to_live(batch, isolated), failed, schema)
+
+
 def settle_failures(batch: pa.Table, failed: dict[str, BaseException], schema: pa.Schema | None = None) -> pa.Table:
     """Replace every row of each input in ``failed`` by that input's one error row.
 
@@ -130,6 +161,33 @@ def drop_failed_siblings(batch: pa.Table) -> pa.Table:
         return batch
     sibling = pc.and_(pc.is_in(batch.column(INPUT), value_set=failed), pc.invert(is_error))
     return batch.filter(pc.invert(sibling))
+
+
+def group_inputs(batch: pa.Table) -> pa.Table:
+    """One row per input: every column becomes a list of that input's values, in row order.
+
+    With this in front of it, a Ray batch of ``n`` rows is ``n`` *whole* inputs, however
+    many rows each has; ``ungroup_inputs`` is its exact inverse. See ``map_operator``.
+    """
+    if not batch.num_rows:
+        return pa.table({name: pa.array([], pa.list_(batch.schema.field(name).type)) for name in batch.column_names})
+    inputs = batch.column(INPUT).to_pylist()
+    first: dict[Any, int] = {}
+    for position, input_id in enumerate(inputs):
+        first.setdefault(input_id, len(first))
+    order = sorted(range(len(inputs)), key=lambda i: (first[inputs[i]], i))
+    ordered = batch.take(pa.array(order, pa.int64()))
+    counts = [0] * len(first)
+    for input_id in inputs:
+        counts[first[input_id]] += 1
+    offsets = pa.array([0, *itertools.accumulate(counts)], pa.int32())
+    return pa.table({name: pa.ListArray.from_arrays(offsets, ordered.column(name).combine_chunks())
+                     for name in batch.column_names})
+
+
+def ungroup_inputs(grouped: pa.Table) -> pa.Table:
+    """The rows ``group_inputs`` folded, back as a flat table."""
+    return pa.table({name: pc.list_flatten(grouped.column(name)) for name in grouped.column_names})
 
 
 def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

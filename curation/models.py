@@ -10,7 +10,9 @@ A *role* (captioner, grounding, segmenter, ...) resolves to one of three sources
 
 Each role names its loader and its tiny builder as ``"module:function"`` strings, so
 importing the registry imports no model library; a job that only probes videos never
-pays for transformers. Loaders take ``(source, device, dtype)``; tiny builders take
+pays for transformers. Each package registers its own roles: curation's are below;
+``model/roles.py`` registers the video backbone when the ``model`` package is imported
+(curation never imports model, so the dependency points one way only). Loaders take ``(source, device, dtype)``; tiny builders take
 ``(device)``. Both return whatever object the operator needs (usually a small
 dataclass holding model + processor).
 """
@@ -49,26 +51,18 @@ def register(role: Role) -> Role:
 
 
 # ---------------------------------------------------------------------------
-# The roles. Each stage adds its rows here, so `python -m curation.models` lists
-# every model a full run would download.
+# Curation's roles. Each stage adds its rows here, so `python -m curation.models` lists
+# every model a curation run would download (`python -m model.roles` adds model's).
 register(Role(
     name="captioner", default="Qwen/Qwen2.5-VL-7B-Instruct",
-    loader="curation.caption:load_captioner", tiny="curation.caption:tiny_captioner",
+    loader="curation.clips.caption:load_captioner", tiny="curation.clips.caption:tiny_captioner",
     doc="stage 1: subject-centric clip captions + subject words (Qwen2.5-VL)"))
 register(Role(
     name="aesthetic", default="openai/clip-vit-large-patch14",
-    loader="curation.quality:load_aesthetic", tiny="curation.quality:tiny_aesthetic",
-    doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/quality.py)"))
+    loader="curation.clips.quality:load_aesthetic", tiny="curation.clips.quality:tiny_aesthetic",
+    doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/clips/quality.py)"))
 
 # ---------------------------------------------------------------------------
-
-register(Role(
-    name="video_backbone",
-    default="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-    loader="model.pipeline:load_components",
-    tiny="model.tiny:tiny_components",
-    doc="MAGREF sampling/training: Wan2.1 I2V transformer, VAE, UMT5, CLIP (diffusers layout)",
-))
 
 
 class ModelSourceError(ValueError):

@@ -1,24 +1,64 @@
-"""What an operator declares about itself, as data the job wiring reads.
+"""What a step asks of the cluster, as data its config owns and ``pipelines/`` reads.
 
-An operator is a plain class: ``__init__(config)`` loads what it needs once,
-``__call__(batch: pyarrow.Table) -> pyarrow.Table`` transforms a batch. It knows
-nothing of Ray; ``pipelines/`` reads ``resources`` to size the actor pool.
+An operator is a plain class: ``__init__(config, ...)`` loads what it needs once,
+``__call__(batch: pyarrow.Table) -> pyarrow.Table`` transforms a batch. It knows nothing
+of Ray. Each step's config dataclass (next to its operator) owns the step's pool in a
+field ``pool``, so every step is tuned the same way (``--set caption.pool.actors=4``)
+and each number has one owner:
+
+* ``TaskPool``: a step with no model to keep loaded runs as plain Ray tasks, which start
+  in milliseconds (an actor pool costs seconds). It has no ``actors`` or ``num_gpus``.
+* ``ActorPool``: a step that loads a model runs on up to ``actors`` actors, each loading
+  it once; ``num_gpus`` is asked for only when the cluster has GPUs, so one config runs
+  anywhere.
+
+``batch_size`` is the rows per call, or, for an operator that declares
+``whole_inputs = True``, the *inputs* per call: the wiring then hands it every row of
+each input together (see ``pipelines/common.py``, ``map_operator``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
-@dataclass(frozen=True)
-class Resources:
-    """Per-worker needs. ``num_gpus`` applies only when the cluster has GPUs.
+@dataclass
+class TaskPool:
+    """Stateless step: plain Ray tasks of ``batch_size`` rows (or inputs), ``num_cpus`` each."""
 
-    ``stateless`` operators load nothing worth keeping (no model), so they run as
-    plain Ray tasks: starting an actor pool costs seconds that a probe does not.
-    """
+    batch_size: int = 8  # rows (or whole inputs) per task
+    num_cpus: float = 0.5  # CPUs each task asks of Ray
 
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    batch_size: int = 8
-    stateless: bool = False
+    # Keys of ActorPool that mean nothing here; the config loader says why when one is set.
+    REJECTED: ClassVar[dict[str, str]] = {
+        "actors": "this step loads no model, so it runs as Ray tasks (as many as the CPUs allow), not on actors",
+        "num_gpus": "this step runs on CPUs only",
+    }
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size, self.num_cpus)
+
+
+@dataclass
+class ActorPool:
+    """Model step: up to ``actors`` actors, each asking ``num_cpus`` and (when GPUs exist) ``num_gpus``."""
+
+    actors: int = 1  # at most this many actors, each loading the model once
+    batch_size: int = 8  # rows (or whole inputs) per call: the model's batch
+    num_cpus: float = 0.5  # CPUs each actor asks of Ray
+    num_gpus: float = 0.0  # GPUs each actor asks, only when the cluster has GPUs (fractions share one)
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size, self.num_cpus)
+        if self.actors < 1:
+            raise ValueError(f"actors must be >= 1, got {self.actors}")
+        if self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
+
+
+def _check(batch_size: int, num_cpus: float) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_cpus <= 0:
+        raise ValueError(f"num_cpus must be > 0, got {num_cpus}")

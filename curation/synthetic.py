@@ -39,6 +39,39 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
     return path
 
 
+def vfr_video(path: str | os.PathLike, durations_ms: Sequence[int], height: int = 96, width: int = 128,
+              seed: int = 0) -> Path:
+    """A variable-frame-rate video: frame i is shown for ``durations_ms[i]`` milliseconds.
+
+    Every frame differs (a moving square and the frame number in its pixels), so a reader
+    that picks the wrong frame is caught. Timestamps are in a 1/1000 s time base, as phone
+    recordings and screen captures write them.
+    """
+    from fractions import Fraction
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = list(scene_frames(len(durations_ms), [], height=height, width=width, seed=seed))
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=1000 // max(1, min(durations_ms)))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"preset": "ultrafast", "crf": "18"}
+        pts = 0
+        for image, duration in zip(frames, durations_ms):
+            image = image.copy()
+            image[:8, :8] = (pts * 7) % 256  # a mark that differs frame to frame
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            pts += int(duration)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def _texture(rng: np.random.Generator, height: int, width: int, base: Sequence[int]) -> np.ndarray:
     """A coloured, lightly noisy background: flat colour alone hides motion from optical flow."""
     noise = rng.integers(-20, 21, size=(height // 8 + 1, width // 8 + 1, 3))

@@ -7,7 +7,7 @@ for. Every failure names the file and the reason, and becomes that file's error 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import av
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curation.decode import IncompleteVideoError, stream_fps
 from curation.envelope import per_input, to_table
-from curation.operator import Resources
+from curation.operator import TaskPool
 from curation.sources import open_binary, size_of
 from schemas.ids import video_id_of
 from schemas.tables import VIDEOS
@@ -29,8 +29,9 @@ class BadVideoError(ValueError):
 class ProbeConfig:
     """Stage 0 settings. ``min_side`` rejects videos too small to hold a subject."""
 
-    min_side: int = 16
-    decode_check: bool = True
+    min_side: int = 16  # pixels; a smaller frame cannot hold a subject
+    decode_check: bool = True  # decode the first frame too: headers lie
+    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=0.5))
 
     def __post_init__(self) -> None:
         if self.min_side < 1:
@@ -83,8 +84,6 @@ def probe_video(uri: str, config: ProbeConfig = ProbeConfig()) -> dict[str, Any]
 
 class VideoProber:
     """Stage 0 operator: a batch of ``uri`` rows in, ``videos`` rows (or error rows) out."""
-
-    resources = Resources(num_cpus=0.5, batch_size=8, stateless=True)
 
     def __init__(self, config: ProbeConfig):
         self.config = config

@@ -11,6 +11,9 @@ expected type and where the value came from.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import re
 import types
 import typing
 from typing import Any, Mapping
@@ -32,6 +35,47 @@ def flat_keys(cls: type, prefix: str = "") -> list[str]:
         else:
             keys.append(f"{prefix}{field.name}")
     return keys
+
+
+def key_help(cls: type) -> list[tuple[str, Any, str]]:
+    """``(dotted key, default, meaning)`` for every settable key, for ``--help``.
+
+    The meaning is the comment written beside (or just above) the field in its dataclass,
+    so the help and the code cannot drift apart.
+    """
+    return _help(cls(), "")
+
+
+def _help(config: Any, prefix: str) -> list[tuple[str, Any, str]]:
+    rows = []
+    notes = _field_comments(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend(_help(value, f"{prefix}{field.name}."))
+        else:
+            rows.append((f"{prefix}{field.name}", value, notes.get(field.name, "")))
+    return rows
+
+
+@functools.lru_cache(maxsize=None)
+def _field_comments(cls: type) -> dict[str, str]:
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    notes: dict[str, str] = {}
+    above: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# "))
+            continue
+        match = re.match(r"\s+(\w+)\s*:[^=#]*(?:=[^#]*)?(?:#\s*(.*))?$", line)
+        if match and not stripped.startswith(("def ", "@", "return", "if ", "raise")):
+            notes[match.group(1)] = " ".join(filter(None, [*above, match.group(2) or ""])).strip()
+        above = []
+    return notes
 
 
 def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
@@ -82,12 +126,18 @@ def _set(tree: dict, key: str, value: Any) -> None:
     tree[parts[-1]] = value
 
 
-def _build(cls: type, values: Mapping[str, Any], origin: str, prefix: str = "") -> Any:
+def _build(cls: type, values: Mapping[str, Any], origin: str, prefix: str = "", base: Any = None) -> Any:
+    """``base`` (default: ``cls()``) with ``values`` set. Sections start from the *field's*
+    default, so ``scenes.pool.num_cpus=1`` keeps the scenes pool's own batch size."""
+    base = cls() if base is None else base
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in values if k not in fields]
     if unknown:
         key = f"{prefix}{unknown[0]}"
+        reason = getattr(cls, "REJECTED", {}).get(unknown[0])
+        if reason:
+            raise ConfigError(f"{origin}: {key!r} has no effect here: {reason}")
         raise ConfigError(f"{origin}: unknown config key {key!r}; known keys: {', '.join(flat_keys(cls, prefix))}")
     kwargs = {}
     for name, value in values.items():
@@ -95,11 +145,11 @@ def _build(cls: type, values: Mapping[str, Any], origin: str, prefix: str = "") 
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{origin}: {prefix}{name} is a section; set its keys, e.g. {prefix}{name}.<key>")
-            kwargs[name] = _build(kind, value, origin, f"{prefix}{name}.")
+            kwargs[name] = _build(kind, value, origin, f"{prefix}{name}.", getattr(base, name))
         else:
             kwargs[name] = _coerce(value, kind, f"{prefix}{name}", origin)
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs)
     except (TypeError, ValueError) as err:  # __post_init__ range checks
         raise ConfigError(f"{origin}: {prefix.rstrip('.') or cls.__name__}: {err}") from None
 
@@ -110,8 +160,15 @@ def load_config(cls: type, path: str | None = None, sets: list[str] | None = Non
     origin = "defaults"
     if path:
         origin = path
-        with open(path, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle) or {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            raise ConfigError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
         for key, value in _flatten(loaded):
@@ -142,3 +199,15 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
 def to_dict(config: Any) -> dict[str, Any]:
     """A config as plain data, for run.json."""
     return dataclasses.asdict(config)
+
+
+def to_yaml(config: Any) -> str:
+    """The resolved config as YAML that ``load_config`` reads back to an equal config."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return yaml.safe_dump(plain(to_dict(config)), sort_keys=False, allow_unicode=True, width=100)

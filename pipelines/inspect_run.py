@@ -2,8 +2,8 @@
 
     python -m pipelines.inspect_run RUN [--json]
 
-For each stage that has run: the inputs it was given (the previous table's ids, or
-the uris stage 0 recorded), the ledger rows, the output rows by status and the error
+For each stage that has run: its inputs as the stage declares them (``pipelines/common.py``
+``STAGES``: e.g. stages 2-4 take kept clips only; stage 0 the uris it was pointed at), the ledger rows, the output rows by status and the error
 rows, and whether they add up: inputs = finished + not yet run; finished inputs =
 inputs with rows + errors + empty; ledger rows = table rows; no key twice. Exits 1
 when something does not add up, so it can gate a pipeline.
@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from pipelines.common import STAGES  # noqa: E402
+from pipelines.common import STAGES, Parser, UserError, cli  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
 from schemas.tables import key_of  # noqa: E402
 from schemas.validate import SchemaError  # noqa: E402
@@ -38,9 +38,9 @@ def inspect(run: RunDir) -> dict:
         if not ledger.num_rows:
             continue
         entry: dict = {"table": stage.table}
-        try:
-            table = run.read(stage.table)
-            errors = run.read("errors")
+        try:  # ids and statuses only: image and embedding columns are never read here
+            table = run.read(stage.table, [key_of(stage.table)])
+            errors = run.read("errors", ["stage", "input"])
         except SchemaError as err:
             problems.append(str(err))
             continue
@@ -89,7 +89,9 @@ def _inputs_of(run: RunDir, stage) -> set[str] | None:
             return set(list_inputs(source))
         except FileNotFoundError:
             return None
-    return set(run.read(stage.input_table, [stage.input_id]).column(stage.input_id).to_pylist())
+    if not run.has(stage.input_table):
+        return set()
+    return set(stage.read_inputs(run, [stage.input_id]).column(stage.input_id).to_pylist())
 
 
 def render(books: dict) -> str:
@@ -104,14 +106,17 @@ def render(books: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--json", action="store_true", help="print the books as JSON")
     args = parser.parse_args(argv)
-    books = inspect(RunDir.of(args.run_dir))
+    run = RunDir.of(args.run_dir)
+    if not run.root.exists():
+        raise UserError(f"{args.run_dir}: no such run directory")
+    books = inspect(run)
     print(json.dumps(books, indent=2) if args.json else render(books))
     return 0 if books["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.envelope import drop_failed_siblings
-from schemas.io import Location, list_parts, read_table, remove_temporaries, write_part
+from schemas.io import Filter, Location, list_parts, read_table, remove_temporaries, write_part
 from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT, schema_for
 
 LEDGER = "_ledger"
@@ -56,8 +56,13 @@ class RunDir:
     def ledger(self, stage: str) -> Location:
         return self.root.join(LEDGER, stage)
 
-    def read(self, kind: str, columns: list[str] | None = None) -> pa.Table:
-        return read_table(self.table(kind), kind, columns)
+    def read(self, kind: str, columns: list[str] | None = None, filter: Filter | None = None) -> pa.Table:
+        """Table ``kind`` of this run; ``columns``/``filter`` are pushed down into the reader."""
+        return read_table(self.table(kind), kind, columns, filter)
+
+    def has(self, kind: str) -> bool:
+        """Whether table ``kind`` has at least one complete part here."""
+        return bool(list_parts(self.table(kind)))
 
     def read_ledger(self, stage: str) -> pa.Table:
         return read_table(self.ledger(stage), "ledger")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from pipelines.common import STAGES, init_ray  # noqa: E402
+from pipelines.common import STAGES, Parser, UserError, cli, init_ray  # noqa: E402
 from pipelines.inspect_run import inspect, render  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
 
@@ -44,7 +44,7 @@ def make_demo_media(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--input", help="videos for stage 0 (folder, glob, list)")
     parser.add_argument("--demo", action="store_true", help="generate media into RUN/_media and use tiny models")
@@ -60,9 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo and not args.input:
         args.input = str(make_demo_media(Path(RunDir.of(args.run_dir).root.path) / "_media"))
     if not args.input:
-        parser.error("--input is required (or --demo)")
+        raise UserError("--input is required (a folder, glob or list of videos), or --demo")
+    bad = [item for item in args.stage_config if "=" not in item]
+    if bad:
+        raise UserError(f"--stage-config {bad[0]}: expected STAGE=FILE, e.g. clips=clips.yaml")
     configs = dict(item.split("=", 1) for item in args.stage_config)
     wanted = set(args.stages.split(",")) if args.stages else None
+    known = {stage.name for stage in STAGES}
+    unknown = sorted((wanted or set()) - known) + sorted(set(configs) - known)
+    unknown += [item for item in args.set if item.split(".", 1)[0] not in known or "." not in item.split("=", 1)[0]]
+    if unknown:
+        raise UserError(f"unknown stage in {unknown[0]!r}: --stages, --stage-config and --set name one of "
+                        f"{', '.join(s.name for s in STAGES)} (e.g. --set clips.scenes.min_seconds=1)")
 
     owns_ray = init_ray(args.address)
     try:
@@ -99,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -5,7 +5,6 @@
 VIDEOS is a folder (recursive), a glob, a .txt list of uris or a Parquet file with a
 ``uri`` column; local paths and pyarrow filesystem URIs (s3://, gs://) alike. Every
 file ends as a ``videos`` row or an ``errors`` row naming the file and the reason.
-This is the reference job the other stages copy: read -> pending -> map -> write.
 """
 
 from __future__ import annotations
@@ -20,31 +19,30 @@ import pyarrow as pa  # noqa: E402
 
 from curation.sources import list_inputs  # noqa: E402
 from curation.video import ProbeConfig, VideoProber  # noqa: E402
-from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
+from pipelines.common import STAGE, StageJob, UserError, cli, map_operator  # noqa: E402
 
 
 @dataclass
 class Stage0Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    pool: PoolConfig = field(default_factory=PoolConfig)
     extensions: list[str] | None = None  # e.g. [".mp4", ".mkv"]; default: every file in a folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    job = StageJob("probe", "videos", Stage0Config, __doc__, argv,
+    job = StageJob(STAGE["probe"], Stage0Config, __doc__, argv,
                    input_help="videos: folder, glob, .txt list or Parquet with a 'uri' column")
     if not job.args.input:
-        raise SystemExit("stage 0 needs --input (a folder, glob or list of videos)")
+        raise UserError("stage 0 needs --input (a folder, glob, .txt list or Parquet list of videos)")
     cfg = job.config
+    uris = list_inputs(job.args.input, tuple(cfg.extensions) if cfg.extensions else None)
     with job:
-        uris = list_inputs(job.args.input, tuple(cfg.extensions) if cfg.extensions else None)
-        todo = job.pending(pa.table({"uri": pa.array(uris, pa.string())}), id_column="uri")
+        todo = job.pending(pa.table({"uri": pa.array(uris, pa.string())}))
         if todo.num_rows:
-            ds = job.dataset(todo, rows_per_block=batch_size_of(VideoProber, cfg.pool))
-            ds = map_operator(ds, VideoProber, cfg.pool, config=cfg.probe)
+            ds = job.dataset(todo, rows_per_block=cfg.probe.pool.batch_size)
+            ds = map_operator(ds, VideoProber, cfg.probe.pool, config=cfg.probe)
             job.write(ds)
     return 0 if job.report.accounted else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

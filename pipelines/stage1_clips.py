@@ -1,7 +1,7 @@
 """Stage 1: videos -> clips (MAGREF Appendix B.1): scenes, motion and aesthetic filters, captions.
 
     python pipelines/stage1_clips.py --run-dir RUN [--models tiny] [--set scenes.min_seconds=3]
-        [--set caption.enabled=false] [--set caption_pool.actors=8]
+        [--set caption.enabled=false] [--set caption.pool.actors=8]
 
 Reads RUN/videos (or --input), each ``video_id`` once (the same file at two paths is one
 video). Every candidate clip becomes a ``clips`` row: ``kept`` with its scores, caption
@@ -9,6 +9,10 @@ and subjects, or filtered with its reason (``too_short``, ``motion``, ``aestheti
 its scores; a video that fails to decode is one ``errors`` row and no clips. Clips are
 filtered *before* captioning (the paper captions first): the VLM is the expensive step,
 so it only sees clips that survive the cheap filters.
+
+This is the job to copy for a new stage: declared input -> pending -> CPU steps -> a CPU
+frames step in front of each GPU step -> write. A video's clips stay in one block from
+the split to the write (``pipelines/ledger.py``), so the writer commits a video whole.
 """
 
 from __future__ import annotations
@@ -19,41 +23,37 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from curation.caption import CaptionConfig, Captioner  # noqa: E402
-from curation.quality import ClipScorer, QualityConfig  # noqa: E402
-from curation.scenes import ClipSplitter, ScenesConfig  # noqa: E402
-from pipelines.common import PoolConfig, StageJob, batch_size_of, map_operator  # noqa: E402
+from curation.clips.caption import CaptionConfig, Captioner, frame_request  # noqa: E402
+from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
+from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
+from curation.frames import FrameReader  # noqa: E402
+from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+from schemas.tables import CLIPS  # noqa: E402
 
 
 @dataclass
 class Stage1Config:
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    caption: CaptionConfig = field(default_factory=CaptionConfig)
-    split_pool: PoolConfig = field(default_factory=PoolConfig)  # CPU decode + scene detection
-    score_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # CLIP (GPU if any)
-    caption_pool: PoolConfig = field(default_factory=lambda: PoolConfig(actors=1))  # one GPU per actor
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)  # step 1, CPU tasks: decode once, cuts, clips
+    quality: QualityConfig = field(default_factory=QualityConfig)  # step 2, actors: motion + aesthetic filters
+    caption: CaptionConfig = field(default_factory=CaptionConfig)  # step 3: frames on CPU, then Qwen2.5-VL
 
 
 def main(argv: list[str] | None = None) -> int:
-    job = StageJob("clips", "clips", Stage1Config, __doc__, argv)
+    job = StageJob(STAGE["clips"], Stage1Config, __doc__, argv)
     cfg = job.config
     with job:
-        videos = job.read_input("videos")
-        todo = job.pending(videos, id_column="video_id")  # keeps the first uri of each video_id
+        todo = job.pending(job.read_input())  # keeps the first uri of each video_id
         if todo.num_rows:
-            ds = job.dataset(todo, rows_per_block=batch_size_of(ClipSplitter, cfg.split_pool))
-            # A video's clips stay in one block from the split to the write (common.py's
-            # invariant), so the writer commits a video whole.
-            ds = map_operator(ds, ClipSplitter, cfg.split_pool, config=cfg.scenes, quality=cfg.quality)
-            ds = map_operator(ds, ClipScorer, cfg.score_pool, batch_size=cfg.quality.aesthetic_batch,
-                              config=cfg.quality, models=job.models)
-            if cfg.caption.enabled:  # generation batch = Ray batch: one generate call per batch
-                ds = map_operator(ds, Captioner, cfg.caption_pool, batch_size=cfg.caption.batch_size,
-                                  config=cfg.caption, models=job.models)
+            ds = job.dataset(todo, rows_per_block=cfg.scenes.pool.batch_size)
+            ds = map_operator(ds, ClipSplitter, cfg.scenes.pool, config=cfg.scenes, quality=cfg.quality)
+            ds = map_operator(ds, ClipScorer, cfg.quality.pool, config=cfg.quality, models=job.models)
+            if cfg.caption.enabled:
+                ds = map_operator(ds, FrameReader, cfg.caption.decode_pool, request=frame_request(cfg.caption),
+                                  strict=cfg.scenes.strict_decode, schema=CLIPS)
+                ds = map_operator(ds, Captioner, cfg.caption.pool, config=cfg.caption, models=job.models)
             job.write(ds)
     return 0 if job.report.accounted else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import posixpath
 import uuid
 from dataclasses import dataclass
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -66,24 +68,33 @@ def list_parts(folder: Location) -> list[str]:
     )
 
 
-def read_table(folder: Location, kind: str, columns: list[str] | None = None,
-               validate_parts: bool = True) -> pa.Table:
-    """Read every part of a table folder, each validated against the ``kind`` schema.
+Filter = list[tuple[str, str, Any]]  # pyarrow's conjunction form: [("status", "==", "kept"), ...]
 
-    Validation is per part so an error names the offending file. ``columns`` reads
-    only those columns (e.g. ids for a resume anti-join), which Parquet makes cheap.
+
+def read_table(folder: Location, kind: str, columns: list[str] | None = None,
+               filter: Filter | None = None, validate_parts: bool = True) -> pa.Table:
+    """Read the parts of a table folder, each validated against the ``kind`` schema.
+
+    Validation is per part so an error names the offending file. ``columns`` reads only
+    those columns and ``filter`` only matching rows (``[(column, op, value), ...]``, all
+    must hold): both are pushed down into the Parquet reader, so a column that is not
+    asked for (a PNG, an embedding) is never read. Each part's footer is still checked
+    whole (names and types), which costs no data reads.
     """
     schema = schema_for(kind)
-    wanted = columns or schema.names
+    wanted = list(columns or schema.names)
+    needed = wanted + [c for c, _, _ in filter or [] if c not in wanted]
     tables = []
     for path in list_parts(folder):
         try:
-            part = pq.read_table(path, filesystem=folder.fs, columns=None if validate_parts else wanted)
+            if validate_parts:
+                validate(pq.read_schema(path, filesystem=folder.fs).empty_table(), kind, source=path)
+            part = pq.read_table(path, filesystem=folder.fs, columns=needed, filters=filter or None)
         except (pa.ArrowInvalid, OSError) as err:
             raise SchemaError(path, None, f"unreadable Parquet file: {err}") from None
         if validate_parts:
-            part = validate(part, kind, source=path).select(wanted)
-        tables.append(part)
+            part = validate(part, kind, source=path, columns=needed)
+        tables.append(part.select(wanted))
     if not tables:
         return pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in wanted]))
     return pa.concat_tables(tables)
@@ -156,17 +167,23 @@ def write_table(table: pa.Table, path: str, kind: str) -> None:
     loc.fs.move(tmp, loc.path)
 
 
-def read_manifest(path: str, kind: str) -> pa.Table:
-    """Read a table from one Parquet file or a table folder, validated, naming the file on error."""
+def read_manifest(path: str, kind: str, columns: list[str] | None = None,
+                  filter: Filter | None = None) -> pa.Table:
+    """Read a table from one Parquet file or a table folder, validated, naming the file on error.
+
+    ``columns`` and ``filter`` as in ``read_table`` (pushed down, never read otherwise).
+    """
     loc = Location.of(path)
     info = loc.fs.get_file_info(loc.path)
     if info.type == pafs.FileType.Directory:
-        return read_table(loc, kind)
+        return read_table(loc, kind, columns, filter)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path}: no such file or folder")
+    wanted = list(columns or schema_for(kind).names)
+    needed = wanted + [c for c, _, _ in filter or [] if c not in wanted]
     try:
-        table = pq.read_table(loc.path, filesystem=loc.fs)
+        validate(pq.read_schema(loc.path, filesystem=loc.fs).empty_table(), kind, source=path)
+        table = pq.read_table(loc.path, filesystem=loc.fs, columns=needed, filters=filter or None)
     except (pa.ArrowInvalid, OSError) as err:
         raise SchemaError(path, None, f"unreadable Parquet file: {err}") from None
-    return validate(table, kind, source=path)
-
+    return validate(table, kind, source=path, columns=needed).select(wanted)

@@ -5,7 +5,7 @@ schema carries ``magref.table`` and ``magref.schema_version`` in its metadata so
 reader can tell which table a Parquet file holds and whether it is out of date.
 
 Operators emit rows with the *envelope* columns (``ERROR_COLUMNS``) alongside their
-output columns; the writer in ``pipelines/common.py`` moves rows with an error into
+output columns; the writer (``pipelines/ledger.py``, ``commit``) moves rows with an error into
 the ``errors`` table and writes the rest with the table's schema. That way an
 operator reports a bad input without knowing where tables live.
 """

@@ -16,15 +16,21 @@ class SchemaError(ValueError):
         super().__init__(f"{source}: {where}: {problem}")
 
 
-def validate(table: pa.Table, kind: str, source: str = "<memory>") -> pa.Table:
+def validate(table: pa.Table, kind: str, source: str = "<memory>", columns: list[str] | None = None) -> pa.Table:
     """Return ``table`` cast to the ``kind`` schema, or raise ``SchemaError``.
 
     Missing columns, extra columns, wrong types (an int where a string belongs), and
     nulls in non-nullable columns are errors; column order is not (we reorder).
     A column may be cast only when pyarrow can do it without loss (int32 -> int64,
-    a large_string -> string), never string -> number.
+    a large_string -> string), never string -> number. ``columns`` checks a projection:
+    only those columns of the schema, in that order.
     """
     schema = schema_for(kind)
+    if columns is not None:
+        unknown = [c for c in columns if c not in schema.names]
+        if unknown:
+            raise SchemaError(source, unknown[0], f"not a column of table {kind!r}")
+        schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
     expected = set(schema.names)
     found = set(table.column_names)
     missing = [name for name in schema.names if name not in found]

@@ -89,7 +89,7 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
         (inputs / f"{i // 50}" / f"v{i:03d}.mp4").write_bytes(data + bytes([i % 256]) * (1 + i // 256))
     run = tmp_path / "run"
     args = [str(ROOT / "pipelines" / "stage0_probe.py"), "--input", str(inputs), "--run-dir", str(run),
-            "--set", "pool.batch_size=1", "--set", "pool.actors=1"]
+            "--set", "probe.pool.batch_size=1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
@@ -98,14 +98,21 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(ledger.glob("part-*.parquet"))) < 5:
         time.sleep(0.05)
+    # A second job of the same stage on the same run directory refuses at once, touching nothing.
+    second = run_script(args, timeout=120)
+    assert second.returncode == 2 and f"already running (pid {proc.pid}" in second.stderr, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr and proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     committed = len(list(ledger.glob("part-*.parquet")))
     assert 5 <= committed < 200, "the kill must land mid-run for this test to mean anything"
 
+    assert (run / "_locks" / "probe.lock").exists()  # the killed job could not release it
     result = run_script(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "every input accounted for" in result.stdout
+    assert "took over the lock of a job that is gone" in result.stdout
+    assert not (run / "_locks" / "probe.lock").exists()
     rundir = RunDir.of(str(run))
     videos = rundir.read("videos")  # reading every part validates it: no half-written file
     uris = videos.column("uri").to_pylist()

@@ -8,7 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 
 from curation import synthetic
-from curation.scenes import ClipSplitter, ScenesConfig
+from curation.clips.scenes import ClipSplitter, ScenesConfig
 from pipelines.ledger import RunDir
 from pipelines.stage0_probe import main as probe
 from pipelines.stage1_clips import main as clips
@@ -16,7 +16,7 @@ from schemas.validate import validate
 from test_stage1_ops import partly_decodable, videos_table
 
 TINY = ["--models", "tiny", "--set", "caption.frames=4", "--set", "caption.max_new_tokens=6",
-        "--set", "caption.batch_size=3"]
+        "--set", "caption.pool.batch_size=3"]
 
 
 def test_stage1_job(ray_session, tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_stage1_job(ray_session, tmp_path, capsys):
         assert row["motion"] is not None and row["aesthetic"] is not None
 
     state = json.loads((run / "run.json").read_text())["stages"]["clips"]
-    assert state["config"]["caption"]["batch_size"] == 3
+    assert state["config"]["caption"]["pool"]["batch_size"] == 3
     assert state["last_run"]["errors"] == 1 and state["last_run"]["processed"] == 4
 
     # Rerun after completion: nothing processed, no file added or rewritten.

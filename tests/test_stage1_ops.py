@@ -10,11 +10,12 @@ import pyarrow as pa
 import pytest
 
 from curation import synthetic
-from curation.caption import CaptionConfig, Captioner, split_subjects
+from curation.clips.caption import CaptionConfig, Captioner, frame_request, split_subjects
 from curation.decode import IncompleteVideoError, iter_frames, read_frames
 from curation.envelope import to_table
-from curation.quality import ClipScorer, QualityConfig
-from curation.scenes import ClipSplitter, ScenesConfig, clip_ranges
+from curation.frames import FRAMES, FrameReader, decode_frames
+from curation.clips.quality import ClipScorer, QualityConfig
+from curation.clips.scenes import ClipSplitter, ScenesConfig, clip_ranges
 from schemas.tables import CLIPS, ERROR, KEPT
 
 FPS = synthetic.FPS
@@ -155,7 +156,7 @@ def test_aesthetic_loader_reads_safetensors_head(tmp_path):
     """The real loader path, offline: a saved CLIP folder + a .pth head converted to safetensors."""
     import torch
 
-    from curation.quality import HEAD_FILE, convert_head, load_aesthetic, tiny_aesthetic
+    from curation.clips.quality import HEAD_FILE, convert_head, load_aesthetic, tiny_aesthetic
 
     tiny = tiny_aesthetic("cpu")
     tiny.vision.save_pretrained(tmp_path)
@@ -181,30 +182,68 @@ def clip_rows(media, count):
     return rows
 
 
+def with_frames(config, table):
+    """The CPU frames step the job puts in front of the captioner."""
+    return FrameReader(frame_request(config), schema=CLIPS)(table)
+
+
 def test_captions_batched_end_to_end(media):
-    captioner = Captioner(CaptionConfig(frames=4, max_new_tokens=10, batch_size=4), models="tiny", device="cpu")
+    config = CaptionConfig(frames=4, max_new_tokens=10)
+    captioner = Captioner(config, models="tiny", device="cpu")
     rows = clip_rows(media, 3)
     rows.append({**rows[0], "clip_id": "f", "status": "motion"})  # filtered: passes through uncaptioned
-    out = captioner(to_table(rows, CLIPS))
+    decoded = with_frames(config, to_table(rows, CLIPS))
+    assert decoded.column(FRAMES).null_count == 1  # only the filtered clip has no frames
+    # The captioner reads the frames column and never decodes: with every uri broken it still works.
+    decoded = decoded.set_column(decoded.column_names.index("uri"), "uri", pa.array(["/nope.mp4"] * 4))
+    out = captioner(decoded)
     assert captioner.generate_calls == 1  # three live clips, one generate call
+    assert FRAMES not in out.column_names
     got = {r["clip_id"]: r for r in out.to_pylist()}
     for cid in ("c0", "c1", "c2"):
         assert got[cid]["caption"] and isinstance(got[cid]["subjects"], list)
     assert got["f"]["caption"] is None and got["f"]["subjects"] is None
     # Left padding is right: a clip captioned in a batch reads the same as alone.
-    alone = Captioner(CaptionConfig(frames=4, max_new_tokens=10, batch_size=1), models="tiny", device="cpu")
-    assert alone(to_table(rows[1:2], CLIPS)).column("caption").to_pylist() == [got["c1"]["caption"]]
+    alone = Captioner(config, models="tiny", device="cpu")
+    assert alone(with_frames(config, to_table(rows[1:2], CLIPS))).column("caption").to_pylist() == \
+        [got["c1"]["caption"]]
 
 
-def test_caption_failure_settles_the_whole_video(media):
-    captioner = Captioner(CaptionConfig(frames=4, max_new_tokens=4, batch_size=2), models="tiny", device="cpu")
+def test_frames_that_do_not_decode_settle_the_whole_video(media):
+    config = CaptionConfig(frames=4, max_new_tokens=4)
     rows = clip_rows(media, 4)
-    rows[2] = {**rows[2], "uri": str(media["broken"]), "start_frame": 180, "end_frame": 230}  # video v0 fails here
+    rows[2] = {**rows[2], "uri": str(media["broken"]), "start_frame": 180, "end_frame": 230,
+               "start_s": 180 / FPS, "end_s": 230 / FPS}  # video v0 fails here
     rows.append({**rows[0], "clip_id": "short", "status": "too_short"})
-    out = captioner(to_table(rows, CLIPS)).to_pylist()
+    out = Captioner(config, models="tiny", device="cpu")(with_frames(config, to_table(rows, CLIPS))).to_pylist()
     v0 = [r for r in out if r["_input"] == "v0"]
     assert len(v0) == 1 and v0[0]["status"] == ERROR and v0[0]["_error_type"] == "IncompleteVideoError"
+    assert "broken.mp4" in v0[0]["_error_message"]
     assert sorted(r["clip_id"] for r in out if r["_input"] == "v1") == ["c1", "c3"]
+    assert all(r["caption"] for r in out if r["_input"] == "v1")
+
+
+def test_a_generate_failure_is_isolated_to_its_video(media, monkeypatch):
+    config = CaptionConfig(frames=4, max_new_tokens=4)
+    captioner = Captioner(config, models="tiny", device="cpu")
+    decoded = with_frames(config, to_table(clip_rows(media, 4), CLIPS))
+    real = captioner.generate
+    poisoned = decode_frames(decoded.column(FRAMES)[2].as_py()).images.shape  # clip c2 (video v0)
+
+    def generate(videos):
+        if any(v.shape[1:] == poisoned[1:] and (v == with_frames_images(decoded, 2)).all() for v, _ in videos):
+            raise RuntimeError("CUDA error: one bad clip")
+        return real(videos)
+
+    monkeypatch.setattr(captioner, "generate", generate)
+    out = captioner(decoded).to_pylist()
+    v0 = [r for r in out if r["_input"] == "v0"]
+    assert len(v0) == 1 and v0[0]["status"] == ERROR and "one bad clip" in v0[0]["_error_message"]
+    assert sorted(r["clip_id"] for r in out if r["_input"] == "v1" and r["caption"]) == ["c1", "c3"]
+
+
+def with_frames_images(decoded, row):
+    return decode_frames(decoded.column(FRAMES)[row].as_py()).images
 
 
 def test_subject_parsing_never_crashes():
@@ -218,7 +257,7 @@ def test_subject_parsing_never_crashes():
 
 def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     """The real loader path (from_pretrained + AutoTokenizer), offline, on a saved tiny model."""
-    from curation.caption import tiny_captioner
+    from curation.clips.caption import tiny_captioner
 
     tiny = tiny_captioner("cpu")
     tiny.model.save_pretrained(tmp_path)
@@ -227,5 +266,5 @@ def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     from_tiny = Captioner(config, models="tiny", device="cpu")
     from_disk = Captioner(config, models={"captioner": str(tmp_path), "aesthetic": "tiny"}, device="cpu")
     assert from_disk.captioner.tokenizer.padding_side == "left"
-    table = to_table(clip_rows(media, 1), CLIPS)
+    table = with_frames(config, to_table(clip_rows(media, 1), CLIPS))
     assert from_disk(table).column("caption").to_pylist() == from_tiny(table).column("caption").to_pylist()

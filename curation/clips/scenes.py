@@ -18,8 +18,7 @@ scoring, or filtered with its reason.
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import av
@@ -27,10 +26,11 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from curation.clips.quality import AESTHETIC, MOTION, QualityConfig
 from curation.decode import FRAME_COUNT_TOLERANCE, IncompleteVideoError, open_video, prefetched, stream_fps
 from curation.envelope import per_input, to_table
-from curation.operator import Resources
-from curation.quality import FRAMES, QualityConfig
+from curation.frames import FRAMES, ClipFrames, encode_frames, frame_seconds
+from curation.operator import TaskPool
 from schemas.ids import clip_id
 from schemas.tables import CLIPS, KEPT
 
@@ -44,17 +44,20 @@ class ScenesConfig:
     """Scene detection and the clip policy. Thresholds are PySceneDetect's own units."""
 
     detector: str = "adaptive"  # AdaptiveDetector finds synthetic and real cuts; "content" = ContentDetector
-    adaptive_threshold: float = 3.0
-    min_content_val: float = 15.0
-    content_threshold: float = 27.0
+    adaptive_threshold: float = 3.0  # AdaptiveDetector: a frame's change over its neighbours' average
+    min_content_val: float = 15.0  # AdaptiveDetector: the least absolute change that can be a cut
+    content_threshold: float = 27.0  # ContentDetector's threshold (HSV change, 0-255)
     min_scene_frames: int = 8  # the detector's own minimum distance between cuts
-    detect_width: int = 96  # frames shrink to about this width for detection (cuts are colour changes);
-    # 160, 96, 80 and 64 found the same cuts, exactly, on the benchmark media (synthetic and camera-like)
-    min_seconds: float = 2.0
-    max_seconds: float = 10.0
+    # frames shrink to about this width for detection (cuts are colour changes); 160, 96, 80 and 64
+    # found the same cuts, exactly, on the benchmark media (synthetic and camera-like)
+    detect_width: int = 96
+    min_seconds: float = 2.0  # shorter scenes become too_short rows
+    max_seconds: float = 10.0  # longer scenes are cut into windows
     trim_frames: int = 2  # dropped on each side of every cut
     window: str = "fixed"  # long scenes: "fixed" windows of max_seconds (+ remainder), or "even" splits
     strict_decode: bool = True  # a decode error makes the video an error row
+    # one video per task: the scan decodes the whole video
+    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=1, num_cpus=0.5))
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -169,6 +172,7 @@ class Scan:
     cuts: list[int]
     motion: dict[int, np.ndarray]  # frame index -> small grey frame (pair starts and ends)
     aesthetic: dict[int, np.ndarray]  # frame index -> small RGB frame
+    seconds: dict[int, float] = field(default_factory=dict)  # frame index -> pts (s) of kept frames
 
 
 def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = None,
@@ -180,6 +184,7 @@ def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = N
     cuts: list[int] = []
     motion: dict[int, np.ndarray] = {}
     aesthetic: dict[int, np.ndarray] = {}
+    seconds: dict[int, float] = {}
     with open_video(uri, strict=config.strict_decode) as (container, stream):
         fps = stream_fps(stream)
         width = stream.codec_context.width
@@ -200,8 +205,10 @@ def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = N
                         continue
                     if index % motion_step == 0 or (index >= motion_gap and (index - motion_gap) % motion_step == 0):
                         motion[index] = quality.motion_frame(gray(frame, 3 * quality.motion_short_side // 2))
+                        seconds[index] = _seconds(frame, stream, index, fps)
                     if index % aesthetic_step == 0:
                         aesthetic[index] = quality.aesthetic_frame(frame)
+                        seconds[index] = _seconds(frame, stream, index, fps)
         except av.error.FFmpegError as err:
             raise IncompleteVideoError(f"{uri}: decoding failed after frame {index} "
                                        f"({type(err).__name__}: {err})") from err
@@ -212,24 +219,32 @@ def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = N
     if expected_frames and num_frames < expected_frames * (1 - FRAME_COUNT_TOLERANCE):
         raise IncompleteVideoError(f"{uri}: the stream ends at frame {num_frames} of "
                                    f"{expected_frames} the header declares")
-    return Scan(fps, num_frames, sorted(set(cuts)), motion, aesthetic)
+    return Scan(fps, num_frames, sorted(set(cuts)), motion, aesthetic, seconds)
+
+
+def _seconds(frame: av.VideoFrame, stream: Any, index: int, fps: float) -> float:
+    found = frame_seconds(frame, stream)
+    return found if found is not None else index / fps
 
 
 def clip_frames(scan: Scan, start: int, end: int, quality: QualityConfig) -> bytes:
-    """The scoring frames of clip [start, end) packed as npz: ``motion`` pairs, ``aesthetic``."""
+    """The scoring frames of clip [start, end) for the ``FRAMES`` column (``curation.frames``):
+    set ``motion`` holds grey pairs (start, start + gap, ...), set ``aesthetic`` RGB frames."""
     gap = max(1, int(round(quality.motion_gap_s * scan.fps)))
     starts = [i for i in sorted(scan.motion) if start <= i and i + gap < end and i + gap in scan.motion]
-    starts = _spread(starts, quality.motion_pairs)
-    pairs = np.stack([np.stack([scan.motion[i], scan.motion[i + gap]]) for i in starts]) if starts else None
+    sets: dict[str, ClipFrames] = {}
+    pairs = [j for i in _spread(starts, quality.motion_pairs) for j in (i, i + gap)]
+    if pairs:
+        sets[MOTION] = _frames_of(scan, scan.motion, pairs)
     looks = _spread([i for i in sorted(scan.aesthetic) if start <= i < end], quality.aesthetic_frames)
-    buffer = io.BytesIO()
-    arrays: dict[str, Any] = {"motion_gap_s": np.float64(gap / scan.fps)}
-    if pairs is not None:
-        arrays["motion"] = pairs
     if looks:
-        arrays["aesthetic"] = np.stack([scan.aesthetic[i] for i in looks])
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+        sets[AESTHETIC] = _frames_of(scan, scan.aesthetic, looks)
+    return encode_frames(sets)
+
+
+def _frames_of(scan: Scan, images: dict[int, np.ndarray], indices: list[int]) -> ClipFrames:
+    return ClipFrames(np.stack([images[i] for i in indices]), np.asarray(indices, np.int64),
+                      np.asarray([scan.seconds.get(i, i / scan.fps) for i in indices], np.float64))
 
 
 def _spread(items: list[int], count: int) -> list[int]:
@@ -244,8 +259,6 @@ class ClipSplitter:
     Too-short scenes come out as ``too_short`` rows; a video that fails to decode
     becomes one error row and none of its clips.
     """
-
-    resources = Resources(num_cpus=0.5, batch_size=1, stateless=True)
 
     def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None):
         self.config = config

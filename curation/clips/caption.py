@@ -15,27 +15,27 @@ math is small and fixed by the model (smart resize to multiples of 28, CLIP mean
 exact patch layout, and the chat text is written here in Qwen's format. One code path
 for the tiny model here and the 7B model on a GPU.
 
-Generation is batched: the rows of a block are captioned ``batch_size`` clips per
-``generate`` call (left padding, greedy); the next chunk's frames decode on a thread
-while the current chunk generates.
+The frames are decoded *before* this step, on CPUs, by ``curation.frames.FrameReader``
+with the request ``frame_request(config)`` builds, and arrive in the ``FRAMES`` column:
+the GPU actor never waits on FFmpeg. Generation is batched: one Ray batch
+(``caption.pool.batch_size`` clips) is one ``generate`` call (left padding, greedy).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from curation.decode import read_frames
-from curation.envelope import apply_to_live, put_column, settle_failures
+from curation.envelope import put_column, run_isolated
+from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, uniform
 from curation.models import default_dtype
-from curation.operator import Resources
-from schemas.tables import CLIPS, INPUT
+from curation.operator import ActorPool, TaskPool
+from schemas.tables import CLIPS
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -56,20 +56,23 @@ _WORD = re.compile(r"^[a-z][a-z' -]{0,38}[a-z]$")
 class CaptionConfig:
     enabled: bool = True  # False: clips are scored and filtered, captions left null
     frames: int = 16  # sampled evenly over the clip; even, since Qwen2.5-VL pairs frames
-    min_pixels: int = 4 * 28 * 28
+    min_pixels: int = 4 * 28 * 28  # per frame, after Qwen's resize to multiples of 28
     max_pixels: int = 448 * 252  # per frame; ~144 visual tokens per frame pair
-    max_new_tokens: int = 256
-    batch_size: int = 4  # clips per generate call (the actor chunks a block into these)
-    max_subjects: int = 8
-    prompt: str = PROMPT
+    max_new_tokens: int = 256  # caption length cap (greedy decoding)
+    max_subjects: int = 8  # nouns kept from the Subjects: line
+    prompt: str = PROMPT  # the instruction; {max_subjects} is filled in
+    # batch_size = clips per generate call; one GPU per actor when the cluster has GPUs
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
+    # the CPU step before it that decodes the clips' frames (Ray tasks)
+    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.frames % 2:
             raise ValueError(f"caption.frames must be an even number >= 2, got {self.frames}")
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
-        if min(self.max_new_tokens, self.batch_size, self.max_subjects) < 1:
-            raise ValueError("max_new_tokens, batch_size and max_subjects must be >= 1")
+        if min(self.max_new_tokens, self.max_subjects) < 1:
+            raise ValueError("max_new_tokens and max_subjects must be >= 1")
 
 
 @dataclass
@@ -145,14 +148,37 @@ def split_subjects(text: str, limit: int) -> tuple[str, list[str]]:
     return "\n".join(lines).strip(), []
 
 
+# Qwen2.5-VL's vision tower: 14 px patches merged 2x2, so frame sides are multiples of 28.
+PATCH_FACTOR = 28
+
+
+def frame_request(config: CaptionConfig) -> FrameRequest:
+    """What ``FrameReader`` decodes for the captioner: ``frames`` frames evenly over the clip,
+    straight to Qwen2.5-VL's input size (bicubic, as its processor resizes)."""
+    def size(width: int, height: int) -> tuple[int, int]:
+        h, w = smart_size(height, width, PATCH_FACTOR, config.min_pixels, config.max_pixels)
+        return w, h
+
+    return uniform(config.frames, size=size, interpolation="BICUBIC")
+
+
+def as_video(frames: ClipFrames, count: int) -> tuple[np.ndarray, float]:
+    """(T, H, W, 3) frames and the seconds between them; a clip with fewer distinct frames
+    than asked repeats its last one so every clip has ``count`` frames (Qwen pairs them)."""
+    images = frames.images
+    if len(images) < count:
+        images = np.concatenate([images, np.repeat(images[-1:], count - len(images), axis=0)])
+    spacing = float(frames.times[-1] - frames.times[0]) / max(len(frames) - 1, 1) if len(frames) > 1 else 0.0
+    return images, spacing
+
+
 class Captioner:
     """Stage 1, step 3: caption + subjects for every live clip; settled rows pass through.
 
-    A clip that fails (its frames do not decode, generation raises for it alone) makes its
-    whole video one error row, as the envelope promises: one input, one place.
+    Reads the decoded frames from ``FRAMES`` and drops the column. A batch is one
+    ``generate`` call; if it raises, ``run_isolated`` retries clip by clip, and a clip that
+    still fails makes its whole video one error row (one input, one place).
     """
-
-    resources = Resources(num_cpus=0.5, num_gpus=1.0, batch_size=4)
 
     def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None,
                  model: CaptionModel | None = None):
@@ -161,75 +187,23 @@ class Captioner:
         self.config = config
         self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="caption-decode")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if not self.config.enabled:
-            return batch
-        failed: dict[str, BaseException] = {}
-        result = apply_to_live(batch, lambda live: self._caption(live, failed))
-        return settle_failures(result, failed, CLIPS)
+        result = run_isolated(batch, self._caption, CLIPS)
+        return result.drop_columns([FRAMES]) if FRAMES in result.column_names else result
 
-    def _caption(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
-        rows = live.to_pylist()
-        size = self.config.batch_size
-        chunks = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
-        texts: dict[int, str] = {}
-        future = self._pool.submit(self._frames, [rows[i] for i in chunks[0]]) if chunks else None
-        for k, chunk in enumerate(chunks):
-            videos = future.result()
-            if k + 1 < len(chunks):  # decode the next chunk while this one generates
-                future = self._pool.submit(self._frames, [rows[i] for i in chunks[k + 1]])
-            ready = []
-            for position, video in zip(chunk, videos):
-                if isinstance(video, BaseException):
-                    failed.setdefault(rows[position][INPUT], video)
-                else:
-                    ready.append((position, video))
-            texts.update(self._generate_isolated(ready, rows, failed))
-        captions = [None] * len(rows)
-        subjects: list[list[str] | None] = [None] * len(rows)
-        for position, text in texts.items():
-            captions[position], subjects[position] = split_subjects(text, self.config.max_subjects)
+    def _caption(self, live: pa.Table) -> pa.Table:
+        if FRAMES not in live.column_names:
+            raise KeyError(f"the captioner needs the {FRAMES!r} column: put curation.frames.FrameReader "
+                           "with caption.frame_request(config) before it")
+        videos = [as_video(decode_frames(blob), self.config.frames) for blob in live.column(FRAMES).to_pylist()]
+        captions, subjects = [], []
+        for text in self.generate(videos):
+            caption, words = split_subjects(text, self.config.max_subjects)
+            captions.append(caption)
+            subjects.append(words)
         live = put_column(live, "caption", pa.array(captions, pa.string()))
         return put_column(live, "subjects", pa.array(subjects, pa.list_(pa.string())))
-
-    def _frames(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """Decoded frames per clip (or the exception that clip raised), at the model's input size."""
-        vision = self.captioner.vision
-        factor = vision.patch_size * vision.spatial_merge_size
-        out: list[Any] = []
-        for row in rows:
-            try:
-                start, end = int(row["start_frame"]), int(row["end_frame"])
-                indices = np.linspace(start, end - 1, self.config.frames).round().astype(int).tolist()
-                height, width = smart_size(int(row["height"]), int(row["width"]), factor,
-                                           self.config.min_pixels, self.config.max_pixels)
-                decoded = read_frames(row["uri"], indices, size=(width, height), interpolation="BICUBIC")
-                frames = dict(zip(sorted(set(indices)), decoded))
-                spacing = (indices[-1] - indices[0]) / max(len(indices) - 1, 1) / float(row["fps"])
-                out.append((np.stack([frames[i] for i in indices]), spacing))
-            except Exception as exc:  # noqa: BLE001 - one clip's failure settles only its video
-                out.append(exc)
-        return out
-
-    def _generate_isolated(self, ready, rows, failed) -> dict[int, str]:
-        """Generate for a chunk; if the batched call fails, retry clip by clip to find the culprit."""
-        if not ready:
-            return {}
-        try:
-            return dict(zip([p for p, _ in ready], self.generate([v for _, v in ready])))
-        except Exception as exc:  # noqa: BLE001
-            if len(ready) == 1:
-                failed.setdefault(rows[ready[0][0]][INPUT], exc)
-                return {}
-        done = {}
-        for position, video in ready:
-            try:
-                done[position] = self.generate([video])[0]
-            except Exception as exc:  # noqa: BLE001
-                failed.setdefault(rows[position][INPUT], exc)
-        return done
 
     def generate(self, videos: list[tuple[np.ndarray, float]]) -> list[str]:
         """One ``generate`` call for several clips: ``(frames, seconds between frames)`` each."""

@@ -12,7 +12,7 @@ ViT-L/14 image embedding (768-d) goes through a 5-layer MLP trained on SAC + LOG
 AVA ratings (scale 1-10). The CLIP part is transformers' ``CLIPVisionModelWithProjection``
 (``openai/clip-vit-large-patch14``); the head is read from safetensors. The released
 head is a PyTorch ``.pth`` (``sac+logos+ava1-l14-linearMSE.pth`` in that repo); convert
-it once with ``python -m curation.quality convert-head IN.pth OUT.safetensors``. The
+it once with ``python -m curation.clips.quality convert-head IN.pth OUT.safetensors``. The
 clip's score is the mean over ``aesthetic_frames`` frames.
 
 The frames come from the scan in ``curation/scenes.py`` (no second decode).
@@ -24,22 +24,21 @@ import io
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from curation.envelope import apply_to_live, put_column, settle_failures
+from curation.envelope import put_column, run_isolated
+from curation.frames import FRAMES, decode_frame_sets
 from curation.models import default_dtype
-from curation.operator import Resources
-from schemas.tables import CLIPS, INPUT, KEPT
+from curation.operator import ActorPool
+from schemas.tables import CLIPS, KEPT
 
 MOTION = "motion"
 AESTHETIC = "aesthetic"
-FRAMES = "_frames"  # private column: a clip's scoring frames (npz) from ClipSplitter; dropped here
 HEAD_FILE = "aesthetic_head.safetensors"
 HEAD_ENV = "MAGREF_AESTHETIC_HEAD"
 
@@ -52,22 +51,23 @@ class QualityConfig:
     motion_min: float = 0.5  # % of the frame diagonal per second; below: a still shot
     motion_max: float = 40.0  # above: shaky or whip-panning footage
     aesthetic_min: float = 4.5  # LAION scale 1-10; 4.5-5 is the usual cut for video corpora
-    motion_pairs: int = 4
+    motion_pairs: int = 4  # frame pairs per clip whose optical flow is averaged
     motion_gap_s: float = 0.125  # time between the two frames of a pair
     motion_grid_s: float = 0.5  # pair starts are kept every this many seconds during the scan
-    motion_short_side: int = 128
-    aesthetic_frames: int = 3
-    aesthetic_grid_s: float = 1.0
+    motion_short_side: int = 128  # flow is computed at this size, so scores do not depend on resolution
+    aesthetic_frames: int = 3  # frames per clip whose CLIP scores are averaged
+    aesthetic_grid_s: float = 1.0  # aesthetic frames are kept every this many seconds during the scan
     aesthetic_short_side: int = 224  # CLIP's input size; its processor centre-crops
-    aesthetic_batch: int = 32
+    # clips per call; all their aesthetic frames go through CLIP in one forward
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=32, num_cpus=0.5, num_gpus=0.25))
 
     def __post_init__(self) -> None:
         if self.motion_method not in ("dis", "farneback"):
             raise ValueError(f"motion_method must be 'dis' or 'farneback', got {self.motion_method!r}")
         if self.motion_min > self.motion_max:
             raise ValueError(f"motion_min {self.motion_min} > motion_max {self.motion_max}")
-        if min(self.motion_pairs, self.aesthetic_frames, self.aesthetic_batch) < 1:
-            raise ValueError("motion_pairs, aesthetic_frames and aesthetic_batch must be >= 1")
+        if min(self.motion_pairs, self.aesthetic_frames) < 1:
+            raise ValueError("motion_pairs and aesthetic_frames must be >= 1")
         if min(self.motion_gap_s, self.motion_grid_s, self.aesthetic_grid_s) <= 0:
             raise ValueError("motion_gap_s, motion_grid_s and aesthetic_grid_s must be > 0")
         if self.motion_short_side < 16 or self.aesthetic_short_side < 16:
@@ -132,11 +132,12 @@ class AestheticPredictor:
     device: str
     dtype: Any
 
-    def score(self, images: list[np.ndarray], batch: int = 32) -> np.ndarray:
-        """One score per RGB image."""
+    def score(self, images: list[np.ndarray], batch: int | None = None) -> np.ndarray:
+        """One score per RGB image, ``batch`` images per forward (default: all at once)."""
         import torch
 
         out = []
+        batch = batch or max(len(images), 1)
         for i in range(0, len(images), batch):
             pixels = self.processor(images=list(images[i:i + batch]), return_tensors="pt")["pixel_values"]
             with torch.inference_mode():
@@ -159,7 +160,7 @@ def head_path(source: str) -> str:
         raise ModelSourceError(
             f"aesthetic head not found (looked in {source!r}/{HEAD_FILE} and {path}). Download "
             "sac+logos+ava1-l14-linearMSE.pth from github.com/christophschuhmann/improved-aesthetic-predictor, "
-            f"run `python -m curation.quality convert-head THAT.pth {path}`, or set {HEAD_ENV}.")
+            f"run `python -m curation.clips.quality convert-head THAT.pth {path}`, or set {HEAD_ENV}.")
     return path
 
 
@@ -215,9 +216,9 @@ class ClipScorer:
 
     Every scored clip keeps both scores; its status is ``kept`` or the first filter it
     failed (``motion``, then ``aesthetic``), so thresholds can be re-tuned from the table.
+    The scoring frames come from the scan in the ``FRAMES`` column (sets ``motion``:
+    pairs of grey frames, and ``aesthetic``: RGB frames), which this step drops.
     """
-
-    resources = Resources(num_cpus=0.5, num_gpus=0.25, batch_size=32)
 
     def __init__(self, config: QualityConfig, models: Any = None, device: str | None = None):
         from curation.models import load
@@ -226,25 +227,8 @@ class ClipScorer:
         self.predictor = load(AESTHETIC, models, device=device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        failed: dict[str, BaseException] = {}
-        result = settle_failures(apply_to_live(batch, lambda live: self._score_isolated(live, failed)), failed, CLIPS)
+        result = run_isolated(batch, self._score, CLIPS)
         return result.drop_columns([FRAMES]) if FRAMES in result.column_names else result
-
-    def _score_isolated(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
-        """Score the batch at once; if that fails, video by video, so one bad video fails alone."""
-        try:
-            return self._score(live)
-        except Exception:  # noqa: BLE001
-            pass
-        parts = []
-        for input_id in pc.unique(live.column(INPUT)).to_pylist():
-            group = live.filter(pc.equal(live.column(INPUT), input_id))
-            try:
-                parts.append(self._score(group))
-            except Exception as exc:  # noqa: BLE001 - settle_failures turns it into the video's error row
-                failed[input_id] = exc
-                parts.append(group)
-        return pa.concat_tables(parts, promote_options="permissive")
 
     def _score(self, live: pa.Table) -> pa.Table:
         motions: list[float | None] = []
@@ -252,15 +236,18 @@ class ClipScorer:
         owners: list[int] = []
         packed = live.column(FRAMES).to_pylist() if FRAMES in live.column_names else [None] * live.num_rows
         for row, blob in enumerate(packed):
-            arrays = np.load(io.BytesIO(blob)) if blob else {}
-            if "motion" in arrays:
-                motions.append(motion_score(arrays["motion"], float(arrays["motion_gap_s"]), self.config.motion_method))
+            sets = decode_frame_sets(blob) if blob else {}
+            pairs = sets.get(MOTION)
+            if pairs is not None and len(pairs) >= 2:
+                gap_s = float(pairs.times[1] - pairs.times[0])
+                images = pairs.images.reshape(-1, 2, *pairs.images.shape[1:])
+                motions.append(motion_score(images, gap_s, self.config.motion_method))
             else:
                 motions.append(None)
-            if "aesthetic" in arrays:
-                looks.extend(arrays["aesthetic"])
-                owners.extend([row] * len(arrays["aesthetic"]))
-        scores = self.predictor.score(looks, self.config.aesthetic_batch) if looks else np.zeros(0)
+            if AESTHETIC in sets:
+                looks.extend(sets[AESTHETIC].images)
+                owners.extend([row] * len(sets[AESTHETIC]))
+        scores = self.predictor.score(looks) if looks else np.zeros(0)
         aesthetics: list[float | None] = []
         for row in range(live.num_rows):
             mine = scores[np.asarray(owners) == row] if owners else []
@@ -284,5 +271,6 @@ if __name__ == "__main__":
         convert_head(sys.argv[2], sys.argv[3])
         print(f"wrote {sys.argv[3]}")
     else:
-        print("usage: python -m curation.quality convert-head sac+logos+ava1-l14-linearMSE.pth OUT.safetensors")
+        print("usage: python -m curation.clips.quality convert-head "
+              "sac+logos+ava1-l14-linearMSE.pth OUT.safetensors")
         sys.exit(2)
