@@ -122,62 +122,70 @@ def frame_count(num_source: int, source_fps: float, fps: float, wanted: int) -> 
     return (count - 1) // 4 * 4 + 1 if count >= 1 else 0
 
 
-def source_indices(start: int, end: int, source_fps: float, fps: float, count: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Frame numbers of ``count`` frames at ``fps`` inside [start, end), window start drawn by ``rng``.
+def window_times(num_source: int, source_fps: float, fps: float, count: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Seconds from the clip's start of ``count`` frames at ``fps``; the window start is drawn.
 
-    Frame k of the source is on screen during [k, k+1) / source_fps, so the frame shown at
-    time tau is floor(tau * source_fps); a slower source repeats frames, a faster one skips.
+    The window slides (seeded) over the clip when the clip is longer than the window; on a
+    constant-rate source the frame shown at time tau is floor(tau * source_fps), so a slower
+    source repeats frames and a faster one skips them.
     """
-    span = (count - 1) / fps                       # seconds from first to last frame
-    slack = (end - start - 1) / source_fps - span  # how far the window can slide
+    span = (count - 1) / fps                             # seconds from first to last frame
+    slack = (num_source - 1) / source_fps - span         # how far the window can slide
     offset = float(rng.uniform(0.0, slack)) if slack > 1e-9 else 0.0
-    times = offset + np.arange(count) / fps
-    return np.minimum(start + np.floor(times * source_fps + 1e-6).astype(np.int64), end - 1)
+    return offset + np.arange(count) / fps
 
 
 def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataConfig,
               rng: np.random.Generator, sample_id: str) -> np.ndarray:
-    """uint8 [F, H, W, 3]: the clip at ``config.fps``, covered and centre-cropped to its bucket."""
-    try:
-        width, height, stream_fps = _probe(uri)
-    except FileNotFoundError as exc:
-        raise BadRecord("missing_video", sample_id, f"video {uri!r} does not exist ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - any demux/decoder failure is this record's problem
-        raise BadRecord("unreadable_video", sample_id, f"cannot open video {uri!r}: {exc}") from exc
-    source_fps = fps or stream_fps
+    """uint8 [F, H, W, 3]: the clip at ``config.fps``, covered and centre-cropped to its bucket.
+
+    Frames are chosen by presentation time (``curation.frames.at_times``): frame i is the one
+    on screen at ``start + offset + i / fps``. A samples row carries frame numbers, not pts,
+    so the clip's start in seconds is ``start_frame / fps`` (exact on constant-rate video).
+    """
+    from curation.frames import TIME_EPS, at_times, read_clip_frames
+
+    source_fps = fps or _stream_fps(uri, sample_id)
     count = frame_count(end - start, source_fps, config.fps, config.num_frames)
     if count < config.min_frames:
         raise BadRecord("too_short", sample_id,
                         f"frames [{start}, {end}) of {uri!r} give {count} frames at {config.fps} fps, "
                         f"fewer than min_frames={config.min_frames}")
-    indices = source_indices(start, end, source_fps, config.fps, count, rng)
-    bucket = nearest_bucket(width, height, config.buckets)
-    size = cover_size(width, height, bucket)
+    times = start / source_fps + window_times(end - start, source_fps, config.fps, count, rng)
+    bucket: list[tuple[int, int]] = []
+
+    def size(width: int, height: int) -> tuple[int, int]:
+        bucket.append(nearest_bucket(width, height, config.buckets))
+        return cover_size(width, height, bucket[0])
+
     try:
-        frames = _read_indices(uri, indices, size)
-    except Exception as exc:  # noqa: BLE001
-        raise BadRecord("unreadable_video", sample_id,
-                        f"cannot decode frames {int(indices[0])}-{int(indices[-1])} of {uri!r}: {exc}") from exc
-    x0, y0 = (size[0] - bucket[0]) // 2, (size[1] - bucket[1]) // 2
-    return np.ascontiguousarray(frames[:, y0:y0 + bucket[1], x0:x0 + bucket[0]])
+        clip = read_clip_frames(uri, start, end, start / source_fps, end / source_fps,
+                                at_times(times, size=size))
+    except FileNotFoundError as exc:
+        raise BadRecord("missing_video", sample_id, f"video {uri!r} does not exist ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - any demux/decoder failure is this record's problem
+        raise BadRecord("unreadable_video", sample_id, f"cannot decode clip [{start}, {end}) of "
+                        f"{uri!r}: {exc}") from exc
+    # at_times returns each distinct frame once; a slower source shows one frame at several times.
+    which = np.searchsorted(clip.times, times + TIME_EPS, side="right") - 1
+    frames = clip.images[np.clip(which, 0, len(clip) - 1)]
+    (bw, bh), (w, h) = bucket[0], (frames.shape[2], frames.shape[1])
+    x0, y0 = (w - bw) // 2, (h - bh) // 2
+    return np.ascontiguousarray(frames[:, y0:y0 + bh, x0:x0 + bw])
 
 
-def _probe(uri: str) -> tuple[int, int, float]:
-    """(width, height, fps) of the video stream. Private until ``curation.frames`` lands."""
+def _stream_fps(uri: str, sample_id: str) -> float:
+    """The stream's frame rate, for rows whose ``fps`` is null."""
     from curation.decode import open_video, stream_fps
 
-    with open_video(uri) as (_, stream):
-        return stream.codec_context.width, stream.codec_context.height, stream_fps(stream)
-
-
-def _read_indices(uri: str, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 [N, H, W, 3] for frame numbers ``indices`` (repeats allowed), scaled in decode."""
-    from curation.decode import read_frames
-
-    unique = sorted(set(int(i) for i in indices))
-    frames = dict(zip(unique, read_frames(uri, unique, size=size)))
-    return np.stack([frames[int(i)] for i in indices])
+    try:
+        with open_video(uri) as (_, stream):
+            return stream_fps(stream)
+    except FileNotFoundError as exc:
+        raise BadRecord("missing_video", sample_id, f"video {uri!r} does not exist ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise BadRecord("unreadable_video", sample_id, f"cannot open video {uri!r}: {exc}") from exc
 
 
 def _png(data: bytes, sample_id: str, what: str) -> Image.Image:
@@ -216,13 +224,46 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
     prompt = "" if drop_caption else (row.get("caption") or "")
     subjects = [] if drop_caption else [
         (r.word, i) for i, r in enumerate(refs) if r.word and word_spans(prompt, r.word)]
-    guidance = None
-    if subjects and tokenizer is not None:
+    example = Example(sample_id, augmentation, frames, canvas, prompt, subjects)
+    return attach_guidance(example, tokenizer) if tokenizer is not None else example
+
+
+def attach_guidance(example: Example, tokenizer: Any) -> Example:
+    """Map the subject words to token positions (Eq. 6 inputs); needs the text tokenizer."""
+    if example.subjects:
         try:
-            guidance = SubjectGuidance.build(tokenizer, prompt, subjects, canvas.subject_masks)
+            example.guidance = SubjectGuidance.build(tokenizer, example.prompt, example.subjects,
+                                                     example.canvas.subject_masks)
         except SubjectWordError as exc:  # e.g. a word truncated away by the 512-token limit
-            raise BadRecord("subject_word", sample_id, str(exc)) from exc
-    return Example(sample_id, augmentation, frames, canvas, prompt, subjects, guidance)
+            raise BadRecord("subject_word", example.sample_id, str(exc)) from exc
+    return example
+
+
+def example_bytes(example: Example) -> bytes:
+    """An example (without guidance, which the tokenizer's holder adds) as one npz blob.
+
+    How examples travel from the CPU decode step to the encoder step of the cache job.
+    """
+    import json
+
+    buf = io.BytesIO()
+    meta = {"sample_id": example.sample_id, "augmentation": example.augmentation,
+            "prompt": example.prompt, "subjects": example.subjects, "boxes": example.canvas.boxes}
+    np.savez(buf, frames=example.frames, canvas=np.asarray(example.canvas.image),
+             region_mask=example.canvas.region_mask, subject_masks=example.canvas.subject_masks,
+             meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    return buf.getvalue()
+
+
+def example_from_bytes(blob: bytes) -> Example:
+    import json
+
+    with np.load(io.BytesIO(blob)) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        canvas = Canvas(Image.fromarray(data["canvas"]), data["region_mask"], data["subject_masks"],
+                        [tuple(b) for b in meta["boxes"]])
+        return Example(meta["sample_id"], meta["augmentation"], data["frames"], canvas,
+                       meta["prompt"], [tuple(s) for s in meta["subjects"]])
 
 
 class SamplesTable:

@@ -5,12 +5,13 @@
 the UMT5 prompt states, the CLIP states of the canvas and the subject guidance (Eq. 5-6).
 Training without a cache computes it with ``encode_examples`` every step; the cache job
 computes the same tensors once per ``(sample_id, augmentation)`` and writes them with
-``write_entry``; ``CachedDataset`` reads them back. Both paths meet in ``ModelInputs``,
-so the training step cannot tell them apart, and a cached run needs no VAE, UMT5 or CLIP.
+``write_entry``; ``model.latent_cache.CachedDataset`` reads them back. Both paths meet in
+``ModelInputs``, so the training step cannot tell them apart, and a cached run needs no
+VAE, UMT5 or CLIP.
 
-A cache entry is one safetensors file (no pickle), ``files/<2 hex>/<sample_id>.<aug>.safetensors``
-under the cache root, a local path or a pyarrow filesystem URI. Text states are stored
-without their zero padding (Wan zeroes states past the prompt's length) and padded back
+A cache entry is one safetensors file (no pickle),
+``latent_files/<2 hex>/<sample_id>.<aug>.safetensors`` under the cache root (a local path
+or a pyarrow filesystem URI). Text states are stored without their zero padding (Wan zeroes states past the prompt's length) and padded back
 to 512 on read, which cuts a 14B cache entry by ~8 MB.
 """
 
@@ -31,8 +32,7 @@ from model.data import BadRecord, Example
 from model.disentangle import TEXT_LENGTH, SubjectGuidance
 
 FORMAT = "magref-latents-v1"
-FILES = "files"
-META = "cache.json"
+FILES = "latent_files"  # entries live under ROOT/latent_files/, the index in ROOT/latents/
 
 
 @dataclass
@@ -119,6 +119,24 @@ def encode_examples(pipe: Any, examples: Sequence[Example]) -> ModelInputs:
                        latents, condition, prompt_embeds, image_embeds, guidance_of(examples))
 
 
+def load_encoders(source: str, device: str | None = None, dtype: torch.dtype | None = None) -> Any:
+    """A ``MagrefPipeline`` for ``encode_examples``: VAE, UMT5 and CLIP, and a transformer
+    that has its config but no weights (meta device), so a 14B checkpoint costs nothing here."""
+    if source == "tiny":
+        from model.tiny import tiny_components
+
+        return tiny_components(device or "cpu")
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    from model.pipeline import load_components
+
+    with init_empty_weights():
+        placeholder = WanTransformer3DModel.from_config(
+            WanTransformer3DModel.load_config(source, subfolder="transformer"))
+    return load_components(source, device, dtype, transformer=placeholder)
+
+
 # -- the cache on disk ------------------------------------------------------------------------
 
 def entry_path(sample_id: str, augmentation: int) -> str:
@@ -192,141 +210,3 @@ def _metadata(blob: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors blob (its JSON header)."""
     header = int.from_bytes(blob[:8], "little")
     return json.loads(blob[8:8 + header]).get("__metadata__", {})
-
-
-class CachedDataset:
-    """The cache as a dataset: same sample order and augmentation seeds as the raw table.
-
-    ``entries`` maps ``(sample_id, augmentation) -> relative path`` (the cache job's index
-    table). Sample ids are sorted, as ``SamplesTable`` sorts them, so index i is the same
-    sample in a cached and an uncached run over the same good samples.
-    """
-
-    def __init__(self, root: str, entries: dict[tuple[str, int], str]) -> None:
-        self.root, self.entries = root, entries
-        self.ids = sorted({sid for sid, _ in entries})
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def sample_id(self, index: int) -> str:
-        return self.ids[index]
-
-    def load(self, index: int, augmentation: int) -> "CachedExample":
-        sample_id = self.ids[index]
-        relative = self.entries.get((sample_id, augmentation))
-        if relative is None:
-            raise BadRecord("not_cached", sample_id, f"augmentation {augmentation} is not in the cache")
-        try:
-            return CachedExample(read_entry(self.root, relative))
-        except (OSError, ValueError, KeyError) as exc:
-            raise BadRecord("unreadable_cache", sample_id, f"cache entry {relative!r}: {exc}") from exc
-
-
-@dataclass
-class CachedExample:
-    """A cache entry as the batcher sees it: a bucket key and the model inputs."""
-
-    inputs: ModelInputs
-
-    @property
-    def bucket(self) -> tuple[int, ...]:
-        return tuple(self.inputs.latents.shape[2:])
-
-    @property
-    def sample_id(self) -> str:
-        return self.inputs.sample_ids[0]
-
-
-def read_meta(root: str) -> dict[str, Any]:
-    """``cache.json``: the data settings and base model the cache was built with."""
-    from schemas.io import Location
-
-    loc = Location.of(root).join(META)
-    if not loc.exists():
-        raise FileNotFoundError(f"{root} has no {META}: not a latent cache (build one with "
-                                f"pipelines/cache_latents.py)")
-    with loc.fs.open_input_stream(loc.path) as stream:
-        return json.loads(stream.read().decode())
-
-
-def write_meta(root: str, meta: dict[str, Any]) -> None:
-    from schemas.io import Location
-
-    loc = Location.of(root)
-    loc.fs.create_dir(loc.path, recursive=True)
-    with loc.fs.open_output_stream(loc.join(META).path) as out:
-        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
-
-
-def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
-    """The cache's settings and its entries (the ``latents`` index table under ``root``)."""
-    from schemas.io import Location, read_table
-
-    meta = read_meta(root)
-    index = read_table(Location.of(root).join("latents"), "latents",
-                       columns=["sample_id", "augmentation", "path"])
-    entries = {(sid, int(aug)): path for sid, aug, path in zip(
-        index.column("sample_id").to_pylist(), index.column("augmentation").to_pylist(),
-        index.column("path").to_pylist())}
-    if not entries:
-        raise FileNotFoundError(f"{root}: the latent cache has no entries yet")
-    return meta, CachedDataset(root, entries)
-
-
-def cache_meta(config: Any, base: str, dtype: torch.dtype) -> dict[str, Any]:
-    """What ``cache.json`` records: a cached run adopts these data settings."""
-    from dataclasses import asdict
-
-    if config.augmentations is None:
-        raise ValueError("a latent cache holds a fixed number of augmentations per sample; "
-                         "set DataConfig.augmentations")
-    return {"format": FORMAT, "data": asdict(config), "base": base,
-            "dtype": str(dtype).removeprefix("torch.")}
-
-
-def cache_row(row: dict[str, Any], pipe: Any, config: Any, root: str,
-              dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
-    """Encode one samples row for each augmentation seed and write its entries.
-
-    Returns the ``latents`` index rows; raises ``BadRecord`` for a row that cannot be
-    trained on (the cache job turns it into an error row). The job's operator and
-    ``cache_samples`` both call this, so they write the same files.
-    """
-    from model.data import make_example
-
-    rows = []
-    for augmentation in range(config.augmentations):
-        example = make_example(row, augmentation, config, pipe.tokenizer)
-        relative, size = write_entry(root, encode_examples(pipe, [example]), dtype)
-        width, height, frames = example.bucket
-        rows.append({"entry_id": f"{example.sample_id}.{augmentation}",
-                     "sample_id": example.sample_id, "augmentation": augmentation,
-                     "path": relative, "width": width, "height": height, "frames": frames,
-                     "bytes": size})
-    return rows
-
-
-def cache_samples(manifest: str, pipe: Any, root: str, config: Any, base: str,
-                  dtype: torch.dtype = torch.float32) -> dict[str, int]:
-    """Cache a samples table in this process (small sets; ``pipelines/cache_latents.py`` is
-    the resumable Ray job for real ones). Returns counts: entries written, rows skipped."""
-    import pyarrow as pa
-
-    from model.data import SamplesTable
-    from schemas.io import Location, write_part
-
-    write_meta(root, cache_meta(config, base, dtype))
-    table = SamplesTable(manifest)
-    index, skipped = [], table.skipped_rows
-    for i in range(len(table)):
-        try:
-            index += cache_row(table.row(i), pipe, config, root, dtype)
-        except BadRecord:
-            skipped += 1
-    if index:
-        from schemas.tables import schema_for
-
-        write_part(pa.Table.from_pylist(index, schema=schema_for("latents")),
-                   Location.of(root).join("latents"), "latents", name="local")
-    return {"entries": len(index), "skipped": skipped}

@@ -97,7 +97,7 @@ def build_data(config: TrainConfig, cluster: distributed.Cluster,
 
     workers = config.data_workers
     if config.cache:
-        from model.latents import open_cache
+        from model.latent_cache import open_cache
 
         _, dataset = open_cache(config.cache)
         encode = (lambda batch: ModelInputs.collate([e.inputs for e in batch]))
@@ -180,10 +180,14 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
     cluster = distributed.setup(config.device)
     try:
         if config.cache:
-            from model.latents import read_meta
+            from model.latent_cache import read_meta
             from model.train_config import with_cache_data
 
-            config = with_cache_data(config, read_meta(config.cache))
+            meta = read_meta(config.cache)
+            config = with_cache_data(config, meta)
+            if meta.get("base") != config.base and cluster.is_main:
+                print(f"warning: the cache was encoded with {meta.get('base')!r}, training --base is "
+                      f"{config.base!r}; they must share VAE, UMT5 and CLIP", file=sys.stderr)
         micro, accumulation = micro_batching(config, cluster.world)
         resume_from = prepare_out(config, cluster)
         distributed.barrier(cluster)

@@ -11,7 +11,7 @@ import pytest
 
 from model.batching import BatchStream, NoUsableSamples, StreamState, epoch_order
 from model.data import (BadRecord, DataConfig, SamplesDataset, SamplesTable, cover_size, frame_count,
-                        make_example, nearest_bucket, source_indices)
+                        make_example, nearest_bucket, window_times)
 from training_data import CAPTION, clip, png, sample_row, samples_table, write_samples
 
 SMALL = DataConfig(num_frames=9, min_frames=5, buckets=((64, 48), (48, 64)))
@@ -29,20 +29,36 @@ def one_clip(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
     return clip(tmp_path_factory.mktemp("clip") / "c.mp4", frames=24)
 
 
+def shown(times, source_fps: float) -> list[int]:
+    """The frame on screen at each time on a constant-rate source."""
+    return [int(np.floor(t * source_fps + 1e-6)) for t in times]
+
+
 def test_frame_timing_resamples_to_the_training_fps() -> None:
-    # 24 fps source, 16 fps target: frame shown at i/16 s is floor(i * 1.5).
-    # A range that exactly fits 9 frames (0.5 s) leaves the window no room to slide.
-    idx = source_indices(10, 23, 24.0, 16.0, 9, np.random.default_rng(0))
-    assert list(idx) == [10 + int(np.floor(i * 1.5)) for i in range(9)] == [10, 11, 13, 14, 16, 17, 19, 20, 22]
+    # A 13-frame range at 24 fps holds exactly 9 frames at 16 fps (0.5 s): no room to slide.
+    times = window_times(13, 24.0, 16.0, 9, np.random.default_rng(0))
+    assert shown(times, 24.0) == [int(np.floor(i * 1.5)) for i in range(9)] == [0, 1, 3, 4, 6, 7, 9, 10, 12]
     # With room, the window slides (seeded) but keeps its spacing and stays inside the range.
-    slid = {tuple(source_indices(10, 40, 24.0, 16.0, 9, np.random.default_rng(s))) for s in range(5)}
-    assert len(slid) > 1 and all(10 <= i[0] and i[-1] < 40 for i in slid)
-    # A slower source repeats frames; the count is the largest 4k+1 the range holds.
+    slid = {tuple(shown(window_times(30, 24.0, 16.0, 9, np.random.default_rng(s)), 24.0)) for s in range(5)}
+    assert len(slid) > 1 and all(0 <= i[0] and i[-1] < 30 for i in slid)
+    # The count is the largest 4k+1 the range holds; a slower source repeats frames.
     assert frame_count(24, 24.0, 16.0, 81) == 13 and frame_count(100, 8.0, 16.0, 81) == 81
-    assert frame_count(3, 24.0, 16.0, 81) == 1
-    assert frame_count(7, 8.0, 16.0, 81) == 13
-    slow = source_indices(0, 7, 8.0, 16.0, 13, np.random.default_rng(0))
-    assert list(slow) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert frame_count(3, 24.0, 16.0, 81) == 1 and frame_count(7, 8.0, 16.0, 81) == 13
+    assert shown(window_times(7, 8.0, 16.0, 13, np.random.default_rng(0)), 8.0) == \
+        [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+
+
+def test_a_slower_source_repeats_its_frames(tokenizer, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    uri, frames = clip(tmp_path / "slow.mp4", frames=7, fps=8)
+    example = make_example(sample_row("s", str(uri), frames, fps=8.0), 0,
+                           replace(SMALL, num_frames=13), tokenizer)
+    got = example.frames
+    assert got.shape[0] == 13
+    for i in range(6):
+        assert np.array_equal(got[2 * i], got[2 * i + 1])
+        assert np.abs(got[2 * i].astype(int) - frames[i].astype(int)).mean() < 6
 
 
 def test_buckets_pick_the_nearest_aspect_and_cover_it() -> None:

@@ -163,7 +163,8 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     """
     from curation.models import load
     from model.data import DataConfig, SamplesTable, make_example
-    from model.latents import cache_samples, encode_examples
+    from model.latent_cache import cache_samples
+    from model.latents import encode_examples
     from model.sample import main as sample_main
 
     base = small_wan_dir(tmp_path / "wan")
