@@ -164,7 +164,7 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     from curation.models import load
     from model.data import DataConfig, SamplesTable, make_example
     from model.latent_cache import cache_samples
-    from model.latents import encode_examples
+    from model.latents import encode_examples, load_encoders
     from model.sample import main as sample_main
 
     base = small_wan_dir(tmp_path / "wan")
@@ -175,8 +175,9 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     row["faces"][0]["ref"] = png(frames[0])
     table = write_samples(tmp_path / "one.parquet", [row])
     data = DataConfig(num_frames=9, min_frames=5, buckets=((32, 32),), augmentations=1)
-    pipe = load("video_backbone", str(base), device="cpu")
-    assert cache_samples(str(table), pipe, str(tmp_path / "cache"), data, str(base))["entries"] == 1
+    encoders = load_encoders(str(base), "cpu")  # VAE, UMT5, CLIP; the transformer stays unloaded
+    assert encoders.transformer.device.type == "meta"
+    assert cache_samples(str(table), encoders, str(tmp_path / "cache"), data, str(base))["entries"] == 1
     out = tmp_path / "out"
     assert main(["--cache", str(tmp_path / "cache"), "--base", str(base), "--out", str(out),
                  "--steps", "300", "--lr", "3e-3", "--restart-steps", "300",
@@ -184,6 +185,7 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     loss = [float(v) for _, v in losses(out)]
     assert np.mean(loss[:20]) / np.mean(loss[-20:]) >= 5.0
 
+    pipe = load("video_backbone", str(base), device="cpu")
     example = make_example(SamplesTable(str(table)).row(0), 0, data, pipe.tokenizer)
     x1 = encode_examples(pipe, [example]).latents
     target = pipe.decode(x1).astype(np.float32)                 # [9, 32, 32, 3]
