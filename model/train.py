@@ -149,6 +149,18 @@ def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) ->
     return model
 
 
+def _check_sizes(config: TrainConfig, transformer: torch.nn.Module) -> None:
+    """Every bucket must fit the transformer's rotary table: say so now, not at step 1."""
+    from model.conditioning import ConditioningError
+    from model.pipeline import check_rope_capacity
+
+    for width, height in config.data.buckets:
+        try:
+            check_rope_capacity(transformer, height, width, config.data.num_frames)
+        except ConditioningError as exc:
+            raise UsageError(f"--bucket {width}x{height} / --frames {config.data.num_frames}: {exc}") from None
+
+
 def prepare_out(config: TrainConfig, cluster: distributed.Cluster) -> Path | None:
     """The checkpoint to resume from, after checking OUT is not someone else's run."""
     out = Path(config.out)
@@ -193,7 +205,9 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
         distributed.barrier(cluster)
         start_step = 0
         stream, encode, pipe = build_data(config, cluster, micro)
-        model = distributed.wrap(build_model(config, cluster, pipe), cluster, shard=not config.lora)
+        model = build_model(config, cluster, pipe)
+        _check_sizes(config, model.transformer)
+        model = distributed.wrap(model, cluster, shard=not config.lora)
         params = trainable_parameters(model)
         optimizer = make_optimizer(distributed.unwrap(model), config.optim, cluster.device)
         scheduler = make_scheduler(optimizer, config.optim)

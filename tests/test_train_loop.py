@@ -214,3 +214,30 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     print(f"overfit: loss x{np.mean(loss[:20]) / np.mean(loss[-20:]):.1f} down; latent MSE {latent_mse}; "
           f"pixel MSE {pixel_mse}")
     assert pixel_mse["trained"] < 0.8 * pixel_mse["untrained"], pixel_mse
+
+
+def test_a_bucket_the_transformer_cannot_hold_is_refused_before_training(table: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    """tiny's rotary table holds 512 px a side; the default 832x480 bucket does not fit."""
+    assert main(["--manifest", str(table), "--base", "tiny", "--out", str(tmp_path / "o"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --bucket 832x480") and "rope_max_seq_len" in err
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_benchmark_runs_on_tiny(tmp_path: Path) -> None:
+    """benchmarks/train_step.py runs the loop's own step (so it cannot rot unnoticed)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "benchmarks/train_step.py", "--arch", "tiny", "--steps", "1",
+                           "--warmup", "0", "--modes", "lora", "--rank", "2", "--json", str(result)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(result.read_text())
+    assert [(r["mode"], r["cache"]) for r in rows] == [("lora r2", False), ("lora r2", True)]
+    assert all(r["s_per_step"] > 0 for r in rows) and "cached step / uncached step" in proc.stdout
