@@ -317,10 +317,17 @@ class SamplesTable:
 
 
 class SamplesDataset:
-    """Index → example for a samples table; the loader (``model.batching``) drives it."""
+    """Index → example for a samples table; the loader (``model.batching``) drives it.
+
+    ``load`` runs in the loader's threads; a fast tokenizer's backend must not be entered by
+    two threads at once ("Already borrowed"), so guidance is built under a lock (it is fast).
+    """
 
     def __init__(self, table: SamplesTable, config: DataConfig, tokenizer: Any = None) -> None:
+        import threading
+
         self.table, self.config, self.tokenizer = table, config, tokenizer
+        self._tokenizer_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.table)
@@ -329,4 +336,8 @@ class SamplesDataset:
         return self.table.sample_ids[index]
 
     def load(self, index: int, augmentation: int) -> Example:
-        return make_example(self.table.row(index), augmentation, self.config, self.tokenizer)
+        example = make_example(self.table.row(index), augmentation, self.config)
+        if self.tokenizer is None:
+            return example
+        with self._tokenizer_lock:
+            return attach_guidance(example, self.tokenizer)

@@ -90,7 +90,7 @@ def wrap(model: torch.nn.Module, cluster: Cluster, shard: bool) -> torch.nn.Modu
         from torch.distributed.fsdp import fully_shard
 
         mesh = init_device_mesh(cluster.device.type, (cluster.world,))
-        for block in model.transformer.blocks:
+        for block in model.transformer.blocks:  # moves each block to the mesh's device, sharded
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model

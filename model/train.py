@@ -107,8 +107,16 @@ def build_data(config: TrainConfig, cluster: distributed.Cluster,
         from model.data import SamplesDataset, SamplesTable
         from model.latents import encode_examples
 
-        dtype = torch.bfloat16 if cluster.device.type == "cuda" else torch.float32
-        pipe = load("video_backbone", config.base, device=str(cluster.device), dtype=dtype)
+        on_gpu = cluster.device.type == "cuda"
+        dtype = torch.bfloat16 if on_gpu and config.lora else torch.float32  # full: fp32 master weights
+        pipe = load("video_backbone", config.base, dtype=dtype,
+                    device="cpu" if shards_on_gpu(config, cluster) else str(cluster.device))
+        for name in ("text_encoder", "vae", "image_encoder"):  # encoders as sampling runs them
+            module = getattr(pipe, name)
+            if module is not None and on_gpu:
+                module.to(cluster.device)
+                if name == "text_encoder" and module.dtype != torch.bfloat16:
+                    module.to(torch.bfloat16)
         table = SamplesTable(config.manifest)
         for problem in table.problems:
             print(f"skipped part: {problem}", file=sys.stderr)
@@ -119,6 +127,12 @@ def build_data(config: TrainConfig, cluster: distributed.Cluster,
     return stream, encode, pipe
 
 
+def shards_on_gpu(config: TrainConfig, cluster: distributed.Cluster) -> bool:
+    """FSDP2 over GPUs: load the transformer on CPU; ``fully_shard`` moves it block by block,
+    so no GPU ever holds the whole fp32 model (56 GB for 14B)."""
+    return not config.lora and cluster.world > 1 and cluster.device.type == "cuda"
+
+
 def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) -> MagrefModel:
     """Transformer (full: fp32 master weights; LoRA: frozen base in the compute dtype) + alphas."""
     from model.disentangle import SubjectDisentanglement
@@ -126,12 +140,13 @@ def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) ->
 
     on_gpu = cluster.device.type == "cuda"
     base_dtype = torch.bfloat16 if on_gpu and config.lora else torch.float32
+    place = torch.device("cpu") if shards_on_gpu(config, cluster) else cluster.device
     if pipe is not None:
         transformer, disentangler = pipe.transformer, pipe.disentangler
-        if transformer.dtype != base_dtype:  # full fine-tuning on GPU: fp32 master weights
+        if transformer.dtype != base_dtype:
             transformer.to(dtype=base_dtype)
     else:
-        transformer = load_transformer(config.base, cluster.device, base_dtype)
+        transformer = load_transformer(config.base, place, base_dtype)
         disentangler = SubjectDisentanglement.attach_to(transformer)
     if config.lora:
         from model.lora import add_lora, lora_config
@@ -144,7 +159,7 @@ def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) ->
     disentangler.alpha.requires_grad_(True)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    model = MagrefModel(transformer, disentangler).to(cluster.device)
+    model = MagrefModel(transformer, disentangler).to(place)
     model.train()
     return model
 

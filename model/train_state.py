@@ -98,9 +98,10 @@ def weights_name(lora: bool) -> str:
 
 
 def _dcp_options() -> Any:
+    """Trainable parameters only (LoRA: the frozen base is reloaded from --base, not saved)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(ignore_frozen_params=True)
+    return StateDictOptions(ignore_frozen_params=True, strict=False)
 
 
 def save(out: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -36,13 +36,17 @@ def losses(out: Path) -> list[tuple[str, str]]:
         return [(r["step"], r["loss"]) for r in csv.DictReader(f)]
 
 
-def test_resume_is_exact(table: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_resume_is_exact(mode: str, table: Path, tmp_path: Path, capsys) -> None:
     """6 steps straight == 3 steps + resume + 3 steps: same losses, same weights, same CSV.
 
     Global batch 2 as 2 micro-batches of 1 (gradient accumulation), a cosine restart every
     4 steps (the resume lands inside a cycle, the restart comes after it), 2 decode threads.
+    LoRA checkpoints hold only adapters + alphas; the frozen base comes from --base again.
     """
-    args = ["--manifest", str(table), "--base", "tiny", "--lr", "1e-3", "--batch-size", "2",
+    extra = ["--lora-rank", "4", "--lr", "1e-2"] if mode == "lora" else ["--lr", "1e-3"]
+    weights = "lora.safetensors" if mode == "lora" else "model.safetensors"
+    args = ["--manifest", str(table), "--base", "tiny", "--batch-size", "2", *extra,
             "--micro-batch", "1", "--restart-steps", "4", "--data-workers", "2", *SMALL]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert main(args + ["--out", str(straight), "--steps", "6"]) == 0
@@ -52,7 +56,7 @@ def test_resume_is_exact(table: Path, tmp_path: Path, capsys) -> None:
     assert "--resume auto" in capsys.readouterr().err
     assert main(args + ["--out", str(resumed), "--steps", "6", "--resume", "auto"]) == 0
     assert losses(straight) == losses(resumed) and len(losses(resumed)) == 6
-    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    a, b = load_file(str(straight / weights)), load_file(str(resumed / weights))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
