@@ -56,7 +56,7 @@ class DataConfig:
     shuffle_refs: bool = True         # random canvas cells (the paper's anti-positional-bias shuffle)
     caption_dropout: float = 0.0      # train the text-free branch CFG uses; 0 keeps Wan's as is
     augmentations: int | None = None  # None: a fresh augmentation every epoch; N: cycle N (a cache holds N)
-    seed: int = 0
+    seed: int = 0                     # seeds every choice of an example, with its sample id and augmentation
 
     def __post_init__(self) -> None:
         check_video_size(16, 16, self.num_frames)
