@@ -5,7 +5,9 @@ processes), LoRA runs DDP. With the global batch fixed at 2, each of 2 processes
 example per step; the noise of an example depends on (seed, step, sample, augmentation),
 not on the rank, so the runs see the same examples with the same noise, and only the
 order of floating-point reductions differs. Tolerances: losses to 1e-5 relative; weights
-to 1e-5 absolute after 3 AdamW steps at lr 1e-3 (|w| ~ 1).
+to 1e-4 absolute after 3 AdamW steps at lr 1e-3 (|w| ~ 1). Adam divides each gradient by
+its own running scale, so on an element whose gradient is near zero, reduction-order noise
+can move the weight by up to lr per step; seen here: at most 1.1e-5 (1% of one step).
 """
 
 from __future__ import annotations
@@ -59,16 +61,22 @@ def assert_same_run(a: Path, b: Path, weights: str) -> None:
     wa, wb = load_file(str(a / weights)), load_file(str(b / weights))
     assert wa.keys() == wb.keys()
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-5)
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_torchrun_two_processes_match_one(mode: str, table: Path, single: dict[str, Path],
                                           tmp_path: Path) -> None:
     out = tmp_path / "two"
-    proc = run_script(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                       "-m", "model.train", "--manifest", str(table), *COMMON, *MODES[mode],
-                       "--out", str(out)], timeout=600)
+    import subprocess
+
+    try:
+        proc = run_script(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "model.train", "--manifest", str(table), *COMMON, *MODES[mode],
+                           "--out", str(out)], timeout=600)
+    except subprocess.TimeoutExpired as exc:  # show where it stood, not just "timeout"
+        tail = (exc.stderr or b"")[-3000:]
+        pytest.fail(f"torchrun did not finish in 600 s; stderr tail:\n{tail.decode(errors='replace')}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (out / "summary.json").read_text()
     assert '"world": 2' in summary
