@@ -17,6 +17,10 @@ Rules the wiring keeps (see ``pipelines/ledger.py`` for the commit and the block
   the declaration, so a run's books agree on what a stage's inputs are.
 * **Pools.** A step's config owns its pool (``curation.operator``): a ``TaskPool`` step
   runs as Ray tasks, an ``ActorPool`` step on actors that load the model once.
+* **Frames before models.** A GPU step's frames are decoded by a ``FrameReader`` task
+  step in front of it. Ray fuses a task step into the next actor step only when their
+  remote args are equal, i.e. on CPU-only runs (where fusing saves a copy); once the
+  model step asks for GPUs the decode step stays a separate operator on CPU slots.
 * **Whole inputs.** An operator with ``whole_inputs = True`` is handed every row of each
   input in one call: rows are grouped to one row per input (list columns) in front of it
   and flattened back inside its worker, so ``batch_size`` counts inputs. This relies on

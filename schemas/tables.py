@@ -142,6 +142,18 @@ SAMPLES = _schema("samples", [
     pa.field("provenance", pa.string()),  # JSON: models and settings that made the sample
 ], key="sample_id")
 
+# One row per cached training example (pipelines/cache_latents.py): where its tensors are.
+LATENTS = _schema("latents", [
+    pa.field("entry_id", pa.string(), nullable=False),  # sample_id + "." + augmentation
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("augmentation", pa.int32(), nullable=False),  # the example's augmentation seed
+    pa.field("path", pa.string(), nullable=False),  # safetensors file, relative to the cache root
+    pa.field("width", pa.int32()),  # the clip's bucket in pixels
+    pa.field("height", pa.int32()),
+    pa.field("frames", pa.int32()),
+    pa.field("bytes", pa.int64()),
+], key="entry_id")
+
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
     pa.field("input", pa.string(), nullable=False),  # the input's id (stage 0: its uri)
@@ -169,6 +181,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "objects": OBJECTS,
     "faces": FACES,
     "samples": SAMPLES,
+    "latents": LATENTS,
     "errors": ERRORS,
     "ledger": LEDGER,
 }
