@@ -62,6 +62,14 @@ register(Role(
     loader="curation.clips.quality:load_aesthetic", tiny="curation.clips.quality:tiny_aesthetic",
     doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/clips/quality.py)"))
 register(Role(
+    name="grounding", default="IDEA-Research/grounding-dino-base",
+    loader="curation.objects.grounding:load_grounding", tiny="curation.objects.grounding:tiny_grounding",
+    doc="stage 2: open-vocabulary object boxes from the clip's labels (GroundingDINO, Eq. 11)"))
+register(Role(
+    name="segmenter", default="facebook/sam2.1-hiera-large",
+    loader="curation.objects.segment:load_segmenter", tiny="curation.objects.segment:tiny_segmenter",
+    doc="stage 2: object and face masks from boxes (SAM2 via transformers Sam2Model, Eq. 12)"))
+register(Role(
     name="face_analysis", default="buffalo_l",
     loader="curation.faces.detect:load_insightface", tiny="curation.faces.tiny_pack:tiny_insightface",
     doc="stage 3: InsightFace pack (SCRFD, ArcFace 512-d, 1k3d68 for pose): a name (buffalo_l, antelopev2) or its folder"))

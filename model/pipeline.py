@@ -148,7 +148,7 @@ class MagrefPipeline(DiffusionPipeline):
         for name, want in (("transformer", dtype), ("text_encoder", dtype),
                            ("vae", torch.float32), ("image_encoder", torch.float32)):
             module = getattr(pipe, name)
-            if module is None:
+            if module is None or module.device.type == "meta":  # a weightless placeholder stays
                 continue
             module.to(device)
             if module.dtype != want:  # from_pretrained(torch_dtype=) already kept fp32 parts
@@ -328,11 +328,13 @@ class MagrefPipeline(DiffusionPipeline):
         return video.permute(1, 2, 3, 0).cpu().numpy()
 
 
-def load_components(source: str, device: str | None = None,
-                    dtype: torch.dtype | None = None) -> MagrefPipeline:
+def load_components(source: str, device: str | None = None, dtype: torch.dtype | None = None,
+                    transformer: Any = None) -> MagrefPipeline:
     """The registry's loader for ``video_backbone``: a diffusers Wan I2V dir or hub id.
 
     ``dtype`` defaults to bf16 on GPU and fp32 on CPU; VAE and CLIP always load in fp32.
+    ``transformer`` replaces the one in ``source`` (``model.latents.load_encoders`` passes a
+    weightless placeholder, so the latent cache never loads 14B weights it does not use).
     """
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
     from transformers import CLIPVisionModel
@@ -347,6 +349,7 @@ def load_components(source: str, device: str | None = None,
                                                         dtype=torch.float32)
     except (OSError, ValueError):  # a T2V-style directory without an image encoder
         image_encoder = None
+    given = {} if transformer is None else {"transformer": transformer}
     wan = WanImageToVideoPipeline.from_pretrained(source, vae=vae, image_encoder=image_encoder,
-                                                  torch_dtype=dtype)
+                                                  torch_dtype=dtype, **given)
     return MagrefPipeline.from_components(wan.components, device=device, dtype=dtype)

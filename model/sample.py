@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint",
                    help="MAGREF safetensors file, or a folder: the release as shipped, or what "
                         "python -m model.convert_release wrote (always loaded with full coverage)")
+    p.add_argument("--lora", help="LoRA safetensors from model.train --lora-rank (adapters + magref.alpha)")
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--ref", action="append", default=[], help="reference image (1-8), repeatable")
     src.add_argument("--prompt-file", help="lines key@@prompt@@img1@@img2...")
@@ -292,6 +293,10 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     pipe = load("video_backbone", args.base, device="cpu" if low else device, dtype=dtype)
     if args.checkpoint:
         pipe.load_magref_checkpoint(args.checkpoint)
+    if args.lora:
+        from model.lora import load_lora
+
+        load_lora(args.lora, pipe.transformer, pipe.disentangler)
     if low:
         pipe.enable_low_memory(device)
     elif args.low_memory:
@@ -312,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SampleInputError(f"--drop-first {args.drop_first} must be below --frames {args.frames}")
         if args.checkpoint and not Path(args.checkpoint).exists():
             raise SampleInputError(f"checkpoint {args.checkpoint!r} does not exist")
+        if args.lora and not Path(args.lora).is_file():
+            raise SampleInputError(f"LoRA file {args.lora!r} does not exist")
         items = gather_jobs(args)
     except (SampleInputError, ConditioningError) as exc:
         print(f"error: {exc}", file=sys.stderr)

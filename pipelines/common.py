@@ -17,6 +17,10 @@ Rules the wiring keeps (see ``pipelines/ledger.py`` for the commit and the block
   the declaration, so a run's books agree on what a stage's inputs are.
 * **Pools.** A step's config owns its pool (``curation.operator``): a ``TaskPool`` step
   runs as Ray tasks, an ``ActorPool`` step on actors that load the model once.
+* **Frames before models.** A GPU step's frames are decoded by a ``FrameReader`` task
+  step in front of it. Ray fuses a task step into the next actor step only when their
+  remote args are equal, i.e. on CPU-only runs (where fusing saves a copy); once the
+  model step asks for GPUs the decode step stays a separate operator on CPU slots.
 * **Whole inputs.** An operator with ``whole_inputs = True`` is handed every row of each
   input in one call: rows are grouped to one row per input (list columns) in front of it
   and flattened back inside its worker, so ``batch_size`` counts inputs. This relies on
@@ -88,7 +92,8 @@ STAGES = (
     Stage("probe", "videos", "stage0_probe", None, "uri"),
     Stage("clips", "clips", "stage1_clips", "videos", "video_id",
           input_columns=("uri", "video_id", "num_frames", "width", "height"), roles=("aesthetic", "captioner")),
-    Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
+    Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("grounding", "segmenter", "captioner")),
     Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
           roles=("face_analysis", "face_dlib")),
     # Stage 4: variants and backgrounds per kept clip; identity pairs across clips (its

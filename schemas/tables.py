@@ -183,6 +183,18 @@ SAMPLES = _schema("samples", [
     pa.field("provenance", pa.string()),  # JSON: ids of every source row, models, seeds, dropped references
 ], key="sample_id", version="2")
 
+# One row per cached training example (pipelines/cache_latents.py): where its tensors are.
+LATENTS = _schema("latents", [
+    pa.field("entry_id", pa.string(), nullable=False),  # sample_id + "." + augmentation
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("augmentation", pa.int32(), nullable=False),  # the example's augmentation seed
+    pa.field("path", pa.string(), nullable=False),  # safetensors file, relative to the cache root
+    pa.field("width", pa.int32()),  # the clip's bucket in pixels
+    pa.field("height", pa.int32()),
+    pa.field("frames", pa.int32()),
+    pa.field("bytes", pa.int64()),
+], key="entry_id")
+
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
     pa.field("input", pa.string(), nullable=False),  # the input's id (stage 0: its uri)
@@ -212,6 +224,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "pairs": PAIRS,
     "cross_pairs": CROSS_PAIRS,
     "samples": SAMPLES,
+    "latents": LATENTS,
     "errors": ERRORS,
     "ledger": LEDGER,
 }

@@ -47,6 +47,7 @@ def test_demo_command_runs_offline_end_to_end(readme_demo):
 
     stages = available_stages()  # every stage whose script exists runs in the demo
     assert out.count("every input accounted for") == len(stages) and "books balance" in out
+    assert "== stage objects:" in out and "== stage pairs:" in out and "== stage samples:" in out
     run = RunDir.of(str(run_path))
     clips = run.read("clips").to_pylist()
     kept = [c for c in clips if c["status"] == "kept"]
