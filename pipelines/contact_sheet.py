@@ -37,7 +37,7 @@ h1{font-size:22px} h2{margin-top:32px;border-bottom:1px solid #ccc}
 .meta{color:#666;font-size:12px}
 .strip{display:flex;gap:2px;margin:8px 0;overflow-x:auto}
 .strip img{height:72px}
-.caption mark{background:#ffe08a;padding:0 2px;border-radius:3px}
+.caption{overflow-wrap:anywhere} .caption mark{background:#ffe08a;padding:0 2px;border-radius:3px}
 .refs{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0;padding:6px;border:1px solid #eee;border-radius:4px;background:#fcfcfc}
 figure .pair{display:flex;gap:4px;align-items:center}

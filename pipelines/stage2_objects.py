@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             ds = map_operator(ds, FrameReader, cfg.grounding.decode_pool, request=keyframe_request(cfg.grounding),
                               schema=CLIPS)
             ds = map_operator(ds, Grounder, cfg.grounding.pool, config=cfg.grounding,
-                              max_labels=cfg.labels.max_labels, models=job.models)
+                              max_labels=cfg.labels.max_labels, extra_labels=cfg.labels.extra, models=job.models)
             ds = map_operator(ds, Segmenter, cfg.segment.pool, config=cfg.segment, models=job.models)
             ds = map_operator(ds, ObjectReferences, cfg.references.pool, config=cfg.references,
                               morphology=cfg.morphology, filters=cfg.filters)

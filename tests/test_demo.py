@@ -42,7 +42,7 @@ def test_demo_command_runs_offline_end_to_end(readme_demo):
     result, run_path = readme_demo
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert re.search(r"== stage probe: 10 inputs", out) and "== stage clips:" in out and "== stage faces:" in out
+    assert re.search(r"== stage probe: 11 inputs", out) and "== stage clips:" in out and "== stage faces:" in out
     from pipelines.run_all import available_stages
 
     stages = available_stages()  # every stage whose script exists runs in the demo

@@ -34,6 +34,15 @@ def test_normalise_labels():
     assert normalise_labels(None, 8) == [] and normalise_labels([], 8) == []
 
 
+def test_extra_labels_follow_a_clips_own_within_the_limit():
+    from curation.objects.labels import clip_labels
+
+    assert clip_labels({"subjects": ["Dogs", "a ball"]}, 8, ["balls", "box"]) == ["dog", "ball", "box"]
+    assert clip_labels({"subjects": []}, 8, ["ball", "box"]) == ["ball", "box"]  # a clip without subjects
+    assert clip_labels({LABELS: ["cat"], "subjects": ["dog"]}, 2, ["box", "cup"]) == ["cat", "box"]
+    assert clip_labels({"subjects": ["dog"]}, 8) == ["dog"]
+
+
 def test_parse_label_answer():
     assert parse_label_answer('["woman", "dog"]', "c1") == ["woman", "dog"]
     assert parse_label_answer('```json\n["red car"]\n```', "c1") == ["red car"]

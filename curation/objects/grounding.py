@@ -25,7 +25,7 @@ mask), so a GPU actor spends no time in PIL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -247,10 +247,10 @@ class Grounder:
     """
 
     def __init__(self, config: GroundingConfig, max_labels: int = 8, models: Any = None, device: str | None = None,
-                 model: GroundingModel | None = None):
+                 model: GroundingModel | None = None, extra_labels: Iterable[str] = ()):
         from curation.models import load
 
-        self.config, self.max_labels = config, max_labels
+        self.config, self.max_labels, self.extra_labels = config, max_labels, list(extra_labels)
         self.grounding = model or load("grounding", models, device=device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -264,7 +264,7 @@ class Grounder:
         labels_per_clip = []
         for position, row in enumerate(live.select([c for c in ("subjects", LABELS, FRAMES)
                                                     if c in live.column_names]).to_pylist()):
-            labels = clip_labels(row, self.max_labels)
+            labels = clip_labels(row, self.max_labels, self.extra_labels)
             labels_per_clip.append(labels)
             if not labels:
                 continue  # nothing to look for: the clip ends with no objects

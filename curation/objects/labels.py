@@ -65,6 +65,7 @@ class MalformedLabelAnswer(ValueError):
 class LabelsConfig:
     max_labels: int = 8  # GroundingDINO's query holds every label of a clip (+ "human face")
     from_caption: bool = False  # ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects
+    extra: list[str] = field(default_factory=list)  # looked for in every clip after its own labels (a corpus's known things)
     max_new_tokens: int = 64  # answer length cap (greedy decoding)
     prompt: str = LABEL_PROMPT  # the instruction; {caption} and {max_labels} are filled in
     # batch_size = captions per generate call; one GPU per actor when the cluster has GPUs
@@ -133,11 +134,11 @@ def parse_label_answer(text: str, clip: str) -> list[str]:
     return value
 
 
-def clip_labels(row: dict[str, Any], limit: int) -> list[str]:
-    """The labels a clip row carries: the label pass's, else its normalised ``subjects``."""
-    if row.get(LABELS) is not None:
-        return list(row[LABELS])[:limit]
-    return normalise_labels(row.get("subjects"), limit)
+def clip_labels(row: dict[str, Any], limit: int, extra: Iterable[str] = ()) -> list[str]:
+    """The labels a clip row carries (the label pass's, else its normalised ``subjects``),
+    then ``extra`` ones it does not have yet, at most ``limit`` in all."""
+    own = list(row[LABELS]) if row.get(LABELS) is not None else normalise_labels(row.get("subjects"), limit)
+    return normalise_labels([*own, *extra], limit)
 
 
 def text_chat(prompt: str) -> str:
