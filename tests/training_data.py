@@ -51,9 +51,10 @@ def sample_row(sample_id: str, uri: str, frames: list[np.ndarray], fps: float = 
 
 
 def write_samples(path: Path, rows: list[dict[str, Any]]) -> Path:
-    from schemas import write_table
+    from schemas import schema_for, write_table
 
-    write_table(pa.Table.from_pylist(rows), str(path), "samples")
+    # Built on the schema: columns a row leaves out (start_s, variant sources, ...) are null.
+    write_table(pa.Table.from_pylist(rows, schema=schema_for("samples")), str(path), "samples")
     return path
 
 
