@@ -137,12 +137,14 @@ def window_times(num_source: int, source_fps: float, fps: float, count: int,
 
 
 def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataConfig,
-              rng: np.random.Generator, sample_id: str) -> np.ndarray:
+              rng: np.random.Generator, sample_id: str, start_s: float | None = None,
+              end_s: float | None = None) -> np.ndarray:
     """uint8 [F, H, W, 3]: the clip at ``config.fps``, covered and centre-cropped to its bucket.
 
     Frames are chosen by presentation time (``curation.frames.at_times``): frame i is the one
-    on screen at ``start + offset + i / fps``. A samples row carries frame numbers, not pts,
-    so the clip's start in seconds is ``start_frame / fps`` (exact on constant-rate video).
+    on screen at ``start + offset + i / fps``. The clip's start and end in seconds are the
+    row's ``start_s``/``end_s`` (the decoder's pts, right on variable-frame-rate video); rows
+    without them fall back to ``start_frame / fps`` (exact on constant-rate video only).
     """
     from curation.frames import TIME_EPS, at_times, read_clip_frames
 
@@ -152,7 +154,9 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
         raise BadRecord("too_short", sample_id,
                         f"frames [{start}, {end}) of {uri!r} give {count} frames at {config.fps} fps, "
                         f"fewer than min_frames={config.min_frames}")
-    times = start / source_fps + window_times(end - start, source_fps, config.fps, count, rng)
+    start_s = start / source_fps if start_s is None else float(start_s)
+    end_s = end / source_fps if end_s is None else float(end_s)
+    times = start_s + window_times(end - start, source_fps, config.fps, count, rng)
     bucket: list[tuple[int, int]] = []
 
     def size(width: int, height: int) -> tuple[int, int]:
@@ -160,8 +164,8 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
         return cover_size(width, height, bucket[0])
 
     try:
-        clip = read_clip_frames(uri, start, end, start / source_fps, end / source_fps,
-                                at_times(times, size=size))
+        clip = read_clip_frames(uri, start, end, start_s, end_s, at_times(np.minimum(times, end_s - TIME_EPS),
+                                                                              size=size))
     except FileNotFoundError as exc:
         raise BadRecord("missing_video", sample_id, f"video {uri!r} does not exist ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any demux/decoder failure is this record's problem
@@ -218,7 +222,8 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
         refs = [refs[i] for i in keep]
     images = [_png(r.image, sample_id, f"{r.kind} reference {i}") for i, r in enumerate(refs)]
     canvas_rng = np.random.default_rng(rng.integers(1 << 62)) if config.shuffle_refs else None
-    frames = read_clip(row["uri"], start, end, row.get("fps"), config, rng, sample_id)
+    frames = read_clip(row["uri"], start, end, row.get("fps"), config, rng, sample_id,
+                       row.get("start_s"), row.get("end_s"))
     height, width = frames.shape[1:3]
     canvas = compose_canvas(images, height, width, rng=canvas_rng)
     prompt = "" if drop_caption else (row.get("caption") or "")

@@ -226,3 +226,27 @@ def test_buckets_never_mix_in_a_batch(tmp_path: Path, tokenizer) -> None:
     for _ in range(6):
         batch = next(it)
         assert len({e.bucket for e in batch}) == 1 and len(batch) == 2
+
+
+def test_vfr_clips_are_read_at_their_presentation_times(tmp_path: Path) -> None:
+    """start_s/end_s (the decoder's pts) place the window; frame numbers / fps would not on VFR."""
+    import av
+
+    from curation import synthetic
+    from model.data import read_clip
+
+    durations = [40, 20, 60, 33, 100, 10, 40, 25, 75, 41] * 4
+    uri = str(synthetic.vfr_video(tmp_path / "vfr.mp4", durations, height=48, width=64))
+    with av.open(uri) as container:
+        stream = container.streams.video[0]
+        decoded = [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+    start, end = 10, 30
+    start_s, end_s = decoded[start][0], decoded[end][0]
+    config = DataConfig(num_frames=5, min_frames=5, fps=8.0, buckets=((64, 48),))
+    frames = read_clip(uri, start, end, 30.0, config, np.random.default_rng(0), "s", start_s, end_s)
+    times = [t for t, _ in decoded]
+    for image in frames:  # every training frame is one of the clip's own frames, none from outside it
+        matches = [n for n in range(len(decoded)) if np.array_equal(decoded[n][1], image)]
+        assert matches and all(start <= n < end for n in matches), matches
+    assert start / 30.0 < times[start - 1]  # a frame-number guess at 30 fps would start a frame early
+    assert times[start] == start_s
