@@ -1,0 +1,404 @@
+"""Shot boundaries as frame *ranges*, found while the video streams past (MAGREF Appendix B.1).
+
+MAGREF trains on single-shot clips, so a clip must hold no frame of a transition: not the
+cut, and not one frame of a fade or a dissolve. A detector that reports only a cut point is
+not enough for gradual transitions: trimming needs every frame of the transition. So every
+detector here ends in ``Boundary(start, end, kind)``: frames ``[start, end)`` belong to no
+shot (``start == end`` is a hard cut before frame ``end``).
+
+Two families feed the same stream (``BoundaryStream``):
+
+* ``ClassicalBoundaries`` (CPU, costs a fraction of a decode): PySceneDetect's detectors
+  (cut points) plus our *gradual* detector, the total-variation distance between colour
+  histograms ``gradual_seconds`` before and after each frame (histograms ignore camera
+  motion, which fools frame differences; a dissolve or a fade moves them far). Each
+  candidate's extent comes from ``ramp_extent``: frames are projected on the line from the
+  last stable frame before to the first stable frame after, and the ramp of that projection
+  (0 in the old shot, 1 in the new) is where the transition is.
+* ``TransNetBoundaries`` (``curation/clips/transnet.py``): TransNetV2, whose second head
+  marks every frame of a transition.
+
+Blank frames (near-uniform: the luma's standard deviation under ``blank_max_std``) are
+found the same way for both. A fade through black is fade out + blank run + fade in, one
+``transition``; a blank run with no fade around it is ``blank``.
+
+Streaming: each stream says up to which frame its output is final (``horizon``); nothing
+it reports later starts before that frame. The scan closes clips up to the horizon, which
+is what bounds its memory (``curation/clips/scan.py``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+CUT, TRANSITION, BLANK = "cut", "transition", "blank"
+THUMB = (48, 27)  # width, height: TransNetV2's input size, and enough for histograms and ramps
+PYSCENEDETECT = ("adaptive", "content", "hash", "histogram")
+GRADUAL = "gradual"
+CLASSICAL = (*PYSCENEDETECT, GRADUAL)
+
+
+@dataclass(frozen=True, order=True)
+class Boundary:
+    """Frames ``[start, end)`` belong to no shot; ``start == end``: a hard cut before ``end``."""
+
+    start: int
+    end: int
+    kind: str  # CUT, TRANSITION or BLANK
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The detector settings a stream needs, in frames (from the config's seconds and the fps)."""
+
+    classical: tuple[str, ...] = ("adaptive", GRADUAL)
+    gradual_frames: int = 12  # K: histograms K frames before and after a frame are compared
+    gradual_threshold: float = 0.3  # total-variation distance (0-1) that starts a candidate
+    blank_max_std: float = 5.0
+    max_transition_frames: int = 96  # a longer stretch of change is cut into pieces this long
+    merge_gap: int = 4  # boundaries this close are one (the frames between would be trimmed anyway)
+    adaptive_threshold: float = 3.0
+    min_content_val: float = 15.0
+    content_threshold: float = 27.0
+    min_scene_frames: int = 8
+
+    def pyscenedetect(self) -> list:
+        """PySceneDetect detectors named in ``classical`` (cut points only)."""
+        import scenedetect as sd
+
+        made = []
+        for name in self.classical:
+            if name == "adaptive":
+                made.append(sd.AdaptiveDetector(adaptive_threshold=self.adaptive_threshold,
+                                                min_content_val=self.min_content_val,
+                                                min_scene_len=self.min_scene_frames))
+            elif name == "content":
+                made.append(sd.ContentDetector(threshold=self.content_threshold, min_scene_len=self.min_scene_frames))
+            elif name == "hash":
+                made.append(sd.HashDetector(min_scene_len=self.min_scene_frames))
+            elif name == "histogram":
+                made.append(sd.HistogramDetector(min_scene_len=self.min_scene_frames))
+        return made
+
+
+# ---------------------------------------------------------------------------
+# Per-frame features, kept for a bounded window of recent frames.
+# ---------------------------------------------------------------------------
+
+def thumbnail(bgr: np.ndarray) -> np.ndarray:
+    """The 48x27 BGR frame every detector here works on (area-averaged: grain averages out)."""
+    return cv2.resize(bgr, THUMB, interpolation=cv2.INTER_AREA)
+
+
+def colour_histogram(thumb: np.ndarray) -> np.ndarray:
+    """512-bin joint colour histogram (3 bits per channel), normalised to sum 1."""
+    q = thumb >> 5
+    index = (q[..., 0].astype(np.int32) << 6) | (q[..., 1].astype(np.int32) << 3) | q[..., 2]
+    return np.bincount(index.ravel(), minlength=512).astype(np.float32) / index.size
+
+
+class History:
+    """Features of the last ``capacity`` frames by frame number (the only per-frame memory)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.first = 0  # frame number of thumbs[0]
+        self.thumbs: deque[np.ndarray] = deque()
+        self.blank: deque[bool] = deque()
+
+    def add(self, thumb: np.ndarray, blank: bool) -> None:
+        self.thumbs.append(thumb)
+        self.blank.append(blank)
+        while len(self.thumbs) > self.capacity:
+            self.thumbs.popleft()
+            self.blank.popleft()
+            self.first += 1
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.thumbs)
+
+    def vectors(self, lo: int, hi: int) -> np.ndarray:
+        lo, hi = max(lo, self.first), min(hi, self.end)
+        return np.stack([self.thumbs[i - self.first] for i in range(lo, hi)]).reshape(hi - lo, -1).astype(np.float32)
+
+    def blank_runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        lo, hi = max(lo, self.first), min(hi, self.end)
+        runs, start = [], None
+        for i in range(lo, hi):
+            if self.blank[i - self.first]:
+                start = i if start is None else start
+            elif start is not None:
+                runs.append((start, i))
+                start = None
+        if start is not None:
+            runs.append((start, hi))
+        return runs
+
+
+# ---------------------------------------------------------------------------
+# Extents: where exactly a transition starts and ends.
+# ---------------------------------------------------------------------------
+
+RAMP_LOW, RAMP_HIGH = 0.1, 0.9
+
+
+def ramp_extent(frames: np.ndarray, first: int, before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
+    """``[start, end)`` of the change from ``before`` to ``after`` inside ``frames`` (numbered from ``first``).
+
+    Each frame is projected on the line from ``before`` to ``after`` (0: looks like the old
+    shot, 1: like the new one). A dissolve or a fade is a ramp of that projection; its ends are
+    found by extending the line fitted through the ramp's middle (0.2-0.8) to 0 and 1, so a
+    slow start that noise hides still counts. No frame in between: a hard cut at the first
+    frame past 0.5.
+    """
+    direction = after - before
+    norm = float(direction @ direction)
+    if norm < 1e-6:
+        return first, first
+    alpha = (frames - before) @ direction / norm
+    middle = np.flatnonzero((alpha > RAMP_LOW) & (alpha < RAMP_HIGH))
+    if not len(middle):
+        past = np.flatnonzero(alpha >= 0.5)
+        at = first + (int(past[0]) if len(past) else len(alpha))
+        return at, at
+    start, end = first + int(middle[0]), first + int(middle[-1]) + 1
+    core = np.flatnonzero((alpha >= 0.2) & (alpha <= 0.8))
+    if len(core) >= 2 and core[-1] > core[0]:
+        slope, offset = np.polyfit(core.astype(np.float64), alpha[core].astype(np.float64), 1)
+        if slope > 0:
+            start = min(start, first + int(np.floor(-offset / slope)) + 1)
+            end = max(end, first + int(np.ceil((1 - offset) / slope)))
+    return max(start, first), min(end, first + len(alpha))
+
+
+def transition_extent(history: History, lo: int, hi: int, s0: int, e0: int, margin: int,
+                      reach: int) -> tuple[int, int]:
+    """Extent of the transition near ``[s0, e0)`` using only frames in ``[lo, hi)``.
+
+    With blank frames within ``reach`` of it (a fade through black or white, a cut to
+    black) the old shot ramps *into* the blank frames and the new one *out of* them;
+    otherwise the ramp runs from the old shot to the new one, with references ``margin``
+    frames outside the current estimate, refined until it settles (camera motion makes far
+    references less alike).
+    """
+    lo, hi = max(lo, history.first), min(hi, history.end)
+    if hi - lo < 2:
+        return s0, e0
+    runs = history.blank_runs(max(lo, s0 - reach), min(hi, e0 + reach))
+    if runs:
+        p, q = runs[0][0], runs[-1][1]
+        blank = history.vectors(p, q).mean(0)
+        start, end = p, q
+        if p - lo >= 2:
+            before = history.vectors(lo, p)
+            start = min(p, ramp_extent(before, lo, before[:margin].mean(0), blank)[0])
+        if hi - q >= 2:
+            after = history.vectors(q, hi)
+            end = max(q, ramp_extent(after, q, blank, after[-margin:].mean(0))[1])
+        return start, end
+    start, end = s0, e0
+    for _ in range(4):
+        a, b = max(lo, start - 2 * margin), min(hi, end + 2 * margin)
+        if b - a < 2:
+            break
+        frames = history.vectors(a, b)
+        found = ramp_extent(frames, a, frames[:margin].mean(0), frames[-margin:].mean(0))
+        if found == (start, end):
+            break
+        start, end = found
+    return start, end
+
+
+# ---------------------------------------------------------------------------
+# The stream: frames in, final boundaries out.
+# ---------------------------------------------------------------------------
+
+class BoundaryStream:
+    """Shared by every detector: blank runs, merging, and the horizon.
+
+    Subclasses look at each frame in ``_detect``, add candidate ranges with ``_candidate``,
+    settle what is open in ``_flush`` and say in ``_open_from`` how far back a candidate
+    they have not added yet may start.
+    """
+
+    def __init__(self, detection: Detection, capacity: int):
+        self.detection = detection
+        self.history = History(capacity)
+        self.frames = 0  # frames pushed so far
+        self.finished = False
+        self._candidates: list[tuple[int, int, bool]] = []  # (start, end, gradual)
+        self._blank_from: int | None = None  # first frame of the blank run going on
+        self._published = 0  # nothing reported later starts before this
+
+    def _detect(self, n: int, bgr: np.ndarray, thumb: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        pass
+
+    def _open_from(self) -> int:
+        return self.frames
+
+    def push(self, n: int, bgr: np.ndarray) -> None:
+        """The next frame (``n`` counts from 0), as the small BGR image the scan makes."""
+        thumb = thumbnail(bgr)
+        blank = float(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).std()) < self.detection.blank_max_std
+        self.history.add(thumb, blank)
+        self.frames = n + 1
+        if blank and self._blank_from is None:
+            self._blank_from = n
+        elif not blank and self._blank_from is not None:
+            self._candidate(self._blank_from, n, gradual=False)  # a flash frame, a cut to black and back
+            self._blank_from = None
+        self._detect(n, bgr, thumb)
+
+    def finish(self) -> None:
+        if self._blank_from is not None:
+            self._candidate(self._blank_from, self.frames, gradual=False)
+            self._blank_from = None
+        self._flush()
+        self.finished = True
+
+    @property
+    def horizon(self) -> int:
+        """Every boundary not reported yet starts at or after this frame."""
+        if self.finished:
+            return self.frames
+        limit = self._open_from()
+        if self._blank_from is not None:
+            limit = min(limit, self._blank_from)
+        return max(self._published, min(limit, self.frames))
+
+    def pop(self) -> list[Boundary]:
+        """Boundaries that are final now, in order, never overlapping."""
+        horizon = self.horizon
+        out, keep = [], []
+        for start, end, gradual in _merge(sorted(self._candidates), self.detection.merge_gap):
+            if self.finished or end + self.detection.merge_gap < horizon:
+                start = max(start, self._published)
+                out.append(Boundary(start, max(start, end), self._kind(start, end, gradual)))
+                self._published = out[-1].end
+            else:
+                keep.append((start, end, gradual))
+        self._candidates = keep
+        return out
+
+    def _kind(self, start: int, end: int, gradual: bool) -> str:
+        if end <= start:
+            return CUT
+        blank = sum(e - s for s, e in self.history.blank_runs(start, end))
+        return TRANSITION if gradual and blank < end - start else BLANK
+
+    def _candidate(self, start: int, end: int, gradual: bool) -> None:
+        self._candidates.append((max(start, self._published), max(end, self._published), gradual))
+
+
+def _merge(ranges: Iterable[tuple[int, int, bool]], gap: int) -> list[tuple[int, int, bool]]:
+    out: list[list] = []
+    for start, end, gradual in ranges:
+        if out and start <= out[-1][1] + gap:
+            out[-1][1] = max(out[-1][1], end)
+            out[-1][2] = out[-1][2] or gradual
+        else:
+            out.append([start, end, gradual])
+    return [(s, e, g) for s, e, g in out]
+
+
+class ClassicalBoundaries(BoundaryStream):
+    """PySceneDetect's cut detectors and the lagged colour-histogram detector, on CPU."""
+
+    def __init__(self, detection: Detection, fps: float):
+        from scenedetect.common import FrameTimecode
+
+        k = detection.gradual_frames
+        super().__init__(detection, capacity=detection.max_transition_frames + 6 * k + 16)
+        self._timecode = lambda n: FrameTimecode(n, fps=float(fps))
+        self.detectors = detection.pyscenedetect()
+        self.gradual = GRADUAL in detection.classical
+        self.k = k
+        self.margin = max(2, k // 4)
+        self._hists: deque[np.ndarray] = deque(maxlen=2 * k + 1)
+        self._region: list[int] | None = None  # [first, last] frame whose histogram change is high
+        self._waiting: list[tuple[int, int, int, int, bool]] = []  # (ready at frame, s0, e0, lo, cut)
+        self._recent: deque[tuple[int, int]] = deque(maxlen=8)  # extents of the last regions
+        self._cut_lag = detection.min_scene_frames + 4  # PySceneDetect reports a cut this late at most
+        self._input_done = False
+
+    def _detect(self, n: int, bgr: np.ndarray, thumb: np.ndarray) -> None:
+        for detector in self.detectors:
+            for cut in detector.process_frame(self._timecode(n), bgr):
+                self._wait_for(cut.frame_num)
+        if self.gradual:
+            self._hists.append(colour_histogram(thumb))
+            if len(self._hists) == self._hists.maxlen:
+                t = n - self.k
+                change = 0.5 * float(np.abs(self._hists[-1] - self._hists[0]).sum())
+                if change > self.detection.gradual_threshold:
+                    self._region = [t, t] if self._region is None else [self._region[0], t]
+                    if t - self._region[0] > self.detection.max_transition_frames + 2 * self.k:
+                        self._candidate(self._region[0] + self.k, t, gradual=True)  # strobe, rapid cuts
+                        self._region = None
+                elif self._region is not None:
+                    self._close_region()
+        self._estimate()
+
+    def _wait_for(self, cut: int) -> None:
+        self._waiting.append((cut + 2 * self.k, cut, cut, cut - 2 * self.k, True))
+
+    def _close_region(self) -> None:
+        r0, r1 = self._region
+        self._region = None
+        centre = (r0 + r1) // 2
+        s0, e0 = min(r0 + self.k, centre), max(r1 - self.k + 1, centre)
+        # the first frame with a histogram change to look at is k: a region starting there may
+        # have started before it (a fade in from black at the start of the video)
+        self._waiting.append((r1 + self.k + 1, s0, e0, 0 if r0 <= self.k else r0, False))
+
+    def _estimate(self) -> None:
+        """Extents of the candidates whose frames have all arrived. A cut point that a histogram
+        region covers is left to the region: its references see the whole transition."""
+        still = []
+        regions = [(lo, e0 + self.k) for _, _, e0, lo, cut in self._waiting if not cut]
+        if self._region is not None:
+            regions.append((self._region[0], self.frames))
+        for item in sorted(self._waiting, key=lambda w: w[4]):  # regions first
+            ready, s0, e0, lo, cut = item
+            if ready > self.frames - 1 and not self._input_done:
+                still.append(item)
+                continue
+            near = self.detection.merge_gap
+            if cut and any(a - near <= s0 <= b + near for a, b in [*regions, *self._recent]):
+                if self._region is not None and self._region[0] <= s0 + near and not self._input_done:
+                    still.append(item)  # the region is still growing: decide when it closes
+                continue
+            hi = min(self.frames, e0 + 2 * self.k + 1)
+            start, end = transition_extent(self.history, max(lo, self._published), hi, s0, e0,
+                                           self.margin, self.k)
+            if not cut:
+                self._recent.append((start, end))
+                regions = [r for r in regions if r[0] != lo]
+            self._candidate(start, end, gradual=end > start)
+        self._waiting = still
+
+    def _flush(self) -> None:
+        for detector in self.detectors:
+            for cut in detector.post_process(self._timecode(max(self.frames - 1, 0))):
+                self._wait_for(cut.frame_num)
+        if self._region is not None:
+            self._close_region()
+        self._input_done = True
+        self._estimate()
+
+    def _open_from(self) -> int:
+        limit = self.frames - self.k - self._cut_lag - 2 * self.k
+        if self._region is not None:
+            limit = min(limit, self._region[0])
+        for _, _, _, lo, _ in self._waiting:
+            limit = min(limit, lo)
+        return limit
