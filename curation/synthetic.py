@@ -41,8 +41,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
 
 
 def vfr_video(path: str | os.PathLike, durations_ms: Sequence[int], height: int = 96, width: int = 128,
-              seed: int = 0) -> Path:
-    """A variable-frame-rate video: frame i is shown for ``durations_ms[i]`` milliseconds.
+              seed: int = 0, cuts: Sequence[int] = ()) -> Path:
+    """A variable-frame-rate video: frame i is shown for ``durations_ms[i]`` milliseconds
+    (hard cuts before the frame numbers ``cuts``).
 
     Every frame differs (a moving square and the frame number in its pixels), so a reader
     that picks the wrong frame is caught. Timestamps are in a 1/1000 s time base, as phone
@@ -52,7 +53,7 @@ def vfr_video(path: str | os.PathLike, durations_ms: Sequence[int], height: int 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = list(scene_frames(len(durations_ms), [], height=height, width=width, seed=seed))
+    frames = list(scene_frames(len(durations_ms), cuts, height=height, width=width, seed=seed))
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=1000 // max(1, min(durations_ms)))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

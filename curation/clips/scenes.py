@@ -227,7 +227,9 @@ class ClipSplitter:
                  device: str | None = None):
         from curation.models import load, pick_device
 
-        self.config = config.resolved(pick_device(device).startswith("cuda"))
+        if config.detector == AUTO:  # used outside a job, which resolves it from the cluster
+            config = config.resolved(pick_device(device).startswith("cuda"))
+        self.config = config
         self.quality = quality
         self.model = load("shot_boundaries", models, device=device) if self.config.detector == TRANSNET else None
 

@@ -109,13 +109,16 @@ class History:
         self.capacity = capacity
         self.first = 0  # frame number of thumbs[0]
         self.thumbs: deque[np.ndarray] = deque()
+        self.contrast: deque[float] = deque()  # the luma's standard deviation
         self.blank: deque[bool] = deque()
 
-    def add(self, thumb: np.ndarray, blank: bool) -> None:
+    def add(self, thumb: np.ndarray, contrast: float, blank: bool) -> None:
         self.thumbs.append(thumb)
+        self.contrast.append(contrast)
         self.blank.append(blank)
         while len(self.thumbs) > self.capacity:
             self.thumbs.popleft()
+            self.contrast.popleft()
             self.blank.popleft()
             self.first += 1
 
@@ -126,6 +129,10 @@ class History:
     def vectors(self, lo: int, hi: int) -> np.ndarray:
         lo, hi = max(lo, self.first), min(hi, self.end)
         return np.stack([self.thumbs[i - self.first] for i in range(lo, hi)]).reshape(hi - lo, -1).astype(np.float32)
+
+    def contrasts(self, lo: int, hi: int) -> np.ndarray:
+        lo, hi = max(lo, self.first), min(hi, self.end)
+        return np.asarray([self.contrast[i - self.first] for i in range(lo, hi)], np.float32)[:, None]
 
     def blank_runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
         lo, hi = max(lo, self.first), min(hi, self.end)
@@ -152,55 +159,64 @@ def ramp_extent(frames: np.ndarray, first: int, before: np.ndarray, after: np.nd
     """``[start, end)`` of the change from ``before`` to ``after`` inside ``frames`` (numbered from ``first``).
 
     Each frame is projected on the line from ``before`` to ``after`` (0: looks like the old
-    shot, 1: like the new one). A dissolve or a fade is a ramp of that projection; its ends are
-    found by extending the line fitted through the ramp's middle (0.2-0.8) to 0 and 1, so a
-    slow start that noise hides still counts. No frame in between: a hard cut at the first
-    frame past 0.5.
+    shot, 1: like the new one). A dissolve or a fade is a ramp of that projection: the
+    frames on either side of its first crossing of 0.5 down to 0.1 and up to 0.9, widened
+    to where the line fitted through the ramp's middle (0.2-0.8) meets 0 and 1, so a slow
+    start that noise hides still counts. Nothing in between: a hard cut at the crossing.
     """
     direction = after - before
     norm = float(direction @ direction)
     if norm < 1e-6:
         return first, first
     alpha = (frames - before) @ direction / norm
-    middle = np.flatnonzero((alpha > RAMP_LOW) & (alpha < RAMP_HIGH))
-    if not len(middle):
-        past = np.flatnonzero(alpha >= 0.5)
-        at = first + (int(past[0]) if len(past) else len(alpha))
-        return at, at
-    start, end = first + int(middle[0]), first + int(middle[-1]) + 1
-    core = np.flatnonzero((alpha >= 0.2) & (alpha <= 0.8))
-    if len(core) >= 2 and core[-1] > core[0]:
-        slope, offset = np.polyfit(core.astype(np.float64), alpha[core].astype(np.float64), 1)
+    past = np.flatnonzero(alpha >= 0.5)
+    if not len(past):
+        return first + len(alpha), first + len(alpha)
+    cross = int(past[0])
+    low = cross
+    while low > 0 and alpha[low - 1] > RAMP_LOW:
+        low -= 1
+    high = cross
+    while high < len(alpha) and alpha[high] < RAMP_HIGH:
+        high += 1
+    if high - low <= 1 and alpha[cross] >= RAMP_HIGH and (cross == 0 or alpha[cross - 1] <= RAMP_LOW):
+        return first + cross, first + cross
+    core = [i for i in range(low, high) if 0.2 <= alpha[i] <= 0.8]
+    start, end = low, max(high, cross + 1)
+    if len(core) >= 2:
+        slope, offset = np.polyfit(np.asarray(core, np.float64), alpha[core].astype(np.float64), 1)
         if slope > 0:
-            start = min(start, first + int(np.floor(-offset / slope)) + 1)
-            end = max(end, first + int(np.ceil((1 - offset) / slope)))
-    return max(start, first), min(end, first + len(alpha))
+            start = min(start, int(np.floor(-offset / slope)) + 1)
+            end = max(end, int(np.ceil((1 - offset) / slope)))
+    return first + max(start, 0), first + min(end, len(alpha))
 
 
 def transition_extent(history: History, lo: int, hi: int, s0: int, e0: int, margin: int,
-                      reach: int) -> tuple[int, int]:
+                      seen: tuple[int, int]) -> tuple[int, int]:
     """Extent of the transition near ``[s0, e0)`` using only frames in ``[lo, hi)``.
 
-    With blank frames within ``reach`` of it (a fade through black or white, a cut to
-    black) the old shot ramps *into* the blank frames and the new one *out of* them;
-    otherwise the ramp runs from the old shot to the new one, with references ``margin``
-    frames outside the current estimate, refined until it settles (camera motion makes far
-    references less alike).
+    With blank frames among the frames the detector compared (``seen``: a fade through black or white, a cut to
+    black) the old shot fades *into* the blank frames and the new one *out of* them: a fade
+    scales the picture's contrast, so the ramp is that of the luma's standard deviation,
+    which camera motion hardly moves. Otherwise the ramp runs from the old shot's frames to
+    the new one's, with references ``margin`` frames outside the current estimate, refined
+    until it settles (camera motion makes far references less alike).
     """
     lo, hi = max(lo, history.first), min(hi, history.end)
     if hi - lo < 2:
         return s0, e0
-    runs = history.blank_runs(max(lo, s0 - reach), min(hi, e0 + reach))
+    runs = history.blank_runs(*seen)
     if runs:
         p, q = runs[0][0], runs[-1][1]
-        blank = history.vectors(p, q).mean(0)
+        lo, hi = min(lo, p), max(hi, q)
+        flat = np.median(history.contrasts(p, q), axis=0)
         start, end = p, q
         if p - lo >= 2:
-            before = history.vectors(lo, p)
-            start = min(p, ramp_extent(before, lo, before[:margin].mean(0), blank)[0])
+            before = history.contrasts(lo, p)
+            start = min(p, ramp_extent(before, lo, np.median(before[:2 * margin], axis=0), flat)[0])
         if hi - q >= 2:
-            after = history.vectors(q, hi)
-            end = max(q, ramp_extent(after, q, blank, after[-margin:].mean(0))[1])
+            after = history.contrasts(q, hi)
+            end = max(q, ramp_extent(after, q, flat, np.median(after[-2 * margin:], axis=0))[1])
         return start, end
     start, end = s0, e0
     for _ in range(4):
@@ -232,7 +248,7 @@ class BoundaryStream:
         self.history = History(capacity)
         self.frames = 0  # frames pushed so far
         self.finished = False
-        self._candidates: list[tuple[int, int, bool]] = []  # (start, end, gradual)
+        self._candidates: list[tuple[int, int]] = []  # frame ranges, not merged yet
         self._blank_from: int | None = None  # first frame of the blank run going on
         self._published = 0  # nothing reported later starts before this
 
@@ -248,19 +264,20 @@ class BoundaryStream:
     def push(self, n: int, bgr: np.ndarray) -> None:
         """The next frame (``n`` counts from 0), as the small BGR image the scan makes."""
         thumb = thumbnail(bgr)
-        blank = float(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).std()) < self.detection.blank_max_std
-        self.history.add(thumb, blank)
+        contrast = float(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).std())
+        blank = contrast < self.detection.blank_max_std
+        self.history.add(thumb, contrast, blank)
         self.frames = n + 1
         if blank and self._blank_from is None:
             self._blank_from = n
         elif not blank and self._blank_from is not None:
-            self._candidate(self._blank_from, n, gradual=False)  # a flash frame, a cut to black and back
+            self._candidate(self._blank_from, n)  # a flash frame, a cut to black and back
             self._blank_from = None
         self._detect(n, bgr, thumb)
 
     def finish(self) -> None:
         if self._blank_from is not None:
-            self._candidate(self._blank_from, self.frames, gradual=False)
+            self._candidate(self._blank_from, self.frames)
             self._blank_from = None
         self._flush()
         self.finished = True
@@ -279,35 +296,38 @@ class BoundaryStream:
         """Boundaries that are final now, in order, never overlapping."""
         horizon = self.horizon
         out, keep = [], []
-        for start, end, gradual in _merge(sorted(self._candidates), self.detection.merge_gap):
+        for start, end in _merge(sorted(self._candidates), self.detection.merge_gap):
             if self.finished or end + self.detection.merge_gap < horizon:
                 start = max(start, self._published)
-                out.append(Boundary(start, max(start, end), self._kind(start, end, gradual)))
+                out.append(Boundary(start, max(start, end), self._kind(start, end)))
                 self._published = out[-1].end
             else:
-                keep.append((start, end, gradual))
+                keep.append((start, end))
         self._candidates = keep
         return out
 
-    def _kind(self, start: int, end: int, gradual: bool) -> str:
+    def _kind(self, start: int, end: int) -> str:
+        """``cut`` (no frame), ``blank`` (blank frames but for what a merge bridges: a cut to
+        black and back, a black flash), else ``transition`` (a fade, a dissolve, a fade
+        out + black + fade in)."""
         if end <= start:
             return CUT
         blank = sum(e - s for s, e in self.history.blank_runs(start, end))
-        return TRANSITION if gradual and blank < end - start else BLANK
+        return BLANK if end - start - blank <= self.detection.merge_gap else TRANSITION
 
-    def _candidate(self, start: int, end: int, gradual: bool) -> None:
-        self._candidates.append((max(start, self._published), max(end, self._published), gradual))
+    def _candidate(self, start: int, end: int) -> None:
+        if end >= self._published:  # what is published is final; a range inside it adds nothing
+            self._candidates.append((max(start, self._published), end))
 
 
-def _merge(ranges: Iterable[tuple[int, int, bool]], gap: int) -> list[tuple[int, int, bool]]:
-    out: list[list] = []
-    for start, end, gradual in ranges:
+def _merge(ranges: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for start, end in ranges:
         if out and start <= out[-1][1] + gap:
             out[-1][1] = max(out[-1][1], end)
-            out[-1][2] = out[-1][2] or gradual
         else:
-            out.append([start, end, gradual])
-    return [(s, e, g) for s, e, g in out]
+            out.append([start, end])
+    return [(s, e) for s, e in out]
 
 
 class ClassicalBoundaries(BoundaryStream):
@@ -325,7 +345,8 @@ class ClassicalBoundaries(BoundaryStream):
         self.margin = max(2, k // 4)
         self._hists: deque[np.ndarray] = deque(maxlen=2 * k + 1)
         self._region: list[int] | None = None  # [first, last] frame whose histogram change is high
-        self._waiting: list[tuple[int, int, int, int, bool]] = []  # (ready at frame, s0, e0, lo, cut)
+        # (ready at frame, s0, e0, lo, is a cut point, frames the detector compared)
+        self._waiting: list[tuple[int, int, int, int, bool, tuple[int, int]]] = []
         self._recent: deque[tuple[int, int]] = deque(maxlen=8)  # extents of the last regions
         self._cut_lag = detection.min_scene_frames + 4  # PySceneDetect reports a cut this late at most
         self._input_done = False
@@ -342,14 +363,14 @@ class ClassicalBoundaries(BoundaryStream):
                 if change > self.detection.gradual_threshold:
                     self._region = [t, t] if self._region is None else [self._region[0], t]
                     if t - self._region[0] > self.detection.max_transition_frames + 2 * self.k:
-                        self._candidate(self._region[0] + self.k, t, gradual=True)  # strobe, rapid cuts
+                        self._candidate(self._region[0] + self.k, t)  # strobe, rapid cuts: one transition
                         self._region = None
                 elif self._region is not None:
                     self._close_region()
         self._estimate()
 
     def _wait_for(self, cut: int) -> None:
-        self._waiting.append((cut + 2 * self.k, cut, cut, cut - 2 * self.k, True))
+        self._waiting.append((cut + 2 * self.k, cut, cut, cut - 2 * self.k, True, (cut - self.k, cut + self.k)))
 
     def _close_region(self) -> None:
         r0, r1 = self._region
@@ -358,17 +379,18 @@ class ClassicalBoundaries(BoundaryStream):
         s0, e0 = min(r0 + self.k, centre), max(r1 - self.k + 1, centre)
         # the first frame with a histogram change to look at is k: a region starting there may
         # have started before it (a fade in from black at the start of the video)
-        self._waiting.append((r1 + self.k + 1, s0, e0, 0 if r0 <= self.k else r0, False))
+        self._waiting.append((r1 + self.k + 1, s0, e0, 0 if r0 <= self.k else r0, False,
+                              (r0 - self.k, r1 + self.k + 1)))
 
     def _estimate(self) -> None:
         """Extents of the candidates whose frames have all arrived. A cut point that a histogram
         region covers is left to the region: its references see the whole transition."""
         still = []
-        regions = [(lo, e0 + self.k) for _, _, e0, lo, cut in self._waiting if not cut]
+        regions = [(lo, e0 + self.k) for _, _, e0, lo, cut, _ in self._waiting if not cut]
         if self._region is not None:
             regions.append((self._region[0], self.frames))
         for item in sorted(self._waiting, key=lambda w: w[4]):  # regions first
-            ready, s0, e0, lo, cut = item
+            ready, s0, e0, lo, cut, seen = item
             if ready > self.frames - 1 and not self._input_done:
                 still.append(item)
                 continue
@@ -379,11 +401,11 @@ class ClassicalBoundaries(BoundaryStream):
                 continue
             hi = min(self.frames, e0 + 2 * self.k + 1)
             start, end = transition_extent(self.history, max(lo, self._published), hi, s0, e0,
-                                           self.margin, self.k)
+                                           self.margin, seen)
             if not cut:
                 self._recent.append((start, end))
                 regions = [r for r in regions if r[0] != lo]
-            self._candidate(start, end, gradual=end > start)
+            self._candidate(start, end)
         self._waiting = still
 
     def _flush(self) -> None:
@@ -399,6 +421,6 @@ class ClassicalBoundaries(BoundaryStream):
         limit = self.frames - self.k - self._cut_lag - 2 * self.k
         if self._region is not None:
             limit = min(limit, self._region[0])
-        for _, _, _, lo, _ in self._waiting:
+        for _, _, _, lo, _, _ in self._waiting:
             limit = min(limit, lo)
         return limit

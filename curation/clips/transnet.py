@@ -141,9 +141,9 @@ class TransNetBoundaries(BoundaryStream):
         if not core:
             return
         if end - start <= 2:  # the model marks the last frame before a hard cut
-            self._candidate(end, end, gradual=False)
+            self._candidate(end, end)
         else:
-            self._candidate(start, end, gradual=True)
+            self._candidate(start, end)
 
     def _open_from(self) -> int:
         return self._run[0] if self._run is not None else self._predicted
