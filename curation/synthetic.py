@@ -154,15 +154,13 @@ class _Shot:
     """One continuous camera take: a textured world seen through a panning, zooming camera,
     a moving object, slight exposure flicker. Drawn at the output size, no full-res buffers."""
 
-    def __init__(self, rng: np.random.Generator, height: int, width: int, fps: int):
+    def __init__(self, rng: np.random.Generator, height: int, width: int, fps: int,
+                 palette: np.ndarray | None = None):
         import cv2
 
         self.height, self.width, self.rng = height, width, rng
         world_h, world_w = int(height * 1.6), int(width * 1.6)
-        hue = rng.uniform(0, 180)
-        base = rng.uniform(70, 190)
-        palette = np.array([_hsv((hue + d) % 180, rng.uniform(60, 200), np.clip(base + v, 20, 235))
-                            for d, v in ((0, 0), (rng.uniform(-25, 25), -45), (rng.uniform(-40, 40), 40))], np.float32)
+        palette = palette if palette is not None else _palette(rng)
         field = np.zeros((world_h, world_w), np.float32)
         for cells, amplitude in ((3, 1.0), (9, 0.5), (27, 0.3), (81, 0.2)):
             grid = rng.random((max(2, cells * world_h // world_w), cells)).astype(np.float32)
@@ -207,6 +205,13 @@ class _Shot:
         return image
 
 
+def _palette(rng: np.random.Generator) -> np.ndarray:
+    """Three related colours of one place: a hue, a darker and a lighter neighbour."""
+    hue, base = rng.uniform(0, 180), rng.uniform(70, 190)
+    return np.array([_hsv((hue + d) % 180, rng.uniform(60, 200), np.clip(base + v, 20, 235))
+                     for d, v in ((0, 0), (rng.uniform(-25, 25), -45), (rng.uniform(-40, 40), 40))], np.float32)
+
+
 def _hsv(hue: float, saturation: float, value: float) -> np.ndarray:
     import cv2
 
@@ -239,9 +244,11 @@ def edit_plan(kinds: Sequence[str], rng: np.random.Generator, fps: int = FPS,
 
 def camera_video(path: str | os.PathLike, kinds: Sequence[str] = TRANSITION_KINDS, *, height: int = 108,
                  width: int = 192, fps: int = FPS, seed: int = 0, edges: bool = False, grain: float = 3.5,
-                 preset: str = "veryfast", **plan_options) -> EditedVideo:
+                 preset: str = "veryfast", same_place: bool = False, **plan_options) -> EditedVideo:
     """Camera-like shots (textured world, pan/zoom, a moving object, film grain, x264 ``preset``)
     joined by ``kinds`` in order; ``edges`` adds a fade in from black and a fade out to black.
+    ``same_place``: every shot has the same colours and light (another angle of one
+    location, as most edits are), which is what makes colour-based detectors struggle.
 
     Returns the truth: every transition's frame range and every shot's pure frames. As in an
     edit, a shot keeps running under a dissolve or fade out, and the next one starts under
@@ -277,7 +284,8 @@ def camera_video(path: str | os.PathLike, kinds: Sequence[str] = TRANSITION_KIND
         fade = int(round(rng.uniform(0.5, 1.0) * fps))
         timeline.extend(("fade", shot, ran + k, 1 - (k + 1) / (fade + 1), 0.0) for k in range(fade))
         transitions.append(Transition("fade_out", start, len(timeline)))
-    takes = [_Shot(np.random.default_rng([seed, i]), height, width, fps) for i in range(shot + 1)]
+    place = _palette(rng) if same_place else None
+    takes = [_Shot(np.random.default_rng([seed, i]), height, width, fps, place) for i in range(shot + 1)]
     # film grain: a random crop of one large noise field per frame (independent enough, cheap)
     grains = rng.normal(0, grain, (2 * height, 2 * width, 1)).astype(np.float32)
 

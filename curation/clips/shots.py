@@ -218,16 +218,23 @@ def transition_extent(history: History, lo: int, hi: int, s0: int, e0: int, marg
             after = history.contrasts(q, hi)
             end = max(q, ramp_extent(after, q, flat, np.median(after[-2 * margin:], axis=0))[1])
         return start, end
-    start, end = s0, e0
-    for _ in range(4):
-        a, b = max(lo, start - 2 * margin), min(hi, end + 2 * margin)
-        if b - a < 2:
-            break
+    def ramp(a: int, b: int) -> tuple[int, int]:
         frames = history.vectors(a, b)
-        found = ramp_extent(frames, a, frames[:margin].mean(0), frames[-margin:].mean(0))
-        if found == (start, end):
-            break
-        start, end = found
+        return ramp_extent(frames, a, frames[:margin].mean(0), frames[-margin:].mean(0))
+
+    # widen the window until the ramp lies inside it (its references on stable frames) ...
+    a, b = max(lo, s0 - 2 * margin), min(hi, e0 + 2 * margin)
+    if b - a < 2:
+        return s0, e0
+    start, end = ramp(a, b)
+    while (start < a + 2 * margin and a > lo) or (end > b - 2 * margin and b < hi):
+        a = max(lo, a - 2 * margin) if start < a + 2 * margin else a
+        b = min(hi, b + 2 * margin) if end > b - 2 * margin else b
+        start, end = ramp(a, b)
+    # ... then take references right next to it (camera motion makes far ones less alike)
+    a, b = max(lo, start - 2 * margin), min(hi, end + 2 * margin)
+    if b - a >= 2 * margin + 2:
+        start, end = ramp(a, b)
     return start, end
 
 
@@ -330,6 +337,20 @@ def _merge(ranges: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]
     return [(s, e) for s, e in out]
 
 
+@dataclass
+class _Pending:
+    """A candidate waiting for its frames: estimate its extent near ``[s0, e0)`` from frames
+    ``[lo, hi)`` once frame ``ready`` has arrived; ``seen``: the frames its detector compared."""
+
+    ready: int
+    s0: int
+    e0: int
+    lo: int
+    hi: int
+    cut: bool  # a PySceneDetect cut point (else a histogram region)
+    seen: tuple[int, int]
+
+
 class ClassicalBoundaries(BoundaryStream):
     """PySceneDetect's cut detectors and the lagged colour-histogram detector, on CPU."""
 
@@ -345,8 +366,7 @@ class ClassicalBoundaries(BoundaryStream):
         self.margin = max(2, k // 4)
         self._hists: deque[np.ndarray] = deque(maxlen=2 * k + 1)
         self._region: list[int] | None = None  # [first, last] frame whose histogram change is high
-        # (ready at frame, s0, e0, lo, is a cut point, frames the detector compared)
-        self._waiting: list[tuple[int, int, int, int, bool, tuple[int, int]]] = []
+        self._waiting: list[_Pending] = []  # candidates waiting for the frames their extent needs
         self._recent: deque[tuple[int, int]] = deque(maxlen=8)  # extents of the last regions
         self._cut_lag = detection.min_scene_frames + 4  # PySceneDetect reports a cut this late at most
         self._input_done = False
@@ -370,41 +390,44 @@ class ClassicalBoundaries(BoundaryStream):
         self._estimate()
 
     def _wait_for(self, cut: int) -> None:
-        self._waiting.append((cut + 2 * self.k, cut, cut, cut - 2 * self.k, True, (cut - self.k, cut + self.k)))
+        k = self.k
+        self._waiting.append(_Pending(cut + 2 * k, cut, cut, cut - 2 * k, cut + 2 * k + 1, True, (cut - k, cut + k)))
 
     def _close_region(self) -> None:
+        """A stretch of frames whose histograms differ from those 2k frames away: the change
+        lies within the frames compared, ``[r0 - k, r1 + k]``; look at k more on each side."""
         r0, r1 = self._region
         self._region = None
-        centre = (r0 + r1) // 2
-        s0, e0 = min(r0 + self.k, centre), max(r1 - self.k + 1, centre)
-        # the first frame with a histogram change to look at is k: a region starting there may
-        # have started before it (a fade in from black at the start of the video)
-        self._waiting.append((r1 + self.k + 1, s0, e0, 0 if r0 <= self.k else r0, False,
-                              (r0 - self.k, r1 + self.k + 1)))
+        k, centre = self.k, (r0 + r1) // 2
+        s0, e0 = min(r0 + k, centre), max(r1 - k + 1, centre)
+        # the first change looked at is at frame k: a region starting there may have started
+        # before it (a fade in from black at the start of the video)
+        lo = 0 if r0 <= k else r0 - k
+        self._waiting.append(_Pending(r1 + 2 * k + 1, s0, e0, lo, r1 + 2 * k + 2, False, (r0 - k, r1 + k + 1)))
 
     def _estimate(self) -> None:
         """Extents of the candidates whose frames have all arrived. A cut point that a histogram
         region covers is left to the region: its references see the whole transition."""
         still = []
-        regions = [(lo, e0 + self.k) for _, _, e0, lo, cut, _ in self._waiting if not cut]
+        regions = [(p.lo, p.hi) for p in self._waiting if not p.cut]
         if self._region is not None:
-            regions.append((self._region[0], self.frames))
-        for item in sorted(self._waiting, key=lambda w: w[4]):  # regions first
-            ready, s0, e0, lo, cut, seen = item
-            if ready > self.frames - 1 and not self._input_done:
-                still.append(item)
+            regions.append((self._region[0] - self.k, self.frames))
+        near = self.detection.merge_gap
+        for pending in sorted(self._waiting, key=lambda p: p.cut):  # regions first
+            if pending.ready > self.frames - 1 and not self._input_done:
+                still.append(pending)
                 continue
-            near = self.detection.merge_gap
-            if cut and any(a - near <= s0 <= b + near for a, b in [*regions, *self._recent]):
-                if self._region is not None and self._region[0] <= s0 + near and not self._input_done:
-                    still.append(item)  # the region is still growing: decide when it closes
+            if pending.cut and any(a - near <= pending.s0 <= b + near for a, b in [*regions, *self._recent]):
+                if self._region is not None and self._region[0] - self.k <= pending.s0 + near \
+                        and not self._input_done:
+                    still.append(pending)  # the region is still growing: decide when it closes
                 continue
-            hi = min(self.frames, e0 + 2 * self.k + 1)
-            start, end = transition_extent(self.history, max(lo, self._published), hi, s0, e0,
-                                           self.margin, seen)
-            if not cut:
+            start, end = transition_extent(self.history, max(pending.lo, self._published),
+                                           min(self.frames, pending.hi), pending.s0, pending.e0,
+                                           self.margin, pending.seen)
+            if not pending.cut:
                 self._recent.append((start, end))
-                regions = [r for r in regions if r[0] != lo]
+                regions.remove((pending.lo, pending.hi))
             self._candidate(start, end)
         self._waiting = still
 
@@ -420,7 +443,7 @@ class ClassicalBoundaries(BoundaryStream):
     def _open_from(self) -> int:
         limit = self.frames - self.k - self._cut_lag - 2 * self.k
         if self._region is not None:
-            limit = min(limit, self._region[0])
-        for _, _, _, lo, _, _ in self._waiting:
-            limit = min(limit, lo)
+            limit = min(limit, self._region[0] - self.k)
+        for pending in self._waiting:
+            limit = min(limit, pending.lo)
         return limit
