@@ -41,16 +41,18 @@ KINDS = ("cut", "dissolve", "fade_black", "fade_white", "fade_in", "fade_out")
 SLACK = 2
 
 
-def make_media(folder: Path, count: int, height: int, width: int, same_place: bool) -> list[synthetic.EditedVideo]:
+def make_media(folder: Path, count: int, height: int, width: int, same_place: bool,
+               seed: int = 100) -> list[synthetic.EditedVideo]:
     made = []
-    for i in range(count):
-        name = f"edited_{'same' if same_place else 'mixed'}_{height}_{i:02d}.mp4"
+    for i in range(seed, seed + count):
+        name = f"edited_{'same' if same_place else 'mixed'}_{height}_{i:03d}.mp4"
         truth = folder / (name + ".truth.pkl")
         if truth.exists():
             made.append(pickle.loads(truth.read_bytes()))
+            made[-1].path = folder / name  # the media folder may have moved
             continue
-        kinds = list(np.random.default_rng(100 + i).permutation(list(synthetic.TRANSITION_KINDS) * 2))
-        video = synthetic.camera_video(folder / name, kinds, height=height, width=width, seed=100 + i, edges=True,
+        kinds = list(np.random.default_rng(i).permutation(list(synthetic.TRANSITION_KINDS) * 2))
+        video = synthetic.camera_video(folder / name, kinds, height=height, width=width, seed=i, edges=True,
                                        same_place=same_place)
         truth.write_bytes(pickle.dumps(video))
         made.append(video)
@@ -186,41 +188,53 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=216)
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--same-place", action="store_true", help="every shot of a video in the same colours")
+    parser.add_argument("--seed", type=int, default=100, help="first video's seed (defaults were tuned on 100-105)")
     parser.add_argument("--transnet", action="store_true", help="also TransNetV2 (slow on CPU: ~90 frames/s)")
     parser.add_argument("--device", default="cpu", help="TransNetV2's device")
     parser.add_argument("--media", default=os.path.join(tempfile.gettempdir(), "magref-bench-shots"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scenes.* key for the stream rows, e.g. --set gradual_threshold=0.2 (repeatable)")
+    parser.add_argument("--streams-only", action="store_true", help="skip the PySceneDetect cut-point rows")
+    parser.add_argument("--ensembles", default="adaptive;hash;gradual;adaptive,gradual;hash,gradual;"
+                        "histogram,gradual;adaptive,hash,gradual", help="classical ensembles to run, ';'-separated")
     args = parser.parse_args()
+
+    import yaml
+    from dataclasses import replace
 
     from curation.clips.scenes import ScenesConfig
 
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    config = replace(ScenesConfig(), **overrides)
+
     folder = Path(args.media)
     folder.mkdir(parents=True, exist_ok=True)
-    media = make_media(folder, args.videos, args.height, args.width, args.same_place)
+    media = make_media(folder, args.videos, args.height, args.width, args.same_place, args.seed)
     kinds = sum(len(v.transitions) for v in media)
     print(f"{len(media)} videos, {sum(v.num_frames for v in media)} frames, {kinds} transitions "
           f"({'same place' if args.same_place else 'mixed looks'}), {args.width}x{args.height}\n")
+    if overrides:
+        print("stream settings:", ", ".join(f"{k}={v}" for k, v in overrides.items()))
     print(header())
-    for name in ("adaptive", "content", "threshold", "hash", "histogram"):
-        row = Row(f"PySceneDetect detect() {name}, defaults")
-        run_default(row, name, media)
-        print(row.line(), flush=True)
-    width = ScenesConfig().detect_width
-    for name in ("adaptive", "content", "hash", "histogram"):
-        row = Row(f"{name} on {width} px scan frames")
-        run_raw(row, name, media, width)
-        print(row.line(), flush=True)
-    ensembles = [["adaptive"], ["hash"], ["gradual"], ["adaptive", "gradual"], ["hash", "gradual"],
-                 ["histogram", "gradual"], ["adaptive", "hash", "gradual"]]
-    for names in ensembles:
+    if not args.streams_only:
+        for name in ("adaptive", "content", "threshold", "hash", "histogram"):
+            row = Row(f"PySceneDetect detect() {name}, defaults")
+            run_default(row, name, media)
+            print(row.line(), flush=True)
+        for name in ("adaptive", "content", "hash", "histogram"):
+            row = Row(f"{name} on {config.detect_width} px scan frames")
+            run_raw(row, name, media, config.detect_width)
+            print(row.line(), flush=True)
+    for names in (item.split(",") for item in args.ensembles.split(";") if item):
         row = Row("stream: " + "+".join(names) + (" (default)" if names == ScenesConfig().classical else ""))
-        run_stream(row, ScenesConfig(detector="classical", classical=names), media)
+        run_stream(row, replace(config, detector="classical", classical=names), media)
         print(row.line(), flush=True)
     if args.transnet:
         from curation.models import load
 
         model = load("shot_boundaries", "default", device=args.device)
         row = Row(f"stream: transnetv2 ({args.device})")
-        run_stream(row, ScenesConfig(detector="transnetv2"), media, model)
+        run_stream(row, replace(config, detector="transnetv2"), media, model)
         print(row.line(), flush=True)
         print(f"TransNetV2 scan: {row.frames / sum(row.seconds):.0f} frames/s on {args.device} "
               f"(plain decode {row.frames / sum(row.plain):.0f} frames/s)")

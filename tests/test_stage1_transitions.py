@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -17,6 +16,7 @@ from curation.clips.scan import scan_video
 from curation.clips.scenes import ClipSplitter, ScenesConfig
 from curation.frames import FRAMES, decode_frame_sets, encode_frames, read_clip_frames, uniform, ClipFrames
 from schemas.tables import KEPT
+from test_frames import full_decode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS = synthetic.FPS
@@ -130,16 +130,6 @@ def test_blank_frames_are_cut_out_and_mostly_blank_scenes_filtered(tmp_path):
 
 VFR_MS = ([40] * 20 + [25] * 24 + [70] * 10 + [33] * 30) * 2  # 168 frames, irregular
 VFR_CUT = 100
-
-
-def full_decode(uri: str, size=(64, 48)):
-    times, images = [], []
-    with av.open(uri) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            times.append(float((frame.pts - (stream.start_time or 0)) * stream.time_base))
-            images.append(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"))
-    return times, images
 
 
 def test_vfr_clip_frames_and_seconds_agree_with_presentation_times(tmp_path):

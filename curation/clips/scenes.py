@@ -52,7 +52,7 @@ class ScenesConfig:
     classical: list[str] = field(default_factory=lambda: ["adaptive", "gradual"])
     gradual_seconds: float = 0.5  # histograms this far before and after each frame are compared
     gradual_threshold: float = 0.3  # their total-variation distance (0-1) that marks a transition
-    blank_max_std: float = 5.0  # luma standard deviation (0-255) below which a frame is blank
+    blank_max_std: float = 5.0  # a frame whose every colour channel varies less (std, 0-255) is blank
     max_transition_seconds: float = 4.0  # longer stretches of change are cut into transitions this long
     transnet_threshold: float = 0.5  # TransNetV2: a transition holds a frame scored above this
     transnet_extent: float = 0.05  # ... and runs over every neighbouring frame scored above this
@@ -240,7 +240,10 @@ class ClipSplitter:
                           shot_model=self.model)
 
     def split(self, video: dict[str, Any]) -> list[dict[str, Any]]:
-        scan = self.scan(video)
+        return self.rows(video, self.scan(video))
+
+    def rows(self, video: dict[str, Any], scan) -> list[dict[str, Any]]:
+        """One ``clips`` row per range the scan's clip policy produced."""
         rows = []
         for clip in scan.clips:
             row = {
