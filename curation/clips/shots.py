@@ -163,6 +163,9 @@ RAMP_LOW, RAMP_HIGH = 0.1, 0.9
 # RMS change (0-255) between the frames before and after a dissolve under which its extent is
 # uncertain (measured: shots of one place 8-21, shots of different places 25-60)
 WEAK_CHANGE = 24.0
+# a thumbnail that differs from the one before by this much RMS (0-255), and this many times
+# more than the region's typical frame-to-frame change, starts a new shot
+STEP_MIN, STEP_RATIO = 12.0, 4.0
 
 
 def ramp_extent(frames: np.ndarray, first: int, before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
@@ -348,13 +351,13 @@ class BoundaryStream:
         return out
 
     def _kind(self, start: int, end: int) -> str:
-        """``cut`` (no frame), ``blank`` (blank frames but for what a merge bridges: a cut to
-        black and back, a black flash), else ``transition`` (a fade, a dissolve, a fade
-        out + black + fade in)."""
+        """``cut`` (no frame); ``blank`` when it starts and ends on blank frames (a cut to black
+        and back, a black flash, black with a few frames of picture between); else
+        ``transition``: it starts or ends on a ramp (a fade, a dissolve, fade out + black + fade in)."""
         if end <= start:
             return CUT
-        blank = sum(e - s for s, e in self.history.blank_runs(start, end))
-        return BLANK if end - start - blank <= self.detection.merge_gap else TRANSITION
+        runs = self.history.blank_runs(start, end)
+        return BLANK if runs and runs[0][0] == start and runs[-1][1] == end else TRANSITION
 
     def _candidate(self, start: int, end: int) -> None:
         if end >= self._published:  # what is published is final; a range inside it adds nothing
@@ -424,8 +427,7 @@ class ClassicalBoundaries(BoundaryStream):
         self._estimate()
 
     def _wait_for(self, cut: int) -> None:
-        k = self.k
-        self._waiting.append(_Pending(cut + 2 * k, cut, cut, cut - 2 * k, cut + 2 * k + 1, True, (cut - k, cut + k)))
+        self._waiting.append(self._cut_point(cut))
 
     def _close_region(self) -> None:
         """A stretch of frames whose histograms differ from those 2k frames away: the change
@@ -465,7 +467,8 @@ class ClassicalBoundaries(BoundaryStream):
             if not pending.cut:
                 inside = [p for p in self._waiting if p.cut and pending.seen[0] <= p.s0 < pending.seen[1]]
                 consumed.update(id(p) for p in inside)
-                cuts = [extent for extent in map(self._extent, inside) if extent[1] - extent[0] <= 2]
+                inside += [self._cut_point(c) for c in self._steps(*pending.seen)]
+                cuts = sorted({extent for extent in map(self._extent, inside) if extent[1] - extent[0] <= 2})
                 regions.remove((pending.lo, pending.hi))
                 if cuts and not self.history.blank_runs(*pending.seen):
                     for start, end in cuts:
@@ -477,6 +480,21 @@ class ClassicalBoundaries(BoundaryStream):
                 self._recent.append((start, end))
             self._candidate(start, end)
         self._waiting = [p for p in still if id(p) not in consumed]
+
+    def _steps(self, lo: int, hi: int) -> list[int]:
+        """Frames that differ from the frame before far more than their neighbours do: the
+        hard cuts inside a histogram region (two cuts a second apart make one region)."""
+        frames = self.history.vectors(lo, hi)
+        if len(frames) < 3:
+            return []
+        jumps = np.sqrt(np.mean(np.diff(frames, axis=0) ** 2, axis=1))
+        floor = max(STEP_MIN, STEP_RATIO * float(np.median(jumps)))
+        first = max(lo, self.history.first)
+        return [first + 1 + int(i) for i in np.flatnonzero(jumps > floor)]
+
+    def _cut_point(self, cut: int) -> _Pending:
+        k = self.k
+        return _Pending(cut + 2 * k, cut, cut, cut - 2 * k, cut + 2 * k + 1, True, (cut - k, cut + k))
 
     def _extent(self, pending: _Pending) -> tuple[int, int]:
         return transition_extent(self.history, max(pending.lo, self._published), min(self.frames, pending.hi),
