@@ -186,8 +186,29 @@ def group_inputs(batch: pa.Table) -> pa.Table:
 
 
 def ungroup_inputs(grouped: pa.Table) -> pa.Table:
-    """The rows ``group_inputs`` folded, back as a flat table."""
-    return pa.table({name: pc.list_flatten(grouped.column(name)) for name in grouped.column_names})
+    """The rows ``group_inputs`` folded, back as a flat table.
+
+    When Ray joins grouped blocks into one batch, a column that one block lacks (say, a
+    block of error rows only) is filled with *null lists*, which flatten to nothing; each
+    stands for as many nulls as its input has rows (the ``INPUT`` list's length).
+    """
+    lengths = pc.list_value_length(grouped.column(INPUT)).to_pylist()
+    return pa.table({name: _flatten(grouped.column(name).combine_chunks(), lengths) for name in grouped.column_names})
+
+
+def _flatten(column: pa.ListArray, lengths: list[int]) -> pa.Array:
+    flat = pc.list_flatten(column)
+    if not column.null_count:
+        return flat
+    take: list[int | None] = []
+    position = 0
+    for valid, length in zip(column.is_valid().to_pylist(), lengths):
+        if valid:
+            take.extend(range(position, position + length))
+            position += length
+        else:
+            take.extend([None] * length)
+    return flat.take(pa.array(take, pa.int64()))
 
 
 def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

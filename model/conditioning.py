@@ -12,11 +12,12 @@ released weights see the inputs they were trained on:
 * grid by count: 1 → 1×1, 2 → 2×1, 3 → 3×1, 4 → 2×2, 5-6 → 3×2, 7-8 → 4×2 (cols×rows);
   the last column / row takes the remainder of ``W // cols`` / ``H // rows``;
 * each reference is composited over the fill colour (white), resized with LANCZOS keeping
-  its aspect ratio to fit its cell (the other side ``int()``-truncated) and centred
-  (padding ``// 2``); its mask is its rectangle R_k;
+  its aspect ratio to fit its cell (the release's ratio test and ``int()`` truncation,
+  :func:`fit_size`) and centred (padding ``// 2``); its mask is its rectangle R_k;
 * latent mask: stride-8 any-pooling; Wan's 4 mask channels hold it in the first latent
   frame and zeros after; channels are ``[noisy (16), mask (4), reference latents (16)]``.
-  The paper's Eq. 4 writes ``Concat(Z, F, M)``; the code order is what the weights know.
+  The paper's Eq. 4 writes ``Concat(Z, F, M)``; the code order is what the weights know;
+* CLIP sees the whole canvas squashed to a square (:func:`clip_canvas_pixels`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ WHITE = (255, 255, 255)
 VAE_STRIDE = 8          # Wan VAE spatial compression
 VAE_TEMPORAL_STRIDE = 4  # Wan VAE temporal compression; also the number of mask channels
 SIZE_MULTIPLE = 16       # VAE stride 8 × transformer patch 2
+# OpenAI CLIP's normalisation, which Wan's CLIP (open-clip XLM-RoBERTa ViT-H/14) uses.
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ConditioningError(ValueError):
@@ -105,11 +109,19 @@ def flatten_reference(ref: Image.Image, fill: tuple[int, int, int] = WHITE) -> I
 
 
 def fit_size(size: tuple[int, int], cell: tuple[int, int]) -> tuple[int, int]:
-    """Largest (w, h) with ``size``'s aspect ratio inside ``cell``, as the release truncates it."""
+    """Largest (w, h) with ``size``'s aspect ratio inside ``cell``, rounded as the release rounds.
+
+    The release (``resize_and_pad``) compares the ratios ``r = w / h`` and ``cw / ch`` with a
+    strict ``>`` and truncates ``cw / r`` or ``ch * r``; the same arithmetic in another order
+    (``h * cw / w``) differs by 1 px for some sizes (a 205x200 reference alone: 491 px wide in
+    the release, 492 the other way), so this keeps the release's expression exactly. The
+    ``max(1, ...)`` only matters where the release would ask PIL for a 0-px side and crash.
+    """
     (w, h), (cw, ch) = size, cell
-    if w / h >= cw / ch:
-        return cw, max(1, int(h * cw / w))
-    return max(1, int(w * ch / h)), ch
+    r = w / h
+    if r > cw / ch:
+        return cw, max(1, int(cw / r))
+    return max(1, int(ch * r)), ch
 
 
 def compose_canvas(refs: Sequence[Image.Image], height: int, width: int,
@@ -152,9 +164,37 @@ def any_pool(mask: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def canvas_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB → [3, H, W] float in [-1, 1], the range Wan's VAE encodes."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    """PIL RGB → [3, H, W] float in [-1, 1], the range Wan's VAE and the release's CLIP take.
+
+    Written as the release computes it (``to_tensor(img).sub_(0.5).div_(0.5)``) so the float32
+    values are bit-identical to what its VAE and CLIP encoder see.
+    """
+    arr = (np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255) - np.float32(0.5)) \
+        / np.float32(0.5)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def clip_canvas_pixels(canvas: Image.Image | torch.Tensor, size: int,
+                       mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                       std: Sequence[float] = OPENAI_CLIP_STD) -> torch.Tensor:
+    """The CLIP encoder's input as the release builds it: the *whole* canvas, squashed.
+
+    Wan's ``CLIPModel.visual`` (used unchanged by MAGREF) resizes the [-1, 1] canvas to
+    ``size × size`` with bicubic interpolation (``align_corners=False``, no antialias, no
+    crop), maps it to [0, 1] and normalises with CLIP's mean and std. Every reference on the
+    canvas therefore reaches CLIP, squeezed horizontally; a shortest-edge resize + centre crop
+    (``CLIPImageProcessor``) would keep only the middle 480 of 832 columns.
+
+    ``canvas``: PIL image or [B, 3, H, W] in [-1, 1]. Returns [B, 3, size, size] float32.
+    """
+    pixels = canvas_tensor(canvas)[None] if isinstance(canvas, Image.Image) else canvas
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ConditioningError(f"canvas must be [B, 3, H, W], got {tuple(pixels.shape)}")
+    squashed = F.interpolate(pixels.float(), size=(size, size), mode="bicubic", align_corners=False)
+    squashed = squashed * 0.5 + 0.5
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=squashed.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=squashed.device).view(1, 3, 1, 1)
+    return (squashed - mean_t) / std_t
 
 
 def latent_mask_channels(region_mask: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -5,8 +5,10 @@ Single video::
     python -m model.sample --base tiny --ref a.png --ref b.png \\
         --prompt "a man walks his dog" --subject man=a.png --subject dog=b.png --out out.mp4
 
-Batch: ``--prompt-file FILE`` (the release's ``key@@prompt@@img1@@img2...`` lines; an
-image may be written ``word=path`` to make ``word`` its subject) or ``--samples T.parquet``
+Batch: ``--prompt-file FILE`` (the release's ``key@@prompt@@img1@@img2...`` lines; image
+paths relative to the working directory as in the release's ``assets/*.txt``, or to the
+file's folder; an image may be written ``word=path`` to make ``word`` its subject) or
+``--samples T.parquet``
 (a table of the ``samples`` schema: faces, objects and background become the references,
 their labels the subject words; ``--variants`` takes the generated variants), with
 ``--out-dir DIR``; the model loads once, videos
@@ -31,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
 from model.disentangle import word_spans
-from model.pipeline import DEFAULT_BASE, DEFAULTS
+from model.pipeline import CLIP_INPUTS, DEFAULT_BASE, DEFAULTS, TIMESTEP_GRIDS, SamplingDefaults
 
 
 class SampleInputError(ValueError):
@@ -99,28 +101,45 @@ def parse_subjects(specs: Sequence[str], ref_paths: Sequence[str]) -> list[tuple
     return subjects
 
 
-def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
-    """Release format ``key@@prompt@@img1@@img2...``; images relative to the file's folder.
+def resolve_image(spec: str, base: Path, where: str) -> Path:
+    """A prompt-file image path: as written (relative to the working directory, which is how
+    the release's ``assets/*.txt`` are written: run from the repository root), else relative
+    to the prompt file's folder (so a self-contained folder of prompts and images also runs)."""
+    tried = [Path(spec)] if Path(spec).is_absolute() else [Path(spec), base / spec]
+    for path in tried:
+        if path.is_file():
+            return path
+    raise SampleInputError(f"{where}: reference image {spec!r} does not exist (looked for "
+                           + " and ".join(repr(str(p)) for p in tried) + ")")
 
-    Returns jobs, and ``(key, error)`` for lines that cannot run, so one bad line does not
-    stop a batch. Blank lines and ``#`` comments are skipped.
+
+def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
+    """Release format ``key@@prompt@@img1@@img2...``, read as the release's ``generate.py`` does.
+
+    Fields are stripped and empty image fields (a trailing ``@@``) ignored. An image field may
+    be ``word=path`` (our extension: ``word`` becomes that reference's subject word) unless the
+    whole field is itself an existing path. Returns jobs, and ``(key, error)`` for lines that
+    cannot run, so one bad line does not stop a batch. Blank lines and ``#`` comments are
+    skipped.
     """
     base = Path(path).parent
     items: list[Job | tuple[str, str]] = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = [p.strip() for p in line.split("@@")]
+        parts = [p.strip() for p in line.strip().split("@@")]
         key = parts[0] or f"line{n}"
+        fields = [p for p in parts[2:] if p]
         try:
-            if len(parts) < 3:
+            if len(parts) < 2 or not fields:
                 raise SampleInputError(f"{path}:{n}: expected key@@prompt@@img1[@@img2...]")
-            check_ref_count(len(parts) - 2, key)
+            check_ref_count(len(fields), key)
             refs, subjects = [], []
-            for field_ in parts[2:]:
-                word, sep, img = field_.rpartition("=") if "=" in field_ else ("", "", field_)
-                img_path = Path(img) if Path(img).is_absolute() else base / img
-                refs.append(read_image(img_path))
+            for field_ in fields:
+                word, img = "", field_
+                if "=" in field_ and not Path(field_).is_file() and not (base / field_).is_file():
+                    word, _, img = field_.rpartition("=")
+                refs.append(read_image(resolve_image(img, base, f"{path}:{n}")))
                 if word.strip():
                     subjects.append((word.strip(), len(refs) - 1))
             items.append(Job(key, parts[1], refs, subjects, out_dir / f"{key}.mp4"))
@@ -183,12 +202,26 @@ def canvas_path(video: Path) -> Path:
     return video.with_name(video.stem + ".canvas.png")
 
 
+def preset_defaults(base: str) -> SamplingDefaults:
+    """The release's settings, or the tiny preset's sizes (its rotary table holds 512 px)."""
+    if base == "tiny":
+        from model.tiny import TINY_DEFAULTS
+
+        return TINY_DEFAULTS
+    return DEFAULTS
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from model.tiny import TINY_DEFAULTS as t
+
     d = DEFAULTS
     p = argparse.ArgumentParser(prog="python -m model.sample", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--base", default=DEFAULT_BASE, help="diffusers Wan2.1 I2V dir, hub id, or 'tiny'")
-    p.add_argument("--checkpoint", help="MAGREF safetensors (backbone + magref.alpha)")
+    p.add_argument("--checkpoint",
+                   help="MAGREF safetensors file, or a folder: the release as shipped, or what "
+                        "python -m model.convert_release wrote (always loaded with full coverage)")
+    p.add_argument("--lora", help="LoRA safetensors from model.train --lora-rank (adapters + magref.alpha)")
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--ref", action="append", default=[], help="reference image (1-8), repeatable")
     src.add_argument("--prompt-file", help="lines key@@prompt@@img1@@img2...")
@@ -201,13 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="samples_out", help="output folder (batch modes)")
     p.add_argument("--overwrite", action="store_true", help="batch: redo videos that exist")
     p.add_argument("--negative-prompt", default=d.negative_prompt)
-    p.add_argument("--height", type=int, default=d.height)
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--frames", type=int, default=d.num_frames, help="frames generated, 4k+1")
+    p.add_argument("--height", type=int, help=f"default {d.height} ({t.height} with --base tiny)")
+    p.add_argument("--width", type=int, help=f"default {d.width} ({t.width} with --base tiny)")
+    p.add_argument("--frames", type=int, help=f"frames generated, 4k+1; default {d.num_frames} "
+                                               f"({t.num_frames} with --base tiny)")
     p.add_argument("--drop-first", type=int, default=d.drop_first, help="frames dropped at the start")
-    p.add_argument("--steps", type=int, default=d.num_inference_steps)
+    p.add_argument("--steps", type=int, help=f"default {d.num_inference_steps} "
+                                              f"({t.num_inference_steps} with --base tiny)")
     p.add_argument("--guidance", type=float, default=d.guidance_scale)
     p.add_argument("--shift", type=float, default=d.flow_shift, help="UniPC flow shift")
+    p.add_argument("--timesteps", choices=TIMESTEP_GRIDS, default="release",
+                   help="release: the MAGREF release's grid (linspace(0.999, 0) then shift); "
+                        "diffusers: UniPC's own (linspace(1, 0.001) then shift)")
+    p.add_argument("--clip-input", choices=CLIP_INPUTS, default="squash",
+                   help="squash: the whole canvas resized to CLIP's square, as the release; "
+                        "crop: diffusers' resize + centre crop (drops the outer references)")
+    p.add_argument("--shuffle-refs", type=int, metavar="SEED",
+                   help="deal references to random cells with this seed (the release shuffles "
+                        "with an unseeded RNG every run); default: reference k in cell k")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--fps", type=int, default=d.fps)
     p.add_argument("--device", default=None, help="cuda / cpu (default: GPU if present)")
@@ -249,6 +293,10 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     pipe = load("video_backbone", args.base, device="cpu" if low else device, dtype=dtype)
     if args.checkpoint:
         pipe.load_magref_checkpoint(args.checkpoint)
+    if args.lora:
+        from model.lora import load_lora
+
+        load_lora(args.lora, pipe.transformer, pipe.disentangler)
     if low:
         pipe.enable_low_memory(device)
     elif args.low_memory:
@@ -258,12 +306,19 @@ def load_pipeline(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    preset = preset_defaults(args.base)
+    for arg, field_ in (("height", "height"), ("width", "width"), ("frames", "num_frames"),
+                        ("steps", "num_inference_steps")):
+        if getattr(args, arg) is None:
+            setattr(args, arg, getattr(preset, field_))
     try:
         check_video_size(args.height, args.width, args.frames)
         if not 0 <= args.drop_first < args.frames:
             raise SampleInputError(f"--drop-first {args.drop_first} must be below --frames {args.frames}")
-        if args.checkpoint and not Path(args.checkpoint).is_file():
+        if args.checkpoint and not Path(args.checkpoint).exists():
             raise SampleInputError(f"checkpoint {args.checkpoint!r} does not exist")
+        if args.lora and not Path(args.lora).is_file():
+            raise SampleInputError(f"LoRA file {args.lora!r} does not exist")
         items = gather_jobs(args)
     except (SampleInputError, ConditioningError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -273,7 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [j for j in items if not isinstance(j, Job)]
     todo = [j for j in jobs if single or args.overwrite or not j.out.exists()]
     skipped = len(jobs) - len(todo)
-    pipe = load_pipeline(args) if todo else None
+    pipe = None
+    if todo:
+        from model.checkpoint import CheckpointError
+        from model.pipeline import check_rope_capacity
+
+        try:
+            pipe = load_pipeline(args)
+            check_rope_capacity(pipe.transformer, args.height, args.width, args.frames)
+        except (CheckpointError, ConditioningError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     start, written = time.time(), 0
     for n, job in enumerate(todo, 1):
         try:
@@ -281,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        negative_prompt=args.negative_prompt, height=args.height,
                        width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                        guidance_scale=args.guidance, flow_shift=args.shift, seed=args.seed,
-                       drop_first=args.drop_first)
+                       drop_first=args.drop_first, clip_input=args.clip_input,
+                       timestep_grid=args.timesteps, shuffle_seed=args.shuffle_refs)
             write_mp4(job.out, out.frames, args.fps)
             out.canvas.image.save(canvas_path(job.out))
             written += 1

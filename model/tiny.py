@@ -8,13 +8,23 @@ Nothing is downloaded: the tokenizer is a byte-level BPE trained here on a few s
 The shapes follow FACTS.md "Tiny model configs" → Wan I2V. Two things are fixed by Wan,
 not by us: the transformer takes 36 input channels (16 noise + 4 mask + 16 reference
 latents) and the text context is 512 tokens (WanAttnProcessor hard-codes it for I2V).
+
+The tiny transformer's rotary table holds 32 positions per axis (at most 512 px a side), so
+832×480 does not fit; the preset therefore carries its own sampling defaults
+(:data:`TINY_DEFAULTS`: 112×64, the release's aspect ratio, 9 frames, 4 steps), which
+``model.sample --base tiny`` and the tiny pipeline use when no size is given.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
+
+from model.pipeline import DEFAULTS, MagrefPipeline
+
+TINY_DEFAULTS = replace(DEFAULTS, height=64, width=112, num_frames=9, num_inference_steps=4)
 
 # A few words so the BPE learns real merges; every other string still tokenizes
 # (byte-level alphabet), Chinese negative prompt included.
@@ -58,9 +68,9 @@ def tiny_tokenizer() -> Any:
 
 def tiny_components(device: str | torch.device = "cpu") -> Any:
     """The registry's tiny builder for ``video_backbone``: a ``MagrefPipeline`` on ``device``."""
-    from model.pipeline import MagrefPipeline
-
-    return MagrefPipeline.from_components(tiny_wan_components(), device=device, dtype=torch.float32)
+    pipe = MagrefPipeline.from_components(tiny_wan_components(), device=device, dtype=torch.float32)
+    pipe.defaults = TINY_DEFAULTS
+    return pipe
 
 
 def tiny_wan_components() -> dict[str, Any]:

@@ -17,6 +17,10 @@ Rules the wiring keeps (see ``pipelines/ledger.py`` for the commit and the block
   the declaration, so a run's books agree on what a stage's inputs are.
 * **Pools.** A step's config owns its pool (``curation.operator``): a ``TaskPool`` step
   runs as Ray tasks, an ``ActorPool`` step on actors that load the model once.
+* **Frames before models.** A GPU step's frames are decoded by a ``FrameReader`` task
+  step in front of it. Ray fuses a task step into the next actor step only when their
+  remote args are equal, i.e. on CPU-only runs (where fusing saves a copy); once the
+  model step asks for GPUs the decode step stays a separate operator on CPU slots.
 * **Whole inputs.** An operator with ``whole_inputs = True`` is handed every row of each
   input in one call: rows are grouped to one row per input (list columns) in front of it
   and flattened back inside its worker, so ``batch_size`` counts inputs. This relies on
@@ -39,7 +43,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.envelope import group_inputs, ungroup_inputs
+from curation.envelope import group_inputs, put_column, ungroup_inputs
 from curation.models import ROLES, ModelSourceError, resolve
 from curation.operator import ActorPool, TaskPool
 from pipelines.config import ConfigError, key_help, load_config, to_dict, to_yaml
@@ -47,6 +51,7 @@ from pipelines.ledger import RunDir, clean_orphans, commit, totals
 from pipelines.report import Report, versions
 from pipelines.run_lock import LockHeld, StageLock
 from schemas.io import Filter, read_manifest
+from schemas.tables import INPUT
 from schemas.validate import SchemaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,8 +92,10 @@ STAGES = (
     Stage("probe", "videos", "stage0_probe", None, "uri"),
     Stage("clips", "clips", "stage1_clips", "videos", "video_id",
           input_columns=("uri", "video_id", "num_frames", "width", "height"), roles=("aesthetic", "captioner")),
-    Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
-    Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
+    Stage("objects", "objects", "stage2_objects", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("grounding", "segmenter", "captioner")),
+    Stage("faces", "faces", "stage3_faces", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS,
+          roles=("face_analysis", "face_dlib")),
     Stage("pairs", "samples", "stage4_pairs", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
 )
 STAGE = {stage.name: stage for stage in STAGES}
@@ -343,7 +350,8 @@ class StageJob:
                              stage.filter)
 
     def pending(self, inputs: pa.Table) -> pa.Table:
-        """Inputs whose id the stage's ledger does not hold yet (first of each id), up to --limit."""
+        """Inputs whose id the stage's ledger does not hold yet (first of each id), up to --limit,
+        with the envelope's ``_input`` column set to that id."""
         id_column = self.stage.input_id
         ids = pc.cast(inputs.column(id_column), pa.string())
         inputs = inputs.set_column(inputs.column_names.index(id_column), id_column, ids)
@@ -356,7 +364,9 @@ class StageJob:
         self.report.inputs_total = inputs.num_rows
         self.report.skipped = pc.sum(is_done).as_py() or 0
         self.report.selected = todo.num_rows
-        return todo
+        # Every row carries its input's id from the start (the envelope's column), so the
+        # first operator can already settle an input or hand it to a whole-input step.
+        return put_column(todo, INPUT, todo.column(id_column).combine_chunks())
 
     def dataset(self, table: pa.Table, rows_per_block: int):
         """A Ray dataset of ``table`` cut into blocks, so a pool can share the work.

@@ -160,8 +160,15 @@ def load_config(cls: type, path: str | None = None, sets: list[str] | None = Non
     origin = "defaults"
     if path:
         origin = path
-        with open(path, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle) or {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            raise ConfigError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
         for key, value in _flatten(loaded):

@@ -38,9 +38,9 @@ def inspect(run: RunDir) -> dict:
         if not ledger.num_rows:
             continue
         entry: dict = {"table": stage.table}
-        try:
-            table = run.read(stage.table)
-            errors = run.read("errors")
+        try:  # ids and statuses only: image and embedding columns are never read here
+            table = run.read(stage.table, [key_of(stage.table)])
+            errors = run.read("errors", ["stage", "input"])
         except SchemaError as err:
             problems.append(str(err))
             continue

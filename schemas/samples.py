@@ -8,7 +8,7 @@ evaluation and re-generation use the originals.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 
 class Reference(NamedTuple):
@@ -17,12 +17,23 @@ class Reference(NamedTuple):
     kind: str  # "face" | "object" | "background"
 
 
-def sample_references(row: dict[str, Any], use_variants: bool = False) -> list[Reference]:
-    """The references of one ``samples`` row, in canvas order."""
+def sample_references(row: dict[str, Any],
+                      use_variants: bool | Callable[[], bool] = False) -> list[Reference]:
+    """The references of one ``samples`` row, in canvas order.
+
+    ``use_variants`` may be a callable, asked once per subject that has a variant, in
+    canvas order: training draws it from a seeded rng to pick the reference or its
+    variant per subject (the cross-pair trick), and the order of the draws is this one.
+    """
     refs: list[Reference] = []
     for kind in ("faces", "objects"):
         for item in row.get(kind) or []:
-            image = (item.get("variant") if use_variants else None) or item.get("ref")
+            variant = item.get("variant")
+            if callable(use_variants):
+                take = bool(variant) and use_variants()
+            else:
+                take = use_variants
+            image = (variant if take else None) or item.get("ref")
             if image:
                 refs.append(Reference(image, item.get("label") or None, kind[:-1]))
     if row.get("background"):

@@ -5,7 +5,7 @@ schema carries ``magref.table`` and ``magref.schema_version`` in its metadata so
 reader can tell which table a Parquet file holds and whether it is out of date.
 
 Operators emit rows with the *envelope* columns (``ERROR_COLUMNS``) alongside their
-output columns; the writer in ``pipelines/common.py`` moves rows with an error into
+output columns; the writer (``pipelines/ledger.py``, ``commit``) moves rows with an error into
 the ``errors`` table and writes the rest with the table's schema. That way an
 operator reports a bad input without knowing where tables live.
 """
@@ -91,23 +91,33 @@ OBJECTS = _schema("objects", [
     pa.field("status", pa.string(), nullable=False),
 ], key="object_id")
 
+# Version 2: where each face was seen (segment, time), its keypoints, the ranking
+# score, the crop's box, and embeddings of any size named by the model that made them
+# (InsightFace's 512-d ArcFace and dlib's 128-d vectors are different spaces).
+FACE_SEGMENTS = ("before", "clip", "after")  # the clip itself or the neighbouring seconds searched
 FACES = _schema("faces", [
     pa.field("face_id", pa.string(), nullable=False),
     pa.field("clip_id", pa.string(), nullable=False),
-    pa.field("identity_id", pa.string()),
-    pa.field("frame", pa.int64()),
+    pa.field("identity_id", pa.string()),  # per clip; null: the face joined no identity of the clip
+    pa.field("segment", pa.string(), nullable=False),  # one of FACE_SEGMENTS
+    pa.field("frame", pa.int64()),  # frame number in the source video
+    pa.field("time_s", pa.float64()),  # its presentation time
     pa.field("box", _box),
-    pa.field("det_score", pa.float32()),
-    pa.field("yaw", pa.float32()),
-    pa.field("pitch", pa.float32()),
-    pa.field("roll", pa.float32()),
-    pa.field("blur", pa.float32()),
-    pa.field("embedding", pa.list_(pa.float32(), 512)),
-    pa.field("crop", pa.binary()),  # PNG
-    pa.field("rank", pa.int32()),
-    pa.field("selected", pa.bool_()),
-    pa.field("status", pa.string(), nullable=False),
-], key="face_id")
+    pa.field("keypoints", pa.list_(pa.float32(), 10)),  # eye centres, nose tip, mouth corners as x, y (source px)
+    pa.field("det_score", pa.float32()),  # the detector's own score (backend-specific scale)
+    pa.field("yaw", pa.float32()),  # degrees, > 0: face turned toward the image's left
+    pa.field("pitch", pa.float32()),  # degrees, > 0: face tilted down
+    pa.field("roll", pa.float32()),  # degrees, > 0: clockwise in the image
+    pa.field("blur", pa.float32()),  # variance of the Laplacian of the aligned 112x112 crop
+    pa.field("score", pa.float32()),  # ranking score: detection confidence x frontalness
+    pa.field("embedding", pa.list_(pa.float32())),
+    pa.field("embedding_model", pa.string(), nullable=False),  # e.g. insightface:buffalo_l/w600k_r50.onnx
+    pa.field("crop", pa.binary()),  # PNG of crop_box (the box grown by faces.crop_margin)
+    pa.field("crop_box", _box),
+    pa.field("rank", pa.int32()),  # 0 = best-scored usable face of its identity
+    pa.field("selected", pa.bool_()),  # one of the identity's references (I^Face, Eq. 17)
+    pa.field("status", pa.string(), nullable=False),  # kept, or low_quality/occluded/pose/blur/not_in_clip
+], key="face_id", version="2")
 
 _reference_pair = pa.struct([
     pa.field("ref", pa.binary()),  # PNG, the reference as cut from the clip
@@ -131,6 +141,18 @@ SAMPLES = _schema("samples", [
     pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
     pa.field("provenance", pa.string()),  # JSON: models and settings that made the sample
 ], key="sample_id")
+
+# One row per cached training example (pipelines/cache_latents.py): where its tensors are.
+LATENTS = _schema("latents", [
+    pa.field("entry_id", pa.string(), nullable=False),  # sample_id + "." + augmentation
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("augmentation", pa.int32(), nullable=False),  # the example's augmentation seed
+    pa.field("path", pa.string(), nullable=False),  # safetensors file, relative to the cache root
+    pa.field("width", pa.int32()),  # the clip's bucket in pixels
+    pa.field("height", pa.int32()),
+    pa.field("frames", pa.int32()),
+    pa.field("bytes", pa.int64()),
+], key="entry_id")
 
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
@@ -159,6 +181,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "objects": OBJECTS,
     "faces": FACES,
     "samples": SAMPLES,
+    "latents": LATENTS,
     "errors": ERRORS,
     "ledger": LEDGER,
 }

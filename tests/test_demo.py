@@ -29,10 +29,17 @@ def test_demo_command_runs_offline_end_to_end(tmp_path):
     result = run_script(args, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert re.search(r"== stage probe: 10 inputs", out) and "== stage clips:" in out
-    assert out.count("every input accounted for") == 2 and "books balance" in out
+    assert re.search(r"== stage probe: 10 inputs", out) and "== stage clips:" in out and "== stage faces:" in out
+    from pipelines.run_all import available_stages
+
+    stages = available_stages()  # every stage whose script exists runs in the demo
+    assert out.count("every input accounted for") == len(stages) and "books balance" in out
+    if "objects" in {stage.name for stage in stages}:
+        assert "== stage objects:" in out
     run = RunDir.of(str(tmp_path / "demo_run"))
     clips = run.read("clips").to_pylist()
     kept = [c for c in clips if c["status"] == "kept"]
     assert kept and all(c["caption"] for c in kept)  # tiny Qwen2.5-VL wrote something
     assert len(run.read("errors").to_pylist()) == 6  # the bad corpus, each named
+    faces = run.read("faces", ["clip_id", "selected"]).to_pylist()  # the astronaut video's references
+    assert any(f["selected"] for f in faces) and {f["clip_id"] for f in faces} <= {c["clip_id"] for c in kept}

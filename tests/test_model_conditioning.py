@@ -33,10 +33,11 @@ def expected_box(k: int, n: int, size: tuple[int, int]) -> tuple[int, int, int, 
     cell_w = W - cw * c if c == cols - 1 else cw
     cell_h = H - ch * r if r == rows - 1 else ch
     w, h = size
-    if w / h >= cell_w / cell_h:
-        fw, fh = cell_w, int(h * cell_w / w)
+    ratio = w / h  # the release's resize_and_pad: strict '>', int() of cw / r or ch * r
+    if ratio > cell_w / cell_h:
+        fw, fh = cell_w, int(cell_w / ratio)
     else:
-        fw, fh = int(w * cell_h / h), cell_h
+        fw, fh = int(cell_h * ratio), cell_h
     return c * cw + (cell_w - fw) // 2, r * ch + (cell_h - fh) // 2, fw, fh
 
 

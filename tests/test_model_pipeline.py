@@ -37,7 +37,8 @@ def refs(tmp_path: Path) -> list[Path]:
 
 
 def test_magref_equals_wan_i2v_for_one_full_frame_reference() -> None:
-    """alpha=0, one reference filling the canvas: MAGREF's sampler is Wan I2V's sampler."""
+    """alpha=0, one reference filling the canvas, diffusers' CLIP crop and timestep grid:
+    MAGREF's sampler is Wan I2V's sampler (so diffusers' behaviour stays one flag away)."""
     from diffusers import WanImageToVideoPipeline
 
     from model.pipeline import MagrefPipeline
@@ -50,8 +51,12 @@ def test_magref_equals_wan_i2v_for_one_full_frame_reference() -> None:
     theirs = wan(image=image, generator=torch.Generator().manual_seed(11), **kwargs).frames
     magref = MagrefPipeline.from_components(tiny_wan_components())
     ours = magref([image], subjects=[("man", 0)], generator=torch.Generator().manual_seed(11),
-                  seed=None, drop_first=0, flow_shift=None, **kwargs).latents
+                  seed=None, drop_first=0, flow_shift=None, clip_input="crop",
+                  timestep_grid="diffusers", **kwargs).latents
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    release = magref([image], generator=torch.Generator().manual_seed(11), seed=None,
+                     drop_first=0, flow_shift=None, **kwargs).latents
+    assert (release - theirs).abs().max() > 1e-3  # the release's defaults do differ
 
 
 def test_registry_tiny_and_loader_from_a_diffusers_directory(tmp_path: Path) -> None:
@@ -215,3 +220,82 @@ def test_low_memory_mode_runs_the_same_code_path_with_offload_hooks() -> None:
     low = pipe(image, "a man", **kwargs).frames
     assert low.shape == plain.shape == (5, H, W, 3)
     assert np.abs(low.astype(int) - plain.astype(int)).max() <= 2  # tiling may move a level
+
+
+def test_sample_tiny_with_only_ref_prompt_out_writes_a_video(refs: list[Path], tmp_path: Path) -> None:
+    """No sizes given: the tiny preset's own (its rotary table cannot hold 832x480)."""
+    from model.tiny import TINY_DEFAULTS as t
+
+    out = tmp_path / "plain.mp4"
+    assert main(["--base", "tiny", "--ref", str(refs[0]), "--prompt", "a man", "--out", str(out)]) == 0
+    assert read_video(out) == (t.num_frames - t.drop_first, t.height, t.width)
+
+
+def write_release_prompt_file(root: Path, refs: list[Path]) -> tuple[Path, list[str]]:
+    """The release's layout: images under assets/imgs/, a prompt file in assets/ whose paths
+    are relative to the repository root (the directory the release's command runs in)."""
+    for demo in ("demo_1", "demo_2"):
+        (root / "assets" / "imgs" / demo).mkdir(parents=True)
+    Image.open(refs[0]).save(root / "assets/imgs/demo_1/1.png")
+    Image.open(refs[1]).save(root / "assets/imgs/demo_1/2.png")
+    Image.open(refs[0]).convert("RGB").save(root / "assets/imgs/demo_2/1.jpeg")
+    lines = [
+        "demo_1@@Two people take a selfie.@@assets/imgs/demo_1/1.png@@assets/imgs/demo_1/2.png",
+        "demo_2@@A man walks, the camera is static. @@ assets/imgs/demo_2/1.jpeg @@",
+        "demo_3@@A man and a dog, x=1 in the air.@@assets/imgs/demo_2/1.jpeg@@assets/imgs/demo_1/2.png"
+        "@@assets/imgs/demo_1/1.png",
+    ]
+    prompt_file = root / "assets" / "multi_id.txt"
+    prompt_file.write_text("\n".join(lines) + "\n")
+    return prompt_file, ["demo_1", "demo_2", "demo_3"]
+
+
+def test_release_prompt_file_paths_relative_to_the_working_directory(refs: list[Path], tmp_path: Path,
+                                                                     monkeypatch, capsys) -> None:
+    root = tmp_path / "MAGREF"
+    prompt_file, keys = write_release_prompt_file(root, refs)
+    monkeypatch.chdir(root)
+    opts = ["--base", "tiny", "--device", "cpu", "--height", str(H), "--width", str(W),
+            "--frames", "5", "--steps", "1", "--drop-first", "0"]
+    assert main(opts + ["--prompt-file", "assets/multi_id.txt", "--out-dir", str(tmp_path / "out")]) == 0
+    assert "3 written" in capsys.readouterr().out
+    for key in keys:
+        assert read_video(tmp_path / "out" / f"{key}.mp4") == (5, H, W)
+    # Run from elsewhere, paths are also tried from the file's folder (here they are not
+    # relative to it, so each line fails naming both places it looked).
+    monkeypatch.chdir(tmp_path)
+    assert main(opts + ["--prompt-file", str(prompt_file), "--out-dir", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("does not exist (looked for") == 3 and str(root / "assets" / "assets") in err
+
+
+def test_prompt_file_paths_relative_to_the_file_still_run(refs: list[Path], tmp_path: Path,
+                                                          monkeypatch) -> None:
+    folder = tmp_path / "prompts"
+    (folder / "imgs").mkdir(parents=True)
+    Image.open(refs[0]).save(folder / "imgs" / "a.png")
+    Image.open(refs[1]).save(folder / "imgs" / "b.png")
+    (folder / "p.txt").write_text("one@@a man walks a dog@@man=imgs/a.png@@dog=imgs/b.png\n")
+    monkeypatch.chdir(tmp_path)  # not the file's folder
+    assert main(["--base", "tiny", "--device", "cpu", "--prompt-file", str(folder / "p.txt"),
+                 "--out-dir", str(tmp_path / "out"), "--height", str(H), "--width", str(W),
+                 "--frames", "5", "--steps", "1"]) == 0
+    assert (tmp_path / "out" / "one.mp4").exists()
+
+
+def test_sample_cli_release_options(refs: list[Path], tmp_path: Path) -> None:
+    """--shuffle-refs SEED reproduces the canvas; --clip-input crop / --timesteps diffusers run."""
+    from model.conditioning import compose_canvas
+    from model.sample import read_image
+
+    images = [read_image(r) for r in refs]
+    base = ["--base", "tiny", "--device", "cpu", "--ref", str(refs[0]), "--ref", str(refs[1]),
+            "--ref", str(refs[0]), "--prompt", "a man", "--frames", "5", "--steps", "1",
+            "--height", str(H), "--width", str(W)]
+    for n, extra in enumerate((["--shuffle-refs", "5"], ["--clip-input", "crop", "--timesteps", "diffusers"])):
+        out = tmp_path / f"v{n}.mp4"
+        assert main(base + extra + ["--out", str(out)]) == 0
+        canvas = np.asarray(Image.open(out.with_name(f"v{n}.canvas.png")))
+        rng = np.random.default_rng(5) if n == 0 else None
+        expected = compose_canvas([images[0], images[1], images[0]], H, W, rng=rng)
+        assert np.array_equal(canvas, np.asarray(expected.image))

@@ -18,7 +18,10 @@ from conftest import ROOT
 from pipelines.ledger import RunDir
 
 BIN = Path(sys.executable).parent
-DASHBOARD = "http://127.0.0.1:8265"
+# The head's job API listens on a free port, named in the fixture's env as
+# RAY_API_SERVER_ADDRESS (what `ray job` reads): a fixed 8265 could be taken by any other
+# Ray with a dashboard on this machine, and submissions would then reach that one.
+ADDRESS = "RAY_API_SERVER_ADDRESS"
 
 
 def free_port() -> int:
@@ -27,13 +30,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MARKER = "MAGREF_TEST_RAY_CLUSTER"  # set in the head's environment: every process of the cluster inherits it
+
+
 def pids_under(marker: str) -> list[int]:
-    """Processes whose command line names our cluster's own temp dir: ours and only ours."""
+    """Processes whose command line or environment names ``marker``: ours and only ours.
+
+    The environment matters: Ray's agents rename themselves (``ray::DashboardAgent``), so
+    their command line no longer names the cluster, and one left running keeps its ports
+    (the next head node's agent then never comes up: "No available agent").
+    """
     found = []
+    needle = marker.encode()
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                if needle in (proc / "cmdline").read_bytes() or needle in (proc / "environ").read_bytes():
                     found.append(int(proc.name))
             except OSError:
                 continue
@@ -49,16 +61,23 @@ def head_node(tmp_path_factory):
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     temp_dir = f"/tmp/magref-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
+    env[MARKER] = temp_dir
+    dashboard = free_port()
+    # Every port free, not Ray's defaults: any other Ray on this machine (an embedded one in
+    # someone's tests included) holds 8265 / 52365 and the like.
+    ports = ["--port", "--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--runtime-env-agent-port", "--metrics-export-port"]
     start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", "--port", str(free_port()), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", "8265", "--ray-client-server-port", str(free_port()), "--num-cpus", "2",
+        [str(BIN / "ray"), "start", "--head", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+         *[item for flag in ports for item in (flag, str(free_port()))], "--num-cpus", "2",
          "--disable-usage-stats", "--temp-dir", temp_dir],
         env=env, capture_output=True, text=True, timeout=120)
     try:
         assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+        env[ADDRESS] = f"http://127.0.0.1:{dashboard}"
         yield env, base
     finally:
-        for pid in pids_under(temp_dir):
+        for pid in pids_under(temp_dir):  # the head's processes, the job drivers' too
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -69,6 +88,7 @@ def head_node(tmp_path_factory):
 @pytest.mark.slow
 def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     env, base = head_node
+    address = env[ADDRESS]
     token = subprocess.run([str(BIN / "ray"), "get-auth-token"], env=env, capture_output=True, text=True,
                            timeout=60).stdout.strip()
     assert token and token == (base / "token").read_text().strip()
@@ -76,7 +96,7 @@ def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     run = tmp_path / "run"
     submit_env = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
     submit_env["RAY_AUTH_TOKEN"] = token  # what a user does with the token `ray get-auth-token` printed
-    submit = [str(BIN / "ray"), "job", "submit", "--address", DASHBOARD, "--working-dir", ".", "--",
+    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
               "python", "pipelines/stage0_probe.py", "--input", str(corpus["root"]), "--run-dir", str(run)]
     deadline = time.time() + 120
     while True:  # the head's job agent comes up a few seconds after `ray start` returns
@@ -91,10 +111,10 @@ def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
 
     wrong = {**submit_env, "RAY_AUTH_TOKEN": secrets.token_hex(32), "HOME": str(tmp_path)}
     refused = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", DASHBOARD, "--", "python", "-c", "print('ran')"],
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--", "python", "-c", "print('ran')"],
         cwd=ROOT, env=wrong, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "ran" not in refused.stdout
     assert "token" in (refused.stdout + refused.stderr).lower()
     with pytest.raises(urllib.error.HTTPError) as http:  # the job API itself, no token at all
-        urllib.request.urlopen(f"{DASHBOARD}/api/jobs/", timeout=30)
+        urllib.request.urlopen(f"{address}/api/jobs/", timeout=30)
     assert http.value.code == 401

@@ -1,8 +1,13 @@
-"""The model registry's resolution rules (the end-to-end load is in test_model_pipeline)."""
+"""The model registry: resolution rules, and every registered string really imports."""
+
+import subprocess
+import sys
 
 import pytest
 
-from curation.models import ROLES, ModelSourceError, describe, resolve
+import model  # noqa: F401 - registers the model package's roles, as any use of model/ does
+from conftest import ROOT
+from curation.models import ROLES, ModelSourceError, _import, describe, resolve
 
 
 def test_sources_resolve_as_documented(tmp_path):
@@ -27,3 +32,21 @@ def test_describe_lists_every_role():
     table = describe()
     for name, role in ROLES.items():
         assert name in table and role.default in table
+
+
+@pytest.mark.parametrize("name", sorted(ROLES))
+def test_every_registered_loader_and_tiny_builder_imports(name):
+    role = ROLES[name]
+    for target in (role.loader, role.tiny):
+        assert callable(_import(target)), f"{name}: {target} is not a function"
+
+
+def test_curation_does_not_import_model():
+    """The dependency points one way: importing every curation module never imports model/."""
+    code = ("import importlib, pkgutil, sys, curation\n"
+            "for m in pkgutil.walk_packages(curation.__path__, 'curation.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = sorted(k for k in sys.modules if k == 'model' or k.startswith('model.') or k == 'ray')\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]

@@ -98,6 +98,10 @@ def test_killed_job_resumes_without_duplicates_or_losses(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(ledger.glob("part-*.parquet"))) < 5:
         time.sleep(0.05)
+    # A second job of the same stage on the same run directory refuses at once, touching nothing.
+    second = run_script(args, timeout=120)
+    assert second.returncode == 2 and f"already running (pid {proc.pid}" in second.stderr, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr and proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     committed = len(list(ledger.glob("part-*.parquet")))

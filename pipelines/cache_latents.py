@@ -1,0 +1,56 @@
+"""Latent cache: samples -> VAE latents, canvas conditions, UMT5 and CLIP states (musubi-style).
+
+    python pipelines/cache_latents.py --run-dir RUN [--models tiny|DIR|HUB_ID]
+        [--set data.augmentations=4] [--set encode.dtype=float32] [--set encode.pool.actors=8]
+    python -m model.train --cache RUN --base ... --out OUT     # then loads no VAE/UMT5/CLIP
+
+Reads RUN/samples (or --input), each ``sample_id`` once; the driver reads only the ids,
+the CPU step reads its samples' rows itself. For every sample and each augmentation seed
+0..N-1 it decodes the clip and composes the canvas exactly as ``model.train`` does online
+(``model.data``: same rng, same buckets), then an actor holding VAE, UMT5 and CLIP (a GPU
+each when there are GPUs; the transformer is never loaded) encodes it and writes one
+safetensors entry under RUN/latent_files/ and one row of the ``latents`` index table. A
+sample that cannot be trained on (missing video, unreadable PNG, too short) is one
+``errors`` row. ``RUN/cache.json`` records the data settings, base model and dtype; a
+rerun with other settings is refused, a rerun with the same ones resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+
+import model.roles  # noqa: E402,F401 - registers the video_backbone role
+from curation.models import resolve  # noqa: E402
+from model.latent_cache import CacheConfig, ExampleBuilder, LatentEncoder, cache_meta, claim  # noqa: E402
+from pipelines.common import Stage, StageJob, UserError, cli, map_operator  # noqa: E402
+
+CACHE = Stage("latents", "latents", "cache_latents", "samples", "sample_id",
+              input_columns=("sample_id",), roles=("video_backbone",))
+
+
+def main(argv: list[str] | None = None) -> int:
+    job = StageJob(CACHE, CacheConfig, __doc__, argv)
+    cfg = job.config
+    root = job.run.root.uri()
+    samples = job.args.input or job.run.table("samples").uri()
+    with job:
+        try:
+            claim(root, cache_meta(cfg.data, resolve("video_backbone", job.models), cfg.encode.dtype))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        todo = job.pending(job.read_input())
+        if todo.num_rows:
+            ds = job.dataset(todo, rows_per_block=cfg.decode.pool.batch_size)
+            ds = map_operator(ds, ExampleBuilder, cfg.decode.pool, config=cfg.decode, data=cfg.data,
+                              samples=samples)
+            ds = map_operator(ds, LatentEncoder, cfg.encode.pool, config=cfg.encode, root=root,
+                              models=job.models)
+            job.write(ds)
+    return 0 if job.report.accounted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main))

@@ -1,0 +1,68 @@
+"""Stage 3: kept clips -> faces (MAGREF Appendix B.3): identities, pose and quality filters, 10 references each.
+
+    python pipelines/stage3_faces.py --run-dir RUN [--models tiny] [--set faces.backend=dlib]
+        [--set faces.margin_s=2] [--set faces.pool.actors=4] [--models face_analysis=antelopev2]
+
+Reads the kept clips of RUN/clips (or --input) and the videos' durations from RUN/videos.
+Each clip's frames, and those of the ``faces.margin_s`` seconds around it, are decoded
+on CPUs; InsightFace (or dlib) detects and embeds every face on actors (GPUs when the
+cluster has them); then, per whole clip on CPUs, faces are grouped into identities,
+filtered (pose, blur, low_quality, occluded) and ranked, and up to ``faces.select.
+per_identity`` faces per identity spread over its poses are selected. Every face found
+is a ``faces`` row with its status; a clip with no face is processed with zero rows; a
+clip whose frames fail to decode is one ``errors`` row.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+
+from curation.faces.config import FacesConfig  # noqa: E402
+from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
+from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+
+
+@dataclass
+class Stage3Config:
+    # decode (CPU tasks) -> detect + embed (actors) -> identities, filters, selection (CPU, whole clips)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+
+
+def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
+    """Each clip with its video's duration, which bounds the segment searched after it."""
+    durations: dict[str, float] = {}
+    if job.run.has("videos"):
+        videos = job.run.read("videos", ["video_id", "duration_s"])
+        durations = dict(zip(videos.column("video_id").to_pylist(), videos.column("duration_s").to_pylist()))
+    elif job.config.faces.margin_s > 0:
+        print(f"[faces] {job.run.root.uri()} has no videos table: no segment after a clip is searched", flush=True)
+    values = [durations.get(v) for v in clips.column("video_id").to_pylist()]
+    return clips.append_column(DURATION, pa.array(values, pa.float64()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    job = StageJob(STAGE["faces"], Stage3Config, __doc__, argv)
+    cfg = job.config.faces
+    note = check_weights(cfg, job.models)  # missing dlib weights: one line, exit 2, before Ray starts
+    if note:
+        print(f"[faces] {note}", flush=True)
+    with job:
+        todo = job.pending(job.read_input())
+        if todo.num_rows:
+            todo = with_durations(job, todo)
+            ds = job.dataset(todo, rows_per_block=cfg.decode_pool.batch_size)
+            ds = map_operator(ds, FaceFrames, cfg.decode_pool, config=cfg)
+            ds = map_operator(ds, FaceDetector, cfg.pool, config=cfg, models=job.models)
+            ds = map_operator(ds, FaceReferences, cfg.references_pool, config=cfg)
+            job.write(ds)
+    return 0 if job.report.accounted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli(main))
