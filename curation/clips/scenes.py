@@ -70,7 +70,7 @@ class ScenesConfig:
     # classical: one video per Ray task (the scan decodes the whole video)
     pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=1, num_cpus=0.5))
     # transnetv2: actors that keep the model loaded (a GPU share each where the cluster has GPUs)
-    transnet_pool: ActorPool = field(default_factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1,
+    transnet_pool: ActorPool = field(default_factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
                                                                        num_gpus=0.25))
 
     def __post_init__(self) -> None:
