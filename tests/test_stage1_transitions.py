@@ -222,3 +222,24 @@ def test_peak_memory_does_not_grow_with_video_length(tmp_path):
         assert kept >= minutes * 60 / 8 * 0.9  # every 8 s shot was scanned and kept
         peaks[minutes] = peak_kb / 1024
     assert peaks[30] - peaks[3] < 150, peaks
+
+
+@pytest.mark.slow
+def test_stage1_job_runs_transnetv2_on_actors(ray_session, tmp_path, capsys):
+    """``scenes.detector=transnetv2``: the splitter runs on the transnet pool's actors, each
+    loading the model once; the books balance and the fade is a transition row."""
+    from pipelines.ledger import RunDir
+    from pipelines.stage0_probe import main as probe
+    from pipelines.stage1_clips import main as clips
+
+    media = tmp_path / "media"
+    video = synthetic.camera_video(media / "edited.mp4", ["fade_black"], seed=3)
+    run = tmp_path / "run"
+    assert probe(["--input", str(media), "--run-dir", str(run)]) == 0
+    assert clips(["--run-dir", str(run), "--models", "tiny", "--set", "caption.enabled=false",
+                  "--set", "scenes.detector=transnetv2", "--set", "scenes.transnet_pool.actors=1"]) == 0
+    assert "every input accounted for" in capsys.readouterr().out
+    rows = RunDir.of(str(run)).read("clips").to_pylist()
+    fade = video.transitions[0]
+    transitions = [(r["start_frame"], r["end_frame"]) for r in rows if r["status"] == "transition"]
+    assert any(a <= fade.end and fade.start <= b for a, b in transitions), transitions
