@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import statistics
 import sys
 import tempfile
 import time

@@ -44,7 +44,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from curation import synthetic  # noqa: E402
@@ -93,7 +92,7 @@ def time_rounds(paths: list[Path], videos: pa.Table, splitter, scorer, repeats: 
         outs = []
         for i, path in enumerate(paths):
             start = time.perf_counter()
-            frames = decode_all(str(path))
+            decode_all(str(path))
             middle = time.perf_counter()
             outs.append(scorer(splitter(videos.slice(i, 1))))
             end = time.perf_counter()
