@@ -55,8 +55,14 @@ def setup(device: str | None = None) -> Cluster:
     return Cluster(rank, world, local_rank, chosen, owns)
 
 
-def teardown(cluster: Cluster) -> None:
+def teardown(cluster: Cluster, finished: bool = True) -> None:
+    """Leave the process group. After a run that finished on every rank, wait for all of
+    them first: a rank that destroys its group while a peer's last collectives are still in
+    flight can abort at exit ("terminate called without an active exception", seen once
+    with gloo on 2 loaded CPU cores). After a failure, no barrier: the peers may be gone."""
     if cluster.owns_group and dist.is_initialized():
+        if finished and cluster.world > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -205,6 +205,7 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
     ``MagrefModel`` (unwrapped) for callers that go on in the same process, e.g. to sample.
     """
     cluster = distributed.setup(config.device)
+    finished = False
     try:
         if config.cache:
             from model.latent_cache import read_meta
@@ -235,9 +236,10 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
                         micro, accumulation, start_step, on_step)
         if on_end is not None:
             on_end(distributed.unwrap(model))
+        finished = True
         return summary
     finally:
-        distributed.teardown(cluster)
+        distributed.teardown(cluster, finished)
 
 
 def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Module,
