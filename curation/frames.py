@@ -5,7 +5,8 @@ frames of a clip at some size. This module is the only place that decides
 
 * **which frames** (``FrameRequest``): ``uniform(k)`` evenly spaced frames of the clip,
   ``every(seconds)`` one frame per period, ``at_times([...])`` the frames on screen at
-  given times. Time-based policies choose by *presentation time* (the last frame whose
+  given times, ``at_frames([...])`` given frame numbers of the clip (for a frame another
+  stage recorded by number, e.g. a background's keyframe). Time-based policies choose by *presentation time* (the last frame whose
   pts is <= the asked time: the one a viewer sees then), never by counting frames at a
   nominal rate, so they stay right on variable-frame-rate video;
 * **how they are read** (``read_clip_frames`` / ``read_range_frames``): one seek to the
@@ -38,7 +39,7 @@ from curation.envelope import apply_to_live, put_column, settle_failures
 
 FRAMES = "_frames"  # the private column: npz bytes, see encode_frames
 DEFAULT_SET = "frames"
-UNIFORM, EVERY, TIMES = "uniform", "every", "times"
+UNIFORM, EVERY, TIMES, NUMBERS = "uniform", "every", "times", "numbers"
 # Two timestamps closer than this are the same instant (float rounding of pts * time_base).
 TIME_EPS = 1e-4
 
@@ -58,6 +59,7 @@ class FrameRequest:
     count: int = 0
     seconds: float = 0.0
     times: tuple[float, ...] = ()
+    numbers: tuple[int, ...] = ()
     size: Size = None
     short_side: int | None = None
     format: str = "rgb24"  # any PyAV format; "gray" gives (H, W) images
@@ -70,8 +72,10 @@ class FrameRequest:
             raise ValueError(f"every-n-seconds frames need seconds > 0, got {self.seconds}")
         if self.policy == TIMES and not self.times:
             raise ValueError("at_times needs at least one time")
-        if self.policy not in (UNIFORM, EVERY, TIMES):
-            raise ValueError(f"unknown frame policy {self.policy!r}; use uniform, every or times")
+        if self.policy == NUMBERS and not self.numbers:
+            raise ValueError("at_frames needs at least one frame number")
+        if self.policy not in (UNIFORM, EVERY, TIMES, NUMBERS):
+            raise ValueError(f"unknown frame policy {self.policy!r}; use uniform, every, times or numbers")
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         if callable(self.size):
@@ -94,6 +98,11 @@ def every(seconds: float, **output: Any) -> FrameRequest:
 def at_times(times: Sequence[float], **output: Any) -> FrameRequest:
     """The frames on screen at these times (seconds from the stream's start)."""
     return FrameRequest(TIMES, times=tuple(sorted(float(t) for t in times)), **output)
+
+
+def at_frames(numbers: Sequence[int], **output: Any) -> FrameRequest:
+    """These frames of a clip, by frame number: exact on any frame rate, no time arithmetic."""
+    return FrameRequest(NUMBERS, numbers=tuple(sorted({int(n) for n in numbers})), **output)
 
 
 @dataclass
@@ -133,6 +142,11 @@ class Selector:
         if request.policy == UNIFORM:
             spots = np.linspace(start_frame, end_frame - 1, request.count)
             return cls(numbers=sorted(set(int(round(x)) for x in spots)))
+        if request.policy == NUMBERS:
+            outside = [n for n in request.numbers if not start_frame <= n < end_frame]
+            if outside:
+                raise ValueError(f"asked for frames {outside[:3]} outside the clip [{start_frame}, {end_frame})")
+            return cls(numbers=list(request.numbers))
         return cls(times=_time_targets(request, start_s, end_s))
 
     def offer(self, item: Any, number: int, seconds: float) -> list[Any]:
@@ -167,6 +181,8 @@ class Selector:
 
 
 def _time_targets(request: FrameRequest, start_s: float, end_s: float) -> list[float]:
+    if request.policy == NUMBERS:
+        raise ValueError("at_frames needs a clip's frame numbers: use read_clip_frames, or at_times for a time range")
     if request.policy == EVERY:
         count = int(np.floor((end_s - start_s - TIME_EPS) / request.seconds)) + 1
         return [start_s + k * request.seconds for k in range(max(count, 1))]

@@ -10,7 +10,7 @@ import pytest
 from curation import synthetic
 from curation.decode import IncompleteVideoError
 from curation.envelope import to_table
-from curation.frames import (FRAMES, ClipFrames, FrameReader, at_times, decode_frame_sets, decode_frames,
+from curation.frames import (FRAMES, ClipFrames, FrameReader, at_frames, at_times, decode_frame_sets, decode_frames,
                              encode_frames, every, read_clip_frames, read_range_frames, uniform)
 from schemas.tables import CLIPS, ERROR, KEPT
 
@@ -73,6 +73,11 @@ def test_each_policy_returns_exactly_the_frames_of_a_full_decode(videos, kind, f
     asked = [start_s + 0.011, (start_s + end_s) / 2, end_s - 0.002]
     expected = sorted({on_screen(times, first, last, t) for t in asked})
     check(read(at_times(asked, size=SIZE)), expected, times, images)
+
+    numbers = [last - 1, first, (first + last) // 2]
+    check(read(at_frames(numbers, size=SIZE)), sorted(set(numbers)), times, images)
+    with pytest.raises(ValueError, match="outside the clip"):
+        read(at_frames([last], size=SIZE))
 
 
 def test_vfr_times_are_presentation_times_not_counts(videos):

@@ -173,3 +173,34 @@ def test_requests_reserve_the_background_cell_and_pick_by_score():
     everything = requests_for_clip(clip, faces, objects, scope="all")
     assert sum(r["kind"] == "object" for r in everything) == 9 and sum(r["kind"] == "face" for r in everything) == 2
     assert requests_for_clip(clip, [], [objects[9]]) == []  # no usable reference: nothing to make
+
+
+def test_the_keyframe_is_read_by_number_on_variable_frame_rate_video(tmp_path):
+    """Stages 2-3 record frame numbers; on VFR video a number -> time conversion at the
+    nominal rate lands on another frame, so the background must read the frame by number."""
+    import av
+
+    from curation.frames import decode_frames
+    from curation.synthetic import vfr_video
+
+    durations = [40, 40, 20, 60, 33, 100, 10, 40, 25, 75] * 3  # 30 frames, irregular
+    video = vfr_video(tmp_path / "vfr.mp4", durations, height=H, width=W)
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        times = [float((f.pts - (stream.start_time or 0)) * stream.time_base) for f in container.decode(stream)]
+        container.seek(0)
+        images = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    nominal = 30 / (times[-1] + 0.075)
+
+    def by_rate(number: int) -> int:  # the frame on screen at number / nominal rate
+        return max(n for n in range(30) if times[n] <= number / nominal + 1e-9)
+
+    keyframe = next(k for k in range(5, 25) if by_rate(k) != k)  # the rate arithmetic misses it
+    clip = clip_row(start=0, end=30, uri=str(video), width=W, height=H, fps=nominal)
+    clip["end_s"] = times[-1] + 0.075
+    objects = [object_row(clip, 0, "ball", SQUARE, 0.8, frame=keyframe)]
+    rows = requests_for_clip(clip, [], objects, variants=False)
+    prepared = BackgroundFrames(BackgroundConfig(backend="opencv", max_side=W))(to_table(rows))
+    assert prepared.column("frame").to_pylist() == [keyframe]
+    got = decode_frames(prepared.column(FRAMES)[0].as_py())
+    assert got.indices.tolist() == [keyframe] and np.array_equal(got.images[0], images[keyframe])

@@ -215,7 +215,7 @@ class BackgroundFrames:
     def _prepare(self, live: pa.Table) -> pa.Table:
         import cv2
 
-        from curation.frames import FRAMES, at_times, encode_frames, read_clip_frames
+        from curation.frames import FRAMES, at_frames, encode_frames, read_clip_frames
 
         rows = live.to_pylist()
         frames, masks, keyframes = [None] * len(rows), [None] * len(rows), [None] * len(rows)
@@ -227,11 +227,10 @@ class BackgroundFrames:
             keyframe = choose_keyframe(subjects, start, end)
             width, height = int(row["width"]), int(row["height"])
             size = work_size(width, height, self.config.max_side, self.multiple)
-            # Frame number -> time at the clip's rate (stages 2-3 record frame numbers).
-            at = float(row["start_s"]) + (keyframe - start) / float(row["fps"])
-            at = min(max(at, float(row["start_s"])), float(row["end_s"]) - 1e-3)
+            # By frame number, as stages 2-3 record it: no time arithmetic, so right on VFR too.
+            keyframe = min(max(keyframe, start), end - 1)
             clip = read_clip_frames(row["uri"], start, end, float(row["start_s"]), float(row["end_s"]),
-                                    at_times([at], size=size))
+                                    at_frames([keyframe], size=size))
             mask = subject_mask(width, height, subjects, keyframe, self.config.face_margin)
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
             masks[i] = encode_png(dilate(mask, self.config.dilation))
