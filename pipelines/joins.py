@@ -28,7 +28,7 @@ from pipelines.ledger import RunDir
 from schemas.tables import FACES, INPUT, SAMPLES
 
 UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip
-FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "frame", "box", "det_score", "rank", "selected", "crop", "status",
+FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "segment", "frame", "box", "det_score", "rank", "selected", "crop", "status",
                 *[c for c in ("score",) if c in FACES.names]]  # faces v2 ranks by its own score
 OBJECT_COLUMNS = ["object_id", "clip_id", "label", "frame", "box", "score", "mask", "ref", "status"]
 PAIR_COLUMNS = ["pair_id", "clip_id", "kind", "source_id", "image", "status", "model", "seed", "prompt", "frame"]

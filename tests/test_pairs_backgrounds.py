@@ -204,3 +204,22 @@ def test_the_keyframe_is_read_by_number_on_variable_frame_rate_video(tmp_path):
     assert prepared.column("frame").to_pylist() == [keyframe]
     got = decode_frames(prepared.column(FRAMES)[0].as_py())
     assert got.indices.tolist() == [keyframe] and np.array_equal(got.images[0], images[keyframe])
+
+
+def test_faces_from_neighbouring_segments_do_not_mask_the_background(subject_video):
+    """Stage 3 also searches the seconds around a clip; those faces were on other frames, so
+    they must neither vote for the keyframe nor cut a hole in the background."""
+    clip = clip_row(start=0, end=24, uri=str(subject_video), width=W, height=H, fps=24.0)
+    embedding = np.ones(8, np.float32)
+    own = face_row(clip, 0, "id0", embedding, box=(10, 10, 20, 20), frame=6)
+    neighbours = [{**face_row(clip, i, "id0", embedding, box=(90, 50, 20, 20), frame=18), "segment": segment}
+                  for i, segment in ((1, "before"), (2, "after"), (3, "before"))]
+    background = [r for r in requests_for_clip(clip, [own, *neighbours], [], variants=False)
+                  if r["kind"] == "background"]
+    assert len(background) == 1
+    subjects = background[0][SUBJECTS]
+    assert [(s["kind"], s["frame"]) for s in subjects] == [("face", 6)]
+    prepared = BackgroundFrames(BackgroundConfig(backend="opencv", max_side=W))(to_table(background))
+    assert prepared.column("frame").to_pylist() == [6]  # three neighbour faces at 18 would win the vote
+    mask = decode_png(prepared.column("mask")[0].as_py())
+    assert mask[55:65, 95:105].max() == 0 and mask[15:25, 15:25].min() == 255

@@ -16,8 +16,9 @@ from curation.pairs.assemble import choose_references
 from curation.pairs.backgrounds import SUBJECTS
 from curation.pairs.variants import BACKGROUND, FACE, OBJECT, REF
 from schemas.ids import background_id, variant_id
-from schemas.tables import INPUT, KEPT
+from schemas.tables import FACE_SEGMENTS, INPUT, KEPT
 
+IN_CLIP = FACE_SEGMENTS[1]  # a face seen in the clip itself, not in a neighbouring segment
 CLIP_COLUMNS = ("uri", "start_frame", "end_frame", "start_s", "end_s", "fps", "width", "height")
 
 
@@ -42,7 +43,10 @@ def requests_for_clip(clip: dict, faces: Sequence[dict], objects: Sequence[dict]
     if background:
         subjects = [{"kind": "object", "frame": o.get("frame"), "box": o.get("box"), "mask": o.get("mask")}
                     for o in objects]
-        subjects += [{"kind": "face", "frame": f.get("frame"), "box": f.get("box"), "mask": None} for f in faces]
+        # Only faces seen in the clip itself: a neighbour segment's face was on another
+        # frame (its number is only approximate on VFR video and may fall inside the clip).
+        subjects += [{"kind": "face", "frame": f.get("frame"), "box": f.get("box"), "mask": None}
+                     for f in faces if f.get("segment", IN_CLIP) == IN_CLIP]
         rows.append({**base, "pair_id": background_id(clip["clip_id"]), "kind": BACKGROUND,
                      "source_id": clip["clip_id"], "label": None, REF: None, SUBJECTS: subjects,
                      **{c: clip.get(c) for c in CLIP_COLUMNS}})
