@@ -38,13 +38,18 @@ def corpus(tmp_path_factory):
     return {"root": folder, "good": good, "bad": bad}
 
 
+def script_env() -> dict[str, str]:
+    """A project script's environment: this checkout first on the path, no inherited cluster."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 def run_script(args: list[str], timeout: float = 300, **kwargs):
     """Run a project script the way a user does (fresh interpreter, cwd = repo root)."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=script_env(), capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
 
@@ -52,7 +57,5 @@ def start_script(args: list[str]):
     """Start a project script in its own session (a test may SIGKILL the whole group), output discarded."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True,
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=script_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

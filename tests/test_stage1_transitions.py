@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -16,9 +12,9 @@ from curation.clips.scan import scan_video
 from curation.clips.scenes import ClipSplitter, ScenesConfig
 from curation.frames import FRAMES, decode_frame_sets, encode_frames, read_clip_frames, uniform, ClipFrames
 from schemas.tables import KEPT
+from conftest import run_script
 from test_frames import full_decode
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS = synthetic.FPS
 SLACK = 2  # frames a kept clip may overlap a transition (the tolerance)
 
@@ -214,9 +210,7 @@ def test_peak_memory_does_not_grow_with_video_length(tmp_path):
     peaks = {}
     for minutes in (3, 30):
         path = long_video(tmp_path / f"long_{minutes}.mp4", minutes)
-        env = {**os.environ, "PYTHONPATH": ROOT}
-        done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(path)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = run_script(["-c", RSS_SCRIPT, str(path)], timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         rows, kept, peak_kb = map(int, done.stdout.split())
         assert kept >= minutes * 60 / 8 * 0.9  # every 8 s shot was scanned and kept
