@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from curation import synthetic  # noqa: E402
 from curation.decode import decode_all  # noqa: E402
 
-KINDS = ("cut", "dissolve", "fade_black", "fade_white", "fade_in", "fade_out")
+KINDS = (*synthetic.TRANSITION_KINDS, *synthetic.EDGE_KINDS)
 SLACK = 2
 
 
