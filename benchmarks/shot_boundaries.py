@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from curation import synthetic  # noqa: E402
 from curation.decode import decode_all  # noqa: E402
 
-KINDS = ("cut", "dissolve", "fade_black", "fade_white", "fade_in", "fade_out")
+KINDS = (*synthetic.TRANSITION_KINDS, *synthetic.EDGE_KINDS)
 SLACK = 2
 
 
@@ -135,20 +135,17 @@ def run_default(row: Row, name: str, media) -> None:
 
 def run_raw(row: Row, name: str, media, detect_width: int) -> None:
     """One PySceneDetect detector (our thresholds) on the scan's small frames: cut points only."""
-    import av
     from scenedetect.common import FrameTimecode
 
     from curation.clips.scan import SmallBGR
     from curation.clips.scenes import ScenesConfig
+    from curation.decode import open_video
 
     for video in media:
         detector = ScenesConfig(classical=[name]).detection(video.fps).pyscenedetect()[0]
         cuts = []
-        with av.open(str(video.path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            width = stream.codec_context.width
-            shrink = SmallBGR(width, stream.codec_context.height, max(2, 2 * int(round(width / (2 * detect_width)))))
+        with open_video(str(video.path), strict=False) as (container, stream):
+            shrink = SmallBGR.for_stream(stream, detect_width)
             n = -1
             for n, frame in enumerate(container.decode(stream)):
                 cuts += [c.frame_num for c in detector.process_frame(FrameTimecode(n, fps=float(video.fps)),

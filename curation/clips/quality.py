@@ -21,7 +21,6 @@ aesthetic frames; nothing is decoded twice.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys

@@ -70,6 +70,12 @@ class SmallBGR:
         self._yuv = np.empty((rows, cols, 3), np.uint8)
         self._bgr = np.empty((rows, cols, 3), np.uint8)
 
+    @classmethod
+    def for_stream(cls, stream: Any, detect_width: int) -> "SmallBGR":
+        """Sized for ``stream``'s frames: the even stride that brings them to about ``detect_width``."""
+        width, height = stream.codec_context.width, stream.codec_context.height
+        return cls(width, height, max(2, 2 * int(round(width / (2 * detect_width)))))
+
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         s, rows, cols = self.stride, self.rows, self.cols
         if (frame.format.name not in _FAST_FORMATS or s % 2 or frame.width != self.width
@@ -241,9 +247,7 @@ def scan_video(uri: str, config: ScenesConfig, quality: QualityConfig | None = N
     index, seconds, duration = -1, 0.0, 0.0
     with open_video(uri, strict=config.strict_decode) as (container, stream):
         fps = stream_fps(stream)
-        width = stream.codec_context.width
-        stride = max(2, 2 * int(round(width / (2 * config.detect_width))))
-        shrink = SmallBGR(width, stream.codec_context.height, stride)
+        shrink = SmallBGR.for_stream(stream, config.detect_width)
         boundaries: BoundaryStream = config.boundary_stream(fps, shot_model)
         policy = ClipPolicy(config, fps)
         scoring = Scoring(quality)
