@@ -149,20 +149,19 @@ class Segmenter:
         if missing:
             raise KeyError(f"the segmenter needs the columns {missing}: put the Grounder before it")
         images, boxes, owners = [], [], []
-        for position, row in enumerate(live.select([FRAMES, DETECTIONS]).to_pylist()):
-            detections = detections_from_row(row[DETECTIONS])
+        per_clip = [detections_from_row(value) for value in live.column(DETECTIONS).to_pylist()]
+        for position, (detections, blob) in enumerate(zip(per_clip, live.column(FRAMES).to_pylist())):
             if not detections:
                 continue
-            keyframes = decode_frames(row[FRAMES]).images
+            keyframes = decode_frames(blob).images
             for frame in sorted({d.frame for d in detections}):
                 images.append(keyframes[frame])
                 boxes.append(np.array([d.box for d in detections if d.frame == frame], np.float32))
                 owners.append((position, frame))
         masks = segment_boxes(self.segmenter, images, boxes, self.config) if images else []
         by_frame = {owner: iter(found) for owner, found in zip(owners, masks)}
-        packed: list[list[bytes]] = []
-        for position, value in enumerate(live.column(DETECTIONS).to_pylist()):
-            packed.append([pack_mask(next(by_frame[(position, d.frame)])) for d in detections_from_row(value)])
+        packed = [[pack_mask(next(by_frame[(position, d.frame)])) for d in detections]
+                  for position, detections in enumerate(per_clip)]
         return put_column(live, MASKS, pa.array(packed, pa.list_(pa.binary())))
 
 
