@@ -21,7 +21,7 @@ threshold can be re-chosen from the table without re-running SAM2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class Verdict:
     area: int
     solidity: float
     face_iou: float
-    components: int = field(default=0)
+    components: int = 0  # sizeable pieces of the raw SAM2 mask
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -113,20 +113,29 @@ def model_size(height: int, width: int, shortest: int, longest: int) -> tuple[in
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def pixel_batch(images: list[np.ndarray], shortest: int, longest: int, device: str, dtype: Any):
-    """Resized, normalised, zero-padded pixels (B, 3, H, W) and the pixel mask (B, H, W)."""
+def normalised(images: list[np.ndarray], sizes: list[tuple[int, int]], device: str) -> list:
+    """Each (H, W, 3) uint8 frame as a float (3, h, w) tensor on ``device``: resized to its
+    ``(h, w)`` (bilinear, antialiased) and ImageNet-normalised, as GroundingDINO's and SAM2's
+    processors do, without PIL."""
     import torch
     import torch.nn.functional as F
 
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-    resized = []
-    for image in images:
+    out = []
+    for image, size in zip(images, sizes):
         x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float().div_(255.0)
-        size = model_size(image.shape[0], image.shape[1], shortest, longest)
-        if size != tuple(image.shape[:2]):
+        if tuple(size) != tuple(image.shape[:2]):
             x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-        resized.append((x - mean) / std)
+        out.append((x - mean) / std)
+    return out
+
+
+def pixel_batch(images: list[np.ndarray], shortest: int, longest: int, device: str, dtype: Any):
+    """Resized, normalised, zero-padded pixels (B, 3, H, W) and the pixel mask (B, H, W)."""
+    import torch
+
+    resized = normalised(images, [model_size(*image.shape[:2], shortest, longest) for image in images], device)
     height, width = max(x.shape[1] for x in resized), max(x.shape[2] for x in resized)
     pixels = torch.zeros(len(resized), 3, height, width, device=device)
     mask = torch.zeros(len(resized), height, width, dtype=torch.long, device=device)

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from curation.clips.caption import SYSTEM
 from curation.envelope import put_column, run_isolated, settle_failures
 from curation.operator import ActorPool
 from schemas.tables import INPUT
@@ -34,7 +35,6 @@ LABEL_PROMPT = (
     "array of at most {max_labels} short lowercase nouns, e.g. [\"woman\", \"dog\", \"red car\"]; "
     "answer [] if there are none."
 )
-TEXT_SYSTEM = "You are a helpful assistant."
 
 # Words that name no segmentable thing (a caption's "Subjects:" line sometimes holds them).
 NOT_THINGS = frozenset({"background", "scene", "video", "clip", "camera", "image", "frame", "view", "shot",
@@ -142,8 +142,8 @@ def clip_labels(row: dict[str, Any], limit: int, extra: Iterable[str] = ()) -> l
 
 
 def text_chat(prompt: str) -> str:
-    """Qwen's chat format for a text-only turn."""
-    return (f"<|im_start|>system\n{TEXT_SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
+    """Qwen's chat format for a text-only turn (the captioner's system prompt: one model, one prompt)."""
+    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
             f"<|im_start|>assistant\n")
 
 

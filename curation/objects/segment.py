@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frames
-from curation.objects.grounding import DETECTIONS, IMAGENET_MEAN, IMAGENET_STD, detections_from_row
+from curation.objects.grounding import DETECTIONS, detections_from_row, normalised
 from curation.operator import ActorPool
 
 MASKS = "_masks"  # private column: one packed mask per detection, in ``DETECTIONS`` order
@@ -96,17 +96,11 @@ def _model_boxes(seg: SegmentModel, boxes: np.ndarray, shape: tuple[int, int]) -
 
 
 def _pixels(seg: SegmentModel, images: list[np.ndarray]):
+    """SAM2's input: every frame squashed to the model's square size, normalised (B, 3, S, S)."""
     import torch
-    import torch.nn.functional as F
 
-    size = seg.image_size
-    mean = torch.tensor(IMAGENET_MEAN, device=seg.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=seg.device).view(1, 3, 1, 1)
-    batch = []
-    for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(seg.device).permute(2, 0, 1)[None].float().div_(255.0)
-        batch.append(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return ((torch.cat(batch) - mean) / std).to(seg.dtype)
+    size = (seg.image_size, seg.image_size)
+    return torch.stack(normalised(images, [size] * len(images), seg.device)).to(seg.dtype)
 
 
 def _decode(seg: SegmentModel, embeddings: list, owner: np.ndarray, boxes: np.ndarray, per_forward: int):
@@ -155,20 +149,19 @@ class Segmenter:
         if missing:
             raise KeyError(f"the segmenter needs the columns {missing}: put the Grounder before it")
         images, boxes, owners = [], [], []
-        for position, row in enumerate(live.select([FRAMES, DETECTIONS]).to_pylist()):
-            detections = detections_from_row(row[DETECTIONS])
+        per_clip = [detections_from_row(value) for value in live.column(DETECTIONS).to_pylist()]
+        for position, (detections, blob) in enumerate(zip(per_clip, live.column(FRAMES).to_pylist())):
             if not detections:
                 continue
-            keyframes = decode_frames(row[FRAMES]).images
+            keyframes = decode_frames(blob).images
             for frame in sorted({d.frame for d in detections}):
                 images.append(keyframes[frame])
                 boxes.append(np.array([d.box for d in detections if d.frame == frame], np.float32))
                 owners.append((position, frame))
         masks = segment_boxes(self.segmenter, images, boxes, self.config) if images else []
         by_frame = {owner: iter(found) for owner, found in zip(owners, masks)}
-        packed: list[list[bytes]] = []
-        for position, value in enumerate(live.column(DETECTIONS).to_pylist()):
-            packed.append([pack_mask(next(by_frame[(position, d.frame)])) for d in detections_from_row(value)])
+        packed = [[pack_mask(next(by_frame[(position, d.frame)])) for d in detections]
+                  for position, detections in enumerate(per_clip)]
         return put_column(live, MASKS, pa.array(packed, pa.list_(pa.binary())))
 
 
