@@ -26,10 +26,9 @@ from curation.pairs.cross_clip import CrossClipConfig, centroids_from_sums, iden
 from pipelines.common import STAGE, StageJob, cli  # noqa: E402
 from pipelines.ledger import commit  # noqa: E402
 from schemas.io import Location, list_parts  # noqa: E402
-from schemas.tables import CROSS_PAIRS, FACES  # noqa: E402
+from schemas.tables import CROSS_PAIRS  # noqa: E402
 
-SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "selected"] + (
-    ["embedding_model"] if "embedding_model" in FACES.names else [])
+SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "embedding_model", "selected"]
 
 
 @dataclass
