@@ -58,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             faces = job.run.table("faces")
             parts = [{"part": Location(faces.fs, path).uri()} for path in list_parts(faces)]
             ds = job.dataset(pa.Table.from_pylist(parts), rows_per_block=1)
-            sums = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-                    for b in ds.map_batches(part_sums, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
-                    .iter_batches(batch_size=None, batch_format="pyarrow")]
-            centroids = centroids_from_sums(sums)
+            sums = ds.map_batches(part_sums, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
+            centroids = centroids_from_sums(sums.iter_batches(batch_size=None, batch_format="pyarrow"))
             new_ids = sorted(set(todo.column("identity_id").to_pylist()))
             rows = pair_new_identities(centroids, new_ids, cfg.cross_clip)
             owned: dict[str, list[dict]] = {}
