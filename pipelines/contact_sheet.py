@@ -130,13 +130,11 @@ def _dataset(run: RunDir, kind: str) -> pads.Dataset | None:
     return pads.dataset(folder.path, filesystem=folder.fs, format="parquet")
 
 
-def _read(run: RunDir, kind: str, columns: list[str], where: Any = None, limit: int | None = None) -> list[dict]:
+def _read(run: RunDir, kind: str, columns: list[str], where: Any = None) -> list[dict]:
     dataset = _dataset(run, kind)
     if dataset is None:
         return []
     names = [c for c in columns if c in dataset.schema.names]
-    if limit is not None:
-        return dataset.head(limit, columns=names, filter=where).to_pylist()
     return dataset.to_table(columns=names, filter=where).to_pylist()
 
 
@@ -176,7 +174,7 @@ def contact_sheet(run: RunDir, books_text: str = "", max_samples: int = 100, per
     """The whole HTML document for ``run``."""
     dataset = _dataset(run, "samples")
     total = dataset.count_rows() if dataset is not None else 0
-    samples = _read(run, "samples", list(dataset.schema.names), limit=max_samples) if dataset is not None else []
+    samples = dataset.head(max_samples).to_pylist() if dataset is not None else []
     samples.sort(key=lambda r: r["sample_id"])
     cards = "".join(sample_card(row, frames) for row in samples)
 

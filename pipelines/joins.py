@@ -25,11 +25,11 @@ from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_p
 from curation.pairs.cross_clip import best_partners
 from curation.pairs.requests import requests_for_clip
 from pipelines.ledger import RunDir
-from schemas.tables import FACES, INPUT, SAMPLES
+from schemas.tables import INPUT, SAMPLES
 
 UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip
 FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "segment", "frame", "box", "det_score", "rank", "selected", "crop", "status",
-                *[c for c in ("score",) if c in FACES.names]]  # faces v2 ranks by its own score
+                "score"]  # score: stage 3's ranking score (faces v2)
 OBJECT_COLUMNS = ["object_id", "clip_id", "label", "frame", "box", "score", "mask", "ref", "status"]
 PAIR_COLUMNS = ["pair_id", "clip_id", "kind", "source_id", "image", "status", "model", "seed", "prompt", "frame"]
 

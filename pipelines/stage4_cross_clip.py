@@ -26,10 +26,9 @@ from curation.pairs.cross_clip import CrossClipConfig, centroids_from_sums, iden
 from pipelines.common import STAGE, StageJob, cli  # noqa: E402
 from pipelines.ledger import commit  # noqa: E402
 from schemas.io import Location, list_parts  # noqa: E402
-from schemas.tables import CROSS_PAIRS, FACES  # noqa: E402
+from schemas.tables import CROSS_PAIRS  # noqa: E402
 
-SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "selected"] + (
-    ["embedding_model"] if "embedding_model" in FACES.names else [])
+SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "embedding_model", "selected"]
 
 
 @dataclass
@@ -59,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             faces = job.run.table("faces")
             parts = [{"part": Location(faces.fs, path).uri()} for path in list_parts(faces)]
             ds = job.dataset(pa.Table.from_pylist(parts), rows_per_block=1)
-            sums = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-                    for b in ds.map_batches(part_sums, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
-                    .iter_batches(batch_size=None, batch_format="pyarrow")]
-            centroids = centroids_from_sums(sums)
+            sums = ds.map_batches(part_sums, batch_size=1, batch_format="pyarrow", num_cpus=0.5)
+            centroids = centroids_from_sums(sums.iter_batches(batch_size=None, batch_format="pyarrow"))
             new_ids = sorted(set(todo.column("identity_id").to_pylist()))
             rows = pair_new_identities(centroids, new_ids, cfg.cross_clip)
             owned: dict[str, list[dict]] = {}

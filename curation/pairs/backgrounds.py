@@ -228,7 +228,6 @@ class BackgroundFrames:
             width, height = int(row["width"]), int(row["height"])
             size = work_size(width, height, self.config.max_side, self.multiple)
             # By frame number, as stages 2-3 record it: no time arithmetic, so right on VFR too.
-            keyframe = min(max(keyframe, start), end - 1)
             clip = read_clip_frames(row["uri"], start, end, float(row["start_s"]), float(row["end_s"]),
                                     at_frames([keyframe], size=size))
             mask = subject_mask(width, height, subjects, keyframe, self.config.face_margin)

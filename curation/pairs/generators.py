@@ -32,7 +32,11 @@ from curation.models import default_dtype
 
 def load_editor(source: str, device: str, dtype: Any = None) -> Any:
     """The registry's loader for ``editor``: any diffusers image-editing pipeline."""
-    return _load_pipeline(source, device, dtype)
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=default_dtype(device, dtype))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
 
 
 def load_inpainter(source: str, device: str, dtype: Any = None) -> Any:
@@ -47,14 +51,6 @@ def load_inpainter(source: str, device: str, dtype: Any = None) -> Any:
         # SDXL's VAE asks to be upcast around every encode: needed for fp16 overflow, not
         # for bf16, and each cast moves the whole VAE (and warns).
         pipe.vae.register_to_config(force_upcast=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
-def _load_pipeline(source: str, device: str, dtype: Any) -> Any:
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=default_dtype(device, dtype))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
