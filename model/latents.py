@@ -58,22 +58,6 @@ class ModelInputs:
                            move(self.condition), move(self.prompt_embeds),
                            move(self.image_embeds), guidance)
 
-    def split(self) -> list["ModelInputs"]:
-        """Per-example views (batch 1), e.g. to cache each example on its own."""
-        out = []
-        for b in range(len(self)):
-            g = self.guidance
-            one = None
-            if g is not None and g.token_weights[b].any():
-                keep = g.token_weights[b].any(dim=-1)  # drop the padding subjects of others
-                one = SubjectGuidance(g.token_weights[b:b + 1, keep], g.token_masks[b:b + 1, keep])
-            out.append(ModelInputs([self.sample_ids[b]], [self.augmentations[b]],
-                                   self.latents[b:b + 1], self.condition[b:b + 1],
-                                   self.prompt_embeds[b:b + 1],
-                                   None if self.image_embeds is None else self.image_embeds[b:b + 1],
-                                   one))
-        return out
-
     @classmethod
     def collate(cls, items: Sequence["ModelInputs"]) -> "ModelInputs":
         if any(len(i) != 1 for i in items):
