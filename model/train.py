@@ -312,6 +312,8 @@ def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Mod
 
 def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]:
     """Skipped records by reason, over every rank."""
+    from model.batching import StreamState
+
     bad = dict(stream.state.bad)
     if cluster.world > 1:
         import torch.distributed as dist
@@ -319,10 +321,7 @@ def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]
         parts: list[Any] = [None] * cluster.world
         dist.all_gather_object(parts, bad)
         bad = {k: v for part in parts for k, v in part.items()}
-    counts: dict[str, int] = {}
-    for reason in bad.values():
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
+    return StreamState(bad=bad).skipped_by_reason()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
