@@ -138,12 +138,11 @@ def random_inputs(transformer, batch: int, height: int, width: int, frames: int,
                        SubjectGuidance(weights, masks)).to(device)
 
 
-def cache_read_seconds(inputs, repeats: int = 3) -> tuple[float, int]:
-    """Time to read one entry of this shape back (bf16, as the cache job stores by default)."""
+def cache_read_seconds(one, repeats: int = 3) -> tuple[float, int]:
+    """Time to read one entry (batch-1 ``one``) back (bf16, as the cache job stores by default)."""
     from model.latents import read_entry, write_entry
 
     with tempfile.TemporaryDirectory() as root:
-        one = inputs.split()[0].to("cpu")
         path, size = write_entry(root, one, torch.bfloat16)
         times = []
         for _ in range(repeats):
@@ -177,9 +176,10 @@ def run(args: argparse.Namespace, mode: str, cached: bool, cluster) -> dict:
     config = TrainConfig(out="-")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
     if cached:
-        fixed = random_inputs(distributed.unwrap(model).transformer, args.batch, args.height, args.width,
-                              args.frames, device)
-        read_s, entry_bytes = cache_read_seconds(fixed)
+        inner = distributed.unwrap(model).transformer
+        fixed = random_inputs(inner, args.batch, args.height, args.width, args.frames, device)
+        read_s, entry_bytes = cache_read_seconds(random_inputs(inner, 1, args.height, args.width,
+                                                               args.frames, "cpu"))
         batches = lambda: fixed  # noqa: E731
     else:
         from model.latents import encode_examples

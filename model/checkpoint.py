@@ -59,12 +59,20 @@ class Weights:
 def save_checkpoint(path: str, transformer: torch.nn.Module,
                     disentangler: SubjectDisentanglement, include_transformer: bool = True) -> None:
     """Write alphas (and the backbone unless ``include_transformer=False``) atomically."""
-    tensors = {ALPHA_KEY: disentangler.alpha.detach().float().cpu().contiguous()}
+    tensors = {ALPHA_KEY: disentangler.alpha}
     if include_transformer:
         for key, value in transformer.state_dict().items():
-            tensors[TRANSFORMER_PREFIX + key] = value.detach().cpu().contiguous()
-    metadata = {"format": FORMAT, "num_layers": str(disentangler.alpha.numel()),
-                "transformer_config": json.dumps(dict(transformer.config), default=str)}
+            tensors[TRANSFORMER_PREFIX + key] = value
+    write_checkpoint(path, tensors, transformer.config)
+
+
+def write_checkpoint(path: str, tensors: Mapping[str, torch.Tensor], transformer_config: Mapping) -> None:
+    """The single-file format from tensors already named ``transformer.*`` / ``magref.alpha``
+    (training gathers them itself under FSDP2); the alphas are stored in fp32."""
+    tensors = {k: (v.float() if k == ALPHA_KEY else v).detach().cpu().contiguous()
+               for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "num_layers": str(tensors[ALPHA_KEY].numel()),
+                "transformer_config": json.dumps(dict(transformer_config), default=str)}
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(tensors, tmp, metadata=metadata)
     os.replace(tmp, path)  # a killed save never leaves a file that looks complete

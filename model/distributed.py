@@ -79,14 +79,6 @@ def all_sum(value: torch.Tensor, cluster: Cluster) -> torch.Tensor:
     return value
 
 
-def broadcast_object(obj: object, cluster: Cluster) -> object:
-    if cluster.world == 1:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def wrap(model: torch.nn.Module, cluster: Cluster, shard: bool) -> torch.nn.Module:
     """FSDP2 (``shard=True``, full fine-tuning) or DDP over trainable parameters (LoRA)."""
     if cluster.world == 1:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from model.conditioning import canvas_tensor, encode_condition, normalize_latents
-from model.data import BadRecord, Example
-from model.disentangle import TEXT_LENGTH, SubjectGuidance
+from model.data import Example
+from model.disentangle import SubjectGuidance
 
 FORMAT = "magref-latents-v1"
 FILES = "latent_files"  # entries live under ROOT/latent_files/, the index in ROOT/latents/
@@ -58,39 +58,20 @@ class ModelInputs:
                            move(self.condition), move(self.prompt_embeds),
                            move(self.image_embeds), guidance)
 
-    def split(self) -> list["ModelInputs"]:
-        """Per-example views (batch 1), e.g. to cache each example on its own."""
-        out = []
-        for b in range(len(self)):
-            g = self.guidance
-            one = None
-            if g is not None and g.token_weights[b].any():
-                keep = g.token_weights[b].any(dim=-1)  # drop the padding subjects of others
-                one = SubjectGuidance(g.token_weights[b:b + 1, keep], g.token_masks[b:b + 1, keep])
-            out.append(ModelInputs([self.sample_ids[b]], [self.augmentations[b]],
-                                   self.latents[b:b + 1], self.condition[b:b + 1],
-                                   self.prompt_embeds[b:b + 1],
-                                   None if self.image_embeds is None else self.image_embeds[b:b + 1],
-                                   one))
-        return out
-
     @classmethod
     def collate(cls, items: Sequence["ModelInputs"]) -> "ModelInputs":
         if any(len(i) != 1 for i in items):
             raise ValueError("collate takes batch-1 inputs (cache entries)")
         cat = (lambda ts: torch.cat(ts) if ts[0] is not None else None)
-        guides = [i.guidance for i in items]
-        guidance = None
-        if any(g is not None for g in guides):
-            guidance = SubjectGuidance.stack(guides)
         return cls([s for i in items for s in i.sample_ids], [a for i in items for a in i.augmentations],
                    cat([i.latents for i in items]), cat([i.condition for i in items]),
                    cat([i.prompt_embeds for i in items]), cat([i.image_embeds for i in items]),
-                   guidance)
+                   guidance_of(items))
 
 
-def guidance_of(examples: Sequence[Example]) -> SubjectGuidance | None:
-    guides = [e.guidance for e in examples]
+def guidance_of(items: Sequence[Example | ModelInputs]) -> SubjectGuidance | None:
+    """The batch's subject guidance, padded to its most subjects; None when none has any."""
+    guides = [e.guidance for e in items]
     return SubjectGuidance.stack(guides) if any(g is not None for g in guides) else None
 
 

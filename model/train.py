@@ -108,9 +108,8 @@ def build_data(config: TrainConfig, cluster: distributed.Cluster,
         from model.latents import encode_examples
 
         on_gpu = cluster.device.type == "cuda"
-        dtype = torch.bfloat16 if on_gpu and config.lora else torch.float32  # full: fp32 master weights
-        pipe = load("video_backbone", config.base, dtype=dtype,
-                    device="cpu" if shards_on_gpu(config, cluster) else str(cluster.device))
+        pipe = load("video_backbone", config.base, dtype=base_dtype(config, cluster),
+                    device=str(load_device(config, cluster)))
         for name in ("text_encoder", "vae", "image_encoder"):  # encoders as sampling runs them
             module = getattr(pipe, name)
             if module is not None and on_gpu:
@@ -127,10 +126,16 @@ def build_data(config: TrainConfig, cluster: distributed.Cluster,
     return stream, encode, pipe
 
 
-def shards_on_gpu(config: TrainConfig, cluster: distributed.Cluster) -> bool:
-    """FSDP2 over GPUs: load the transformer on CPU; ``fully_shard`` moves it block by block,
-    so no GPU ever holds the whole fp32 model (56 GB for 14B)."""
-    return not config.lora and cluster.world > 1 and cluster.device.type == "cuda"
+def load_device(config: TrainConfig, cluster: distributed.Cluster) -> torch.device:
+    """Where the transformer loads. FSDP2 over GPUs: on CPU; ``fully_shard`` moves it block by
+    block, so no GPU ever holds the whole fp32 model (56 GB for 14B)."""
+    shards_on_gpu = not config.lora and cluster.world > 1 and cluster.device.type == "cuda"
+    return torch.device("cpu") if shards_on_gpu else cluster.device
+
+
+def base_dtype(config: TrainConfig, cluster: distributed.Cluster) -> torch.dtype:
+    """Full fine-tuning: fp32 master weights; LoRA on GPU: a frozen bf16 base."""
+    return torch.bfloat16 if cluster.device.type == "cuda" and config.lora else torch.float32
 
 
 def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) -> MagrefModel:
@@ -138,15 +143,13 @@ def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) ->
     from model.disentangle import SubjectDisentanglement
     from model.trainable import load_transformer
 
-    on_gpu = cluster.device.type == "cuda"
-    base_dtype = torch.bfloat16 if on_gpu and config.lora else torch.float32
-    place = torch.device("cpu") if shards_on_gpu(config, cluster) else cluster.device
+    dtype, place = base_dtype(config, cluster), load_device(config, cluster)
     if pipe is not None:
         transformer, disentangler = pipe.transformer, pipe.disentangler
-        if transformer.dtype != base_dtype:
-            transformer.to(dtype=base_dtype)
+        if transformer.dtype != dtype:
+            transformer.to(dtype=dtype)
     else:
-        transformer = load_transformer(config.base, place, base_dtype)
+        transformer = load_transformer(config.base, place, dtype)
         disentangler = SubjectDisentanglement.attach_to(transformer)
     if config.lora:
         from model.lora import add_lora, lora_config
@@ -312,6 +315,8 @@ def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Mod
 
 def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]:
     """Skipped records by reason, over every rank."""
+    from model.batching import StreamState
+
     bad = dict(stream.state.bad)
     if cluster.world > 1:
         import torch.distributed as dist
@@ -319,10 +324,7 @@ def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]
         parts: list[Any] = [None] * cluster.world
         dist.all_gather_object(parts, bad)
         bad = {k: v for part in parts for k, v in part.items()}
-    counts: dict[str, int] = {}
-    for reason in bad.values():
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
+    return StreamState(bad=bad).skipped_by_reason()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

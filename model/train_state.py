@@ -19,7 +19,6 @@ killed save is never taken for a checkpoint; ``--resume auto`` picks the newest 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import ALPHA_KEY, FORMAT
+from model.checkpoint import ALPHA_KEY, write_checkpoint
 from model.distributed import Cluster, barrier, unwrap
 
 CHECKPOINTS = "checkpoints"
@@ -67,8 +66,7 @@ def _full_weights(model: torch.nn.Module, cluster: Cluster) -> dict[str, torch.T
         full_state_dict=True, cpu_offload=True))
     if not cluster.is_main:
         return None
-    return {(ALPHA_KEY if k == "disentangler.alpha" else k): v.detach().cpu().contiguous()
-            for k, v in full.items()}
+    return {(ALPHA_KEY if k == "disentangler.alpha" else k): v for k, v in full.items()}
 
 
 def save_weights(path: Path, model: torch.nn.Module, lora: bool, cluster: Cluster) -> None:
@@ -81,16 +79,8 @@ def save_weights(path: Path, model: torch.nn.Module, lora: bool, cluster: Cluste
             save_lora(str(path), inner.transformer, inner.disentangler)
         return
     tensors = _full_weights(model, cluster)
-    if tensors is None:
-        return
-    from safetensors.torch import save_file
-
-    metadata = {"format": FORMAT, "num_layers": str(inner.disentangler.alpha.numel()),
-                "transformer_config": json.dumps(dict(inner.transformer.config), default=str)}
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    save_file({k: v.float() if k == ALPHA_KEY else v for k, v in tensors.items()}, str(tmp),
-              metadata=metadata)
-    os.replace(tmp, path)
+    if tensors is not None:
+        write_checkpoint(str(path), tensors, inner.transformer.config)
 
 
 def weights_name(lora: bool) -> str:

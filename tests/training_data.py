@@ -7,23 +7,16 @@ wide enough (hidden 128) to memorise a clip, which the ``tiny`` preset (hidden 1
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
+from curation.images import encode_png as png
 from curation.synthetic import scene_frames, write_video
 
 CAPTION = "a man walks a dog in the park"
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def clip(path: Path, frames: int = 24, height: int = 48, width: int = 64, fps: int = 24,
