@@ -301,6 +301,11 @@ def _collect(uri: str, frames: Generator, selector: Selector, request: FrameRequ
 # The column: how frames travel between steps.
 # ---------------------------------------------------------------------------
 
+def drop_frames(table: pa.Table) -> pa.Table:
+    """The table without the ``FRAMES`` column: a GPU step's output never carries pixels on."""
+    return table.drop_columns([FRAMES]) if FRAMES in table.column_names else table
+
+
 def encode_frames(frames: ClipFrames | Mapping[str, ClipFrames], jpeg_quality: int | None = None) -> bytes:
     """Frames (or named sets of frames) as one npz blob for the ``FRAMES`` column.
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
-from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, uniform
+from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, drop_frames, uniform
 from curation.models import default_dtype
 from curation.operator import ActorPool, TaskPool
 from schemas.tables import CLIPS
@@ -190,7 +190,7 @@ class Captioner:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         result = run_isolated(batch, self._caption, CLIPS)
-        return result.drop_columns([FRAMES]) if FRAMES in result.column_names else result
+        return drop_frames(result)
 
     def _caption(self, live: pa.Table) -> pa.Table:
         if FRAMES not in live.column_names:

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
-from curation.frames import FRAMES, decode_frame_sets
+from curation.frames import FRAMES, decode_frame_sets, drop_frames
 from curation.models import default_dtype
 from curation.operator import ActorPool
 from schemas.tables import CLIPS, KEPT
@@ -239,7 +239,7 @@ class ClipScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         result = run_isolated(batch, self._score, CLIPS)
-        return result.drop_columns([FRAMES]) if FRAMES in result.column_names else result
+        return drop_frames(result)
 
     def _score(self, live: pa.Table) -> pa.Table:
         motions = live.column("motion").to_pylist()  # the scan measured it as each clip closed

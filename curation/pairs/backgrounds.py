@@ -250,10 +250,10 @@ class Backgrounds:
         self.model_name = resolve("inpainter", models) if self.pipe is not None else OPENCV
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.frames import FRAMES
+        from curation.frames import drop_frames
 
         out = run_isolated(batch, self._fill)
-        return out.drop_columns([FRAMES]) if FRAMES in out.column_names else out
+        return drop_frames(out)
 
     def _fill(self, live: pa.Table) -> pa.Table:
         from curation.frames import FRAMES, decode_frames
