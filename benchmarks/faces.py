@@ -90,6 +90,7 @@ def end_to_end(name: str, backend, config: FacesConfig, frames: np.ndarray, deco
 def real_size(device: str, det_size: int, frames: np.ndarray, rec_batch: int, faces_per_frame: int,
               decode_fps: float) -> dict:
     from face_archs import arcface_r100, gmacs, scrfd_10g, write_real_size_pack
+
     from curation.faces.detect import load_insightface
 
     folder = write_real_size_pack(os.path.join(tempfile.gettempdir(), "magref-bench-antelope-arch"))

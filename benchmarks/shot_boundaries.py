@@ -195,8 +195,9 @@ def main() -> int:
                         "histogram,gradual;adaptive,hash,gradual", help="classical ensembles to run, ';'-separated")
     args = parser.parse_args()
 
-    import yaml
     from dataclasses import replace
+
+    import yaml
 
     from curation.clips.scenes import ScenesConfig
 

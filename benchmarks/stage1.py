@@ -133,9 +133,9 @@ def transitions_found(scans, truths, min_seconds: float) -> str:
 
 
 def time_job(media: Path, work: Path, detector: str) -> float:
-    from pipelines.common import init_ray
     from pipelines.stage0_probe import main as probe
     from pipelines.stage1_clips import main as clips
+    from pipelines.wiring import init_ray
 
     run = work / f"run-{time.time_ns()}"
     init_ray(None)

@@ -38,8 +38,15 @@ import pyarrow.compute as pc  # noqa: E402
 from curation import synthetic  # noqa: E402
 from curation.frames import FrameReader  # noqa: E402
 from curation.objects.filters import FilterConfig  # noqa: E402
-from curation.objects.grounding import (DETECTIONS, GroundingConfig, Grounder, GroundingModel,  # noqa: E402
-                                        grounding_config, keyframe_request, tiny_tokenizer)
+from curation.objects.grounding import (  # noqa: E402
+    DETECTIONS,
+    Grounder,
+    GroundingConfig,
+    GroundingModel,
+    grounding_config,
+    keyframe_request,
+    tiny_tokenizer,
+)
 from curation.objects.morphology import MorphologyConfig  # noqa: E402
 from curation.objects.references import ObjectReferences, ReferencesConfig  # noqa: E402
 from curation.objects.segment import SegmentConfig, Segmenter, SegmentModel, segmenter_config  # noqa: E402

@@ -62,7 +62,12 @@ def real_editor(device: str, layers: int | None = None):
     ``layers`` cuts the transformer's and T5's depth (a smoke test of this code path on a
     small machine; widths stay real)."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxKontextPipeline,
+        FluxTransformer2DModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from curation.pairs.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer

@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.model_forward import REAL_14B, SMALL  # noqa: E402
 from model import distributed  # noqa: E402
-from model.train import flow_matching_loss  # noqa: E402
-from model.train_config import TrainConfig  # noqa: E402
-from model.trainable import MagrefModel, OptimConfig, make_optimizer, make_scheduler  # noqa: E402
+from model.train.config import TrainConfig  # noqa: E402
+from model.train.loop import flow_matching_loss  # noqa: E402
+from model.train.optim import OptimConfig, make_optimizer
+from model.train.trainable import MagrefModel, make_scheduler  # noqa: E402
 
 # Wan2.1's 1.3B shape with the I2V input (36 channels, CLIP image context), as Wan2.1-Fun-1.3B-InP.
 REAL_1_3B = dict(REAL_14B, num_attention_heads=12, ffn_dim=8960, num_layers=30, added_kv_proj_dim=1536)
@@ -68,7 +69,13 @@ def random_module(cls, *args, dtype: torch.dtype, device: str, **kwargs):
 def build_pipeline(arch: str, device: str, lora: bool, with_encoders: bool):
     """A MagrefPipeline: the transformer (and, for uncached steps, the frozen encoders)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
 
     from model.pipeline import MagrefPipeline
     from model.tiny import tiny_tokenizer, tiny_wan_components
@@ -106,7 +113,7 @@ def random_examples(count: int, height: int, width: int, frames: int, seed: int)
     from PIL import Image
 
     from model.conditioning import compose_canvas
-    from model.data import Example
+    from model.train.data import Example
 
     rng = np.random.default_rng(seed)
     out = []
@@ -121,7 +128,7 @@ def random_examples(count: int, height: int, width: int, frames: int, seed: int)
 
 def random_inputs(transformer, batch: int, height: int, width: int, frames: int, device: str):
     from model.disentangle import SubjectGuidance
-    from model.latents import ModelInputs
+    from model.train.latents import ModelInputs
 
     cfg = transformer.config
     t, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
@@ -140,7 +147,7 @@ def random_inputs(transformer, batch: int, height: int, width: int, frames: int,
 
 def cache_read_seconds(one, repeats: int = 3) -> tuple[float, int]:
     """Time to read one entry (batch-1 ``one``) back (bf16, as the cache job stores by default)."""
-    from model.latents import read_entry, write_entry
+    from model.train.latents import read_entry, write_entry
 
     with tempfile.TemporaryDirectory() as root:
         path, size = write_entry(root, one, torch.bfloat16)
@@ -153,7 +160,7 @@ def cache_read_seconds(one, repeats: int = 3) -> tuple[float, int]:
 
 
 def run(args: argparse.Namespace, mode: str, cached: bool, cluster) -> dict:
-    from model.lora import add_lora, lora_config
+    from model.weights.lora import add_lora, lora_config
 
     device = str(cluster.device)
     lora = mode == "lora"
@@ -182,7 +189,7 @@ def run(args: argparse.Namespace, mode: str, cached: bool, cluster) -> dict:
                                                                args.frames, "cpu"))
         batches = lambda: fixed  # noqa: E731
     else:
-        from model.latents import encode_examples
+        from model.train.latents import encode_examples
 
         examples = random_examples(args.batch, args.height, args.width, args.frames, seed=cluster.rank)
         batches = lambda: encode_examples(pipe, examples).to(device)  # noqa: E731

@@ -14,7 +14,7 @@ and each number has one owner:
 
 ``batch_size`` is the rows per call, or, for an operator that declares
 ``whole_inputs = True``, the *inputs* per call: the wiring then hands it every row of
-each input together (see ``pipelines/common.py``, ``map_operator``).
+each input together (see ``pipelines/job.py``, ``map_operator``).
 """
 
 from __future__ import annotations

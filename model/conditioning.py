@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from schemas.samples import MAX_REFERENCES  # noqa: F401 - the canvas limit has one owner: the samples contract
+
 # Smallest grid (count of cells) that holds n references, and its (cols, rows).
 _GRIDS: tuple[tuple[int, tuple[int, int]], ...] = (
     (1, (1, 1)), (2, (2, 1)), (3, (3, 1)), (4, (2, 2)), (6, (3, 2)), (8, (4, 2)),

@@ -4,7 +4,7 @@ Built from the unchanged Wan I2V components (``WanTransformer3DModel``, ``Autoen
 UMT5 + tokenizer, CLIP vision encoder + processor, a flow scheduler), so a
 ``Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`` directory or hub id loads as is; MAGREF adds the
 canvas conditioning (Eq. 1-4, ``model.conditioning``), the subject-disentanglement hooks
-(Eq. 5-6, ``model.disentangle``) and an optional checkpoint (``model.checkpoint``).
+(Eq. 5-6, ``model.disentangle``) and an optional checkpoint (``model.weights.checkpoint``).
 
 Defaults are the released inference's (MAGREF-Video/MAGREF ``magref/subject2video.py``),
 so the released weights see the inputs they were trained on: 832×480, 81 frames, 40 UniPC
@@ -35,12 +35,24 @@ from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from model.conditioning import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VAE_STRIDE,
-                                VAE_TEMPORAL_STRIDE, Canvas, ConditioningError, _module_device,
-                                check_video_size, clip_canvas_pixels, compose_canvas,
-                                denormalize_latents, encode_condition)
+from curation.models import pick_device
+from model.conditioning import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    VAE_STRIDE,
+    VAE_TEMPORAL_STRIDE,
+    Canvas,
+    ConditioningError,
+    _module_device,
+    check_video_size,
+    clip_canvas_pixels,
+    compose_canvas,
+    denormalize_latents,
+    encode_condition,
+)
 from model.disentangle import TEXT_LENGTH, SubjectDisentanglement, SubjectGuidance, clean_prompt
 from model.velocity import magref_velocity
+from model.weights.checkpoint import load_checkpoint
 
 DEFAULT_BASE = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 # Wan2.1's own sample_neg_prompt.
@@ -163,8 +175,6 @@ class MagrefPipeline(DiffusionPipeline):
 
     def load_magref_checkpoint(self, path: str) -> dict[str, int | str]:
         """A MAGREF checkpoint file or folder (the release as shipped included), fully covered."""
-        from model.checkpoint import load_checkpoint
-
         return load_checkpoint(path, self.transformer, self.disentangler)
 
     # -- encoders ---------------------------------------------------------------------------
@@ -333,13 +343,11 @@ def load_components(source: str, device: str | None = None, dtype: torch.dtype |
     """The registry's loader for ``video_backbone``: a diffusers Wan I2V dir or hub id.
 
     ``dtype`` defaults to bf16 on GPU and fp32 on CPU; VAE and CLIP always load in fp32.
-    ``transformer`` replaces the one in ``source`` (``model.latents.load_encoders`` passes a
+    ``transformer`` replaces the one in ``source`` (``model.train.latents.load_encoders`` passes a
     weightless placeholder, so the latent cache never loads 14B weights it does not use).
     """
     from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
     from transformers import CLIPVisionModel
-
-    from curation.models import pick_device
 
     device = pick_device(device)
     dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)

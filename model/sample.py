@@ -31,9 +31,24 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from curation.models import load, pick_device
 from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
 from model.disentangle import word_spans
-from model.pipeline import CLIP_INPUTS, DEFAULT_BASE, DEFAULTS, TIMESTEP_GRIDS, SamplingDefaults
+from model.pipeline import (
+    CLIP_INPUTS,
+    DEFAULT_BASE,
+    DEFAULTS,
+    TIMESTEP_GRIDS,
+    SamplingDefaults,
+    check_rope_capacity,
+)
+from model.tiny import TINY_DEFAULTS
+from model.tiny import TINY_DEFAULTS as t
+from model.weights.checkpoint import CheckpointError
+from model.weights.lora import load_lora
+from schemas.io import read_manifest
+from schemas.samples import sample_references
+from schemas.validate import SchemaError
 
 
 class SampleInputError(ValueError):
@@ -155,10 +170,6 @@ def jobs_from_samples(path: str, out_dir: Path, use_variants: bool = False) -> l
     objects, background); a face's or object's ``label`` becomes its subject word when the
     caption contains it, so disentanglement binds what stages 2-3 found.
     """
-    from schemas.io import read_manifest
-    from schemas.samples import sample_references
-    from schemas.validate import SchemaError
-
     try:
         table = read_manifest(path, "samples")
     except (SchemaError, FileNotFoundError) as exc:
@@ -205,15 +216,11 @@ def canvas_path(video: Path) -> Path:
 def preset_defaults(base: str) -> SamplingDefaults:
     """The release's settings, or the tiny preset's sizes (its rotary table holds 512 px)."""
     if base == "tiny":
-        from model.tiny import TINY_DEFAULTS
-
         return TINY_DEFAULTS
     return DEFAULTS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.tiny import TINY_DEFAULTS as t
-
     d = DEFAULTS
     p = argparse.ArgumentParser(prog="python -m model.sample", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -284,8 +291,6 @@ def gather_jobs(args: argparse.Namespace) -> list[Job | tuple[str, str]]:
 def load_pipeline(args: argparse.Namespace) -> Any:
     import torch
 
-    from curation.models import load, pick_device
-
     device = pick_device(args.device)
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu and args.base != "tiny" else torch.float32
@@ -294,8 +299,6 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     if args.checkpoint:
         pipe.load_magref_checkpoint(args.checkpoint)
     if args.lora:
-        from model.lora import load_lora
-
         load_lora(args.lora, pipe.transformer, pipe.disentangler)
     if low:
         pipe.enable_low_memory(device)
@@ -330,9 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = len(jobs) - len(todo)
     pipe = None
     if todo:
-        from model.checkpoint import CheckpointError
-        from model.pipeline import check_rope_capacity
-
         try:
             pipe = load_pipeline(args)
             check_rope_capacity(pipe.transformer, args.height, args.width, args.frames)

@@ -76,8 +76,13 @@ def tiny_components(device: str | torch.device = "cpu") -> Any:
 def tiny_wan_components() -> dict[str, Any]:
     """Keyword arguments for ``WanImageToVideoPipeline`` / ``MagrefPipeline``, tiny and random."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config,
-                              UMT5EncoderModel)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
 
     torch.manual_seed(TINY_SEED)
     tokenizer = tiny_tokenizer()

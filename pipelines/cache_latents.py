@@ -7,7 +7,7 @@
 Reads RUN/samples (or --input), each ``sample_id`` once; the driver reads only the ids,
 the CPU step reads its samples' rows itself. For every sample and each augmentation seed
 0..N-1 it decodes the clip and composes the canvas exactly as ``model.train`` does online
-(``model.data``: same rng, same buckets), then an actor holding VAE, UMT5 and CLIP (a GPU
+(``model.train.data``: same rng, same buckets), then an actor holding VAE, UMT5 and CLIP (a GPU
 each when there are GPUs; the transformer is never loaded) encodes it and writes one
 safetensors entry under RUN/latent_files/ and one row of the ``latents`` index table. A
 sample that cannot be trained on (missing video, unreadable PNG, too short) is one
@@ -24,8 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import model.roles  # noqa: E402,F401 - registers the video_backbone role
 from curation.models import resolve  # noqa: E402
-from model.latent_cache import CacheConfig, ExampleBuilder, LatentEncoder, cache_meta, claim  # noqa: E402
-from pipelines.common import Stage, StageJob, UserError, cli, map_operator  # noqa: E402
+from model.train.latent_cache import CacheConfig, ExampleBuilder, LatentEncoder, cache_meta, claim  # noqa: E402
+from pipelines.cli import UserError, cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
+from pipelines.stages import Stage  # noqa: E402
+from pipelines.wiring import map_operator  # noqa: E402
 
 CACHE = Stage("latents", "latents", "cache_latents", "samples", "sample_id",
               input_columns=("sample_id",), roles=("video_backbone",))

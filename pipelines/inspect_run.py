@@ -4,7 +4,7 @@
     python -m pipelines.inspect_run RUN --html out.html   # the contact sheet (pipelines/contact_sheet.py)
     python -m pipelines.inspect_run RUN --sample SAMPLE_ID  # one training record, readably
 
-For each stage that has run: its inputs as the stage declares them (``pipelines/common.py``
+For each stage that has run: its inputs as the stage declares them (``pipelines/job.py``
 ``STAGES``: e.g. stages 2-4 take kept clips only; stage 0 the uris it was pointed at), the ledger rows, the output rows by status and the error
 rows, and whether they add up: inputs = finished + not yet run; finished inputs =
 inputs with rows + errors + empty; ledger rows = table rows; no key twice. Exits 1
@@ -21,8 +21,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from pipelines.common import STAGES, Parser, UserError, cli  # noqa: E402
+from pipelines.cli import Parser, UserError, cli  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
+from pipelines.stages import STAGES  # noqa: E402
 from schemas.tables import key_of  # noqa: E402
 from schemas.validate import SchemaError  # noqa: E402
 

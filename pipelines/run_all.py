@@ -23,10 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from pipelines.common import STAGES, Parser, UserError, cli, init_ray  # noqa: E402
+from pipelines.cli import Parser, UserError, cli  # noqa: E402
 from pipelines.inspect_run import inspect, render, render_samples  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
-
+from pipelines.stages import STAGES  # noqa: E402
+from pipelines.wiring import init_ray  # noqa: E402
 
 # --demo runs tiny random models on CPU (a --set of the user's comes later and wins):
 # * the tiny captioner writes no "Subjects:" line, so stage 2 is told what the demo's

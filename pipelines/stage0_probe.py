@@ -19,7 +19,10 @@ import pyarrow as pa  # noqa: E402
 
 from curation.sources import list_inputs  # noqa: E402
 from curation.video import ProbeConfig, VideoProber  # noqa: E402
-from pipelines.common import STAGE, StageJob, UserError, cli, map_operator  # noqa: E402
+from pipelines.cli import UserError, cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
+from pipelines.wiring import map_operator  # noqa: E402
 
 
 @dataclass

@@ -30,7 +30,10 @@ from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
 from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
 from curation.frames import FrameReader  # noqa: E402
 from curation.models import resolve  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli, has_gpus, map_operator  # noqa: E402
+from pipelines.cli import cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
+from pipelines.wiring import has_gpus, map_operator  # noqa: E402
 from schemas.tables import CLIPS  # noqa: E402
 
 

@@ -23,12 +23,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from curation.frames import FrameReader  # noqa: E402
 from curation.objects.filters import FilterConfig  # noqa: E402
-from curation.objects.grounding import GroundingConfig, Grounder, keyframe_request  # noqa: E402
+from curation.objects.grounding import Grounder, GroundingConfig, keyframe_request  # noqa: E402
 from curation.objects.labels import Labeler, LabelsConfig  # noqa: E402
 from curation.objects.morphology import MorphologyConfig  # noqa: E402
 from curation.objects.references import ObjectReferences, ReferencesConfig  # noqa: E402
 from curation.objects.segment import SegmentConfig, Segmenter  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+from pipelines.cli import cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
+from pipelines.wiring import map_operator  # noqa: E402
 from schemas.tables import CLIPS  # noqa: E402
 
 

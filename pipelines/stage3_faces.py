@@ -25,7 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from curation.faces.config import FacesConfig  # noqa: E402
 from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+from pipelines.cli import cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
+from pipelines.wiring import map_operator  # noqa: E402
 
 
 @dataclass

@@ -22,15 +22,15 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from pipelines.common import has_gpus, init_ray  # noqa: E402
+from pipelines.wiring import has_gpus, init_ray  # noqa: E402
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the ``model.train`` loop, reporting every logged step."""
     import ray.train
 
-    from model.train import train
-    from model.train_config import config_from_args
+    from model.train.config import config_from_args
+    from model.train.loop import train
 
     config = config_from_args(loop_config["argv"])
 
@@ -56,7 +56,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.train_config import UsageError, config_from_args
+    from model.train.config import UsageError, config_from_args
 
     args, train_argv = parse(argv)
     try:

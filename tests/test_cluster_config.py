@@ -6,7 +6,6 @@ from pathlib import Path
 import jsonschema
 import ray
 import yaml
-
 from conftest import ROOT
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-
 from curation.envelope import empty_row, error_row, to_table
 from pipelines.ledger import RunDir, clean_orphans, commit
 from schemas.tables import CLIPS

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pipelines.common import parse_models
+from pipelines.cli import parse_models
 from pipelines.config import ConfigError, flat_keys, key_help, load_config, to_yaml
 from pipelines.stage0_probe import Stage0Config
 from pipelines.stage1_clips import Stage1Config

@@ -7,13 +7,13 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+from pairs_data import clip_row, face_row, object_row, people, table
+
 from curation.pairs.assemble import AssembleConfig, assemble_sample
 from curation.synthetic import moving_video
-from pairs_data import clip_row, face_row, object_row, people, table
+from pipelines.cli import cli
 from pipelines.contact_sheet import highlight
-from pipelines.common import cli
 from pipelines.inspect_run import main as inspect_main
 from pipelines.ledger import RunDir
 from schemas.ids import background_id, variant_id

@@ -9,8 +9,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, run_script, start_script
+
 from pipelines.ledger import RunDir
 
 

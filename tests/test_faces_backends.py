@@ -140,7 +140,13 @@ def test_the_tiny_pack_finds_nothing_where_there_is_no_skin_tone(tiny_insightfac
 
 
 def test_the_tiny_pack_is_the_same_bytes_every_time(tmp_path, tiny_insightface):
-    from curation.faces.tiny_pack import DETECTOR_FILE, LANDMARK_FILE, RECOGNIZER_FILE, tiny_pack_dir, write_pack
+    from curation.faces.tiny_pack import (
+        DETECTOR_FILE,
+        LANDMARK_FILE,
+        RECOGNIZER_FILE,
+        tiny_pack_dir,
+        write_pack,
+    )
 
     digests = []
     for folder in (tiny_pack_dir(), write_pack(str(tmp_path / "again"))):

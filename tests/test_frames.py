@@ -10,8 +10,20 @@ import pytest
 from curation import synthetic
 from curation.decode import IncompleteVideoError
 from curation.envelope import to_table
-from curation.frames import (FRAMES, ClipFrames, FrameReader, at_frames, at_times, decode_frame_sets, decode_frames,
-                             encode_frames, every, read_clip_frames, read_range_frames, uniform)
+from curation.frames import (
+    FRAMES,
+    ClipFrames,
+    FrameReader,
+    at_frames,
+    at_times,
+    decode_frame_sets,
+    decode_frames,
+    encode_frames,
+    every,
+    read_clip_frames,
+    read_range_frames,
+    uniform,
+)
 from schemas.tables import CLIPS, ERROR, KEPT
 
 SIZE = (64, 48)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training_data import clip, sample_row, write_samples
 
 SETTINGS = ["--set", "data.num_frames=9", "--set", "data.min_frames=5", "--set", "data.buckets=[[64,48]]",
@@ -35,10 +34,10 @@ def run(tmp_path_factory, ray_session) -> Path:
 
 
 def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
-    from model.data import DataConfig, SamplesTable, make_example
-    from model.latent_cache import open_cache
-    from model.latents import encode_examples, read_entry
     from model.tiny import tiny_components
+    from model.train.data import DataConfig, SamplesTable, make_example
+    from model.train.latent_cache import open_cache
+    from model.train.latents import encode_examples, read_entry
     from schemas.io import Location, read_table
 
     meta, dataset = open_cache(str(run))
@@ -68,7 +67,7 @@ def test_cache_job_resumes_and_refuses_other_settings(run: Path, capsys) -> None
     assert "3 already done" in capsys.readouterr().out
     assert sorted(p.name for p in (run / "latents").iterdir()) == before
     changed = [s.replace("augmentations=2", "augmentations=3") for s in SETTINGS]
-    from pipelines.common import cli
+    from pipelines.cli import cli
 
     assert cli(main, ["--run-dir", str(run), "--models", "tiny", *changed]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -80,7 +79,7 @@ def test_training_from_the_cache_equals_training_from_raw_samples(run: Path, tmp
     """Same seeds, same 4 steps: the losses agree to 1e-6 relative (float32 cache; a bf16
     cache rounds latents to 3 significant digits; its losses agreed to ~1e-4 here)."""
     import curation.models
-    from model.train import main
+    from model.train.loop import main
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.conditioning import (ConditioningError, check_video_size, compose_canvas,
-                                encode_condition, grid_for)
+from model.conditioning import ConditioningError, check_video_size, compose_canvas, encode_condition, grid_for
 
 H, W = 480, 832
 WHITE = np.array([255, 255, 255], dtype=np.uint8)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.checkpoint import CheckpointError, load_checkpoint
-from model.convert_release import main, to_diffusers_key, to_original_key
 from model.disentangle import SubjectDisentanglement
+from model.weights.checkpoint import CheckpointError, load_checkpoint
+from model.weights.release import main, to_diffusers_key, to_original_key
 
 # Wan's own config.json fields for the tiny transformer (Wan's WanModel, not diffusers').
 WAN_CONFIG = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "i2v",
@@ -163,7 +163,7 @@ def test_a_missing_or_extra_key_fails_naming_it(case: str, release, tmp_path, ca
 
 
 def test_loading_refuses_other_mismatches(release, tmp_path) -> None:
-    from model.checkpoint import save_checkpoint
+    from model.weights.checkpoint import save_checkpoint
 
     fresh = tiny_transformer(7)
     dis = SubjectDisentanglement.attach_to(fresh)

@@ -8,8 +8,13 @@ import torch
 from PIL import Image
 
 from model.conditioning import compose_canvas, encode_condition
-from model.disentangle import (SubjectDisentanglement, SubjectGuidance, SubjectWordError,
-                               subject_token_masks, subject_token_weights)
+from model.disentangle import (
+    SubjectDisentanglement,
+    SubjectGuidance,
+    SubjectWordError,
+    subject_token_masks,
+    subject_token_weights,
+)
 from model.tiny import tiny_wan_components
 from model.velocity import magref_velocity
 
@@ -183,7 +188,7 @@ def test_absent_subject_word_is_a_clear_error(setup: dict) -> None:
 def test_checkpoint_roundtrip_plain_wan_and_bad_keys(setup: dict, tmp_path) -> None:
     from safetensors.torch import save_file
 
-    from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from model.weights.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     s = setup
     src = SubjectDisentanglement(2)

@@ -8,8 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from model.conditioning import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ConditioningError,
-                                clip_canvas_pixels, compose_canvas, fit_size)
+from model.conditioning import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ConditioningError,
+    clip_canvas_pixels,
+    compose_canvas,
+    fit_size,
+)
 
 H, W = 480, 832
 CLIP_SIZE = 224  # Wan's CLIP ViT-H/14 input

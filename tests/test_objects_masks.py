@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 
 from curation.images import decode_png, encode_mask, encode_png, mask_box, rgba_cutout
-from curation.objects.filters import (DUPLICATE, IRREGULAR, OVERLAPS_FACE, TOO_SMALL, Candidate, FilterConfig,
-                                      judge, mask_iou)
-from curation.objects.morphology import (MorphologyConfig, fill_holes, refine, significant_components,
-                                         solidity)
+from curation.objects.filters import (
+    DUPLICATE,
+    IRREGULAR,
+    OVERLAPS_FACE,
+    TOO_SMALL,
+    Candidate,
+    FilterConfig,
+    judge,
+    mask_iou,
+)
+from curation.objects.morphology import MorphologyConfig, fill_holes, refine, significant_components, solidity
 from schemas.tables import KEPT
 
 H, W = 240, 320

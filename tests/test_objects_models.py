@@ -7,13 +7,28 @@ import pyarrow as pa
 import pytest
 
 from curation.models import load
-from curation.objects.grounding import (FACE_QUERY, Detection, GroundingConfig, GroundingModel, detect, model_size,
-                                        query_of, select, token_positions)
-from curation.objects.labels import (LABELS, LabelsConfig, Labeler, MalformedLabelAnswer, normalise_labels,
-                                     parse_label_answer, singular)
+from curation.objects.grounding import (
+    FACE_QUERY,
+    Detection,
+    GroundingConfig,
+    GroundingModel,
+    detect,
+    model_size,
+    query_of,
+    select,
+    token_positions,
+)
+from curation.objects.labels import (
+    LABELS,
+    Labeler,
+    LabelsConfig,
+    MalformedLabelAnswer,
+    normalise_labels,
+    parse_label_answer,
+    singular,
+)
 from curation.objects.segment import SegmentConfig, SegmentModel, pack_mask, segment_boxes, unpack_mask
 from schemas.tables import ERROR, ERROR_MESSAGE, ERROR_TYPE, INPUT
-
 
 # --------------------------------------------------------------------------- labels
 

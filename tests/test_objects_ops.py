@@ -6,17 +6,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from stage2_media import make_clips
 
 from curation.frames import FRAMES, FrameReader
 from curation.images import decode_png
 from curation.objects.filters import FilterConfig
-from curation.objects.grounding import DETECTIONS, GroundingConfig, Grounder, keyframe_request
+from curation.objects.grounding import DETECTIONS, Grounder, GroundingConfig, keyframe_request
 from curation.objects.morphology import MorphologyConfig
 from curation.objects.references import ObjectReferences, ReferencesConfig
 from curation.objects.segment import MASKS, SegmentConfig, Segmenter
 from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, INPUT, KEPT, OBJECTS
 from schemas.validate import validate
-from stage2_media import make_clips
 
 STATUSES = {KEPT, "too_small", "irregular", "overlaps_face", "duplicate"}
 

@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from pairs_data import clip_row, face_row, object_row, people, table
 
 from curation.images import encode_png
 from curation.pairs.assemble import AssembleConfig, assemble_sample, caption_word, choose_references
-from pairs_data import clip_row, face_row, object_row, people, table
 from schemas.ids import background_id, sample_id, variant_id
 from schemas.io import write_table
 from schemas.samples import sample_references

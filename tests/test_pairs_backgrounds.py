@@ -4,16 +4,27 @@ import json
 
 import numpy as np
 import pytest
+from pairs_data import clip_row, face_row, object_row, people
 
 from curation.envelope import to_table
 from curation.frames import FRAMES
 from curation.images import decode_png, encode_png
-from curation.pairs.backgrounds import (SUBJECTS, TOO_MASKED, BackgroundConfig, BackgroundFrames, Backgrounds,
-                                        augment, choose_keyframe, composite, dilate, inpaint_opencv, subject_mask,
-                                        work_size)
+from curation.pairs.backgrounds import (
+    SUBJECTS,
+    TOO_MASKED,
+    BackgroundConfig,
+    BackgroundFrames,
+    Backgrounds,
+    augment,
+    choose_keyframe,
+    composite,
+    dilate,
+    inpaint_opencv,
+    subject_mask,
+    work_size,
+)
 from curation.pairs.requests import requests_for_clip
 from curation.synthetic import write_video
-from pairs_data import clip_row, face_row, object_row, people
 from schemas.tables import INPUT
 
 W, H = 128, 96

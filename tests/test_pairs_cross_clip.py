@@ -5,10 +5,15 @@ import itertools
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from curation.pairs.cross_clip import (NEAR_DUPLICATE, CrossClipConfig, best_partners, identity_centroids,
-                                       pair_new_identities)
 from pairs_data import clip_row, face_row, people, sighting, table
+
+from curation.pairs.cross_clip import (
+    NEAR_DUPLICATE,
+    CrossClipConfig,
+    best_partners,
+    identity_centroids,
+    pair_new_identities,
+)
 from schemas.ids import cross_pair_id
 
 PERSONS = people(3, seed=1)

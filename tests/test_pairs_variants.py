@@ -5,13 +5,21 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from pairs_data import disc_rgba, face_crop
 
 from curation.envelope import to_table
 from curation.images import decode_png, encode_png
 from curation.pairs.generators import edit, fit_size, size_multiple
-from curation.pairs.variants import (FACE_PROMPTS, OBJECT_PROMPTS, REF, Variants, VariantsConfig, choose_prompt,
-                                     on_white, seed_for)
-from pairs_data import disc_rgba, face_crop
+from curation.pairs.variants import (
+    FACE_PROMPTS,
+    OBJECT_PROMPTS,
+    REF,
+    Variants,
+    VariantsConfig,
+    choose_prompt,
+    on_white,
+    seed_for,
+)
 from schemas.tables import ERROR, INPUT
 
 

@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from pipelines.ledger import RunDir
 
 BIN = Path(sys.executable).parent

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 import model  # noqa: F401 - registers the model package's roles, as any use of model/ does
-from conftest import ROOT
 from curation.models import ROLES, ModelSourceError, _import, describe, resolve
 
 

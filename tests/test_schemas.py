@@ -4,8 +4,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas import (SchemaError, clip_id, key_of, list_parts, read_ids, read_manifest, read_table,
-                     validate, video_id_of, write_part)
+from schemas import (
+    SchemaError,
+    clip_id,
+    key_of,
+    list_parts,
+    read_ids,
+    read_manifest,
+    read_table,
+    validate,
+    video_id_of,
+    write_part,
+)
 from schemas.io import Location, remove_temporaries
 
 

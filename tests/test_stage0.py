@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, run_script, start_script
+
 from curation import synthetic
 from curation.sources import list_inputs
 from pipelines.ledger import RunDir

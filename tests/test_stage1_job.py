@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pyarrow.parquet as pq
+from test_stage1_ops import partly_decodable, videos_table
 
 from curation import synthetic
 from curation.clips.scenes import ClipSplitter, ScenesConfig
@@ -13,7 +14,6 @@ from pipelines.ledger import RunDir
 from pipelines.stage0_probe import main as probe
 from pipelines.stage1_clips import main as clips
 from schemas.validate import validate
-from test_stage1_ops import partly_decodable, videos_table
 
 TINY = ["--models", "tiny", "--set", "caption.frames=4", "--set", "caption.max_new_tokens=6",
         "--set", "caption.pool.batch_size=3"]

@@ -11,11 +11,11 @@ import pytest
 
 from curation import synthetic
 from curation.clips.caption import CaptionConfig, Captioner, frame_request, split_subjects
+from curation.clips.quality import ClipScorer, QualityConfig
+from curation.clips.scenes import ClipSplitter, ScenesConfig, clip_ranges
 from curation.decode import IncompleteVideoError, iter_frames, read_frames
 from curation.envelope import to_table
 from curation.frames import FRAMES, FrameReader, decode_frames
-from curation.clips.quality import ClipScorer, QualityConfig
-from curation.clips.scenes import ClipSplitter, ScenesConfig, clip_ranges
 from schemas.tables import CLIPS, ERROR, KEPT
 
 FPS = synthetic.FPS

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import run_script
+from test_frames import full_decode
 
 from curation import synthetic
 from curation.clips.quality import AESTHETIC, QualityConfig
 from curation.clips.scan import scan_video
 from curation.clips.scenes import ClipSplitter, ScenesConfig
-from curation.frames import FRAMES, decode_frame_sets, encode_frames, read_clip_frames, uniform, ClipFrames
+from curation.frames import FRAMES, ClipFrames, decode_frame_sets, encode_frames, read_clip_frames, uniform
 from schemas.tables import KEPT
-from conftest import run_script
-from test_frames import full_decode
 
 FPS = synthetic.FPS
 SLACK = 2  # frames a kept clip may overlap a transition (the tolerance)

@@ -6,12 +6,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from stage2_media import make_clips, write_clips
 
 from pipelines.inspect_run import main as inspect_main
 from pipelines.ledger import RunDir
 from pipelines.stage2_objects import main as objects
 from schemas.validate import validate
-from stage2_media import make_clips, write_clips
 
 TINY = ["--models", "tiny", "--set", "filters.theta_min=0.001"]
 ONE_CLIP_PER_CALL = ["--set", "grounding.pool.batch_size=1", "--set", "segment.pool.batch_size=1"]

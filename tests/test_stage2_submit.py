@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_script
-from pipelines.ledger import RunDir
 from stage2_media import make_clips, write_clips
 from test_ray_job_submit import ADDRESS, BIN, head_node, pids_under  # noqa: F401 - head_node is a fixture
+
+from pipelines.ledger import RunDir
 
 # One clip per block and per model call: the job commits clip by clip (a kill lands
 # between commits) and no clip's rows depend on which clips shared its batch.

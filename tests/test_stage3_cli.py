@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import run_script
+from test_stage_framework import one_line_error
+
 from pipelines.config import load_config, to_yaml
 from pipelines.stage3_faces import Stage3Config
-from test_stage_framework import one_line_error
 
 
 def test_printed_stage3_config_reads_back_unchanged(tmp_path):

@@ -11,18 +11,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute below
 import pytest
+from pairs_data import clip_row, face_row, object_row, people, sighting, table
 
 from curation.envelope import to_table
 from curation.images import decode_png
 from curation.synthetic import face_video, write_video
-from pairs_data import clip_row, face_row, object_row, people, sighting, table
-from pipelines.assemble_samples import main as assemble
-from pipelines.common import cli
+from pipelines.cli import cli
 from pipelines.inspect_run import inspect
 from pipelines.inspect_run import main as inspect_main
 from pipelines.ledger import RunDir, commit
-from pipelines.stage4_cross_clip import main as cross_clip
-from pipelines.stage4_pairs import main as pairs
+from pipelines.stage4a_variants import main as pairs
+from pipelines.stage4b_cross_pairs import main as cross_clip
+from pipelines.stage4c_samples import main as assemble
 from schemas.io import write_part
 from schemas.samples import sample_references
 from schemas.tables import INPUT

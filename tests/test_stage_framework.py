@@ -12,14 +12,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_script
 
-from conftest import ROOT, run_script
 from curation.envelope import to_table
 from curation.images import encode_png
 from curation.operator import ActorPool, TaskPool
-from pipelines.common import STAGE, StageJob, cli, map_operator
+from pipelines.cli import cli
+from pipelines.job import StageJob
 from pipelines.ledger import RunDir, commit
 from pipelines.run_lock import StageLock
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
 from schemas.tables import CLIPS, INPUT, OBJECTS
 
 # ----------------------------------------------------------------------------- whole inputs

@@ -1,4 +1,4 @@
-"""model.data and model.batching: samples rows -> examples -> deterministic batches."""
+"""model.train.data and model.train.batching: samples rows -> examples -> deterministic batches."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from training_data import CAPTION, clip, sample_row, samples_table, write_samples
 
-from model.batching import BatchStream, NoUsableSamples, StreamState, epoch_order
-from model.data import (BadRecord, DataConfig, SamplesDataset, SamplesTable, cover_size, frame_count,
-                        make_example, nearest_bucket, window_times)
-from training_data import CAPTION, clip, png, sample_row, samples_table, write_samples
+from model.train.batching import BatchStream, NoUsableSamples, StreamState, epoch_order
+from model.train.data import (
+    BadRecord,
+    DataConfig,
+    SamplesDataset,
+    SamplesTable,
+    cover_size,
+    frame_count,
+    make_example,
+    nearest_bucket,
+    window_times,
+)
 
 SMALL = DataConfig(num_frames=9, min_frames=5, buckets=((64, 48), (48, 64)))
 
@@ -110,8 +119,9 @@ def test_variant_and_background_probabilities(one_clip, tokenizer) -> None:
         x, y, w, h = ex.canvas.boxes[0]
         return np.asarray(ex.canvas.image)[y:y + h, x:x + w], len(ex.canvas.boxes)
 
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     def placed(data, size):
         return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(size, Image.LANCZOS))
@@ -233,7 +243,7 @@ def test_vfr_clips_are_read_at_their_presentation_times(tmp_path: Path) -> None:
     import av
 
     from curation import synthetic
-    from model.data import read_clip
+    from model.train.data import read_clip
 
     durations = [40, 20, 60, 33, 100, 10, 40, 25, 75, 41] * 4
     uri = str(synthetic.vfr_video(tmp_path / "vfr.mp4", durations, height=48, width=64))

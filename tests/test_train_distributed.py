@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import run_script
+from safetensors.torch import load_file
 from training_data import samples_table
 
 pytestmark = pytest.mark.slow
@@ -37,7 +36,7 @@ def table(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def single(table: Path, tmp_path_factory) -> dict[str, Path]:
     """One process, micro-batch 2: the reference runs."""
-    from model.train import main
+    from model.train.loop import main
 
     outs = {}
     before = torch.get_num_threads()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from model.train import main
 from training_data import CAPTION, clip, png, sample_row, samples_table, small_wan_dir, write_samples
+
+from model.train.loop import main
 
 SMALL = ["--frames", "9", "--min-frames", "5", "--bucket", "64x48", "--bucket", "48x64"]
 
@@ -100,15 +100,15 @@ def test_a_table_with_broken_records_trains_on_and_reports_them(tmp_path: Path, 
 
 def test_lora_trains_only_adapters_and_alphas_and_loads_in_sample(table: Path, tmp_path: Path) -> None:
     from model.disentangle import SubjectDisentanglement
-    from model.lora import load_lora
     from model.sample import main as sample_main
     from model.tiny import tiny_wan_components
-    from model.trainable import MagrefModel
+    from model.train.trainable import MagrefModel
+    from model.weights.lora import load_lora
 
     out = tmp_path / "lora"
     trained: list[MagrefModel] = []
-    from model.train import train
-    from model.train_config import config_from_args
+    from model.train.config import config_from_args
+    from model.train.loop import train
 
     config = config_from_args(["--manifest", str(table), "--base", "tiny", "--out", str(out),
                                "--steps", "3", "--lr", "1e-2", "--lora-rank", "4", *SMALL])
@@ -166,10 +166,10 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     of the clip's latents (what a perfect model would produce through this VAE).
     """
     from curation.models import load
-    from model.data import DataConfig, SamplesTable, make_example
-    from model.latent_cache import cache_samples
-    from model.latents import encode_examples, load_encoders
     from model.sample import main as sample_main
+    from model.train.data import DataConfig, SamplesTable, make_example
+    from model.train.latent_cache import cache_samples
+    from model.train.latents import encode_examples, load_encoders
 
     base = small_wan_dir(tmp_path / "wan")
     uri, frames = clip(tmp_path / "one.mp4", frames=12, height=32, width=32, fps=16, seed=3)

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from model.train_config import TrainConfig, UsageError, config_from_args, micro_batching
-from model.trainable import MagrefModel, OptimConfig, make_optimizer, make_scheduler
+from model.train.config import TrainConfig, UsageError, config_from_args, micro_batching
+from model.train.optim import OptimConfig, make_optimizer, make_scheduler
+from model.train.trainable import MagrefModel
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_training_target_is_the_velocity_the_sampler_integrates() -> None:
     Wan predicts) takes diffusers' flow-matching Euler step from x_t straight to x1."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from model.train import WAN_TIMESTEPS
+    from model.train.loop import WAN_TIMESTEPS
 
     g = torch.Generator().manual_seed(0)
     x1, x0 = torch.randn(1, 16, 2, 4, 4, generator=g), torch.randn(1, 16, 2, 4, 4, generator=g)
@@ -89,7 +90,7 @@ def test_training_target_is_the_velocity_the_sampler_integrates() -> None:
 
 
 def test_shifted_timestep_sampling_matches_wan() -> None:
-    from model.train import sample_sigma
+    from model.train.loop import sample_sigma
 
     u = torch.linspace(0, 1, 11)
     shifted = sample_sigma(u, "shift", 3.0, torch.zeros(11))
@@ -122,7 +123,7 @@ def test_command_line_mistakes_are_usage_errors(argv, message) -> None:
 
 
 def test_cli_mistake_exits_2_with_one_line(tmp_path, capsys) -> None:
-    from model.train import main
+    from model.train.loop import main
 
     assert main(["--out", str(tmp_path / "o"), "--manifest", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,6 +1,6 @@
 """Stage 4, global step: the same identity in other clips (``curation/pairs/cross_clip.py``).
 
-    python pipelines/stage4_cross_clip.py --run-dir RUN [--set cross_clip.min_similarity=0.55]
+    python pipelines/stage4b_cross_pairs.py --run-dir RUN [--set cross_clip.min_similarity=0.55]
 
 Inputs are identities (``identity_id`` of faces with ``selected``); the ledger holds those
 already paired, so a rerun after new clips arrive queries only the new identities against
@@ -23,8 +23,10 @@ import pyarrow as pa  # noqa: E402
 
 from curation.envelope import empty_row, to_table  # noqa: E402
 from curation.pairs.cross_clip import CrossClipConfig, centroids_from_sums, identity_sums, pair_new_identities  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli  # noqa: E402
+from pipelines.cli import cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
 from pipelines.ledger import commit  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
 from schemas.io import Location, list_parts  # noqa: E402
 from schemas.tables import CROSS_PAIRS  # noqa: E402
 

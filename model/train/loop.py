@@ -29,10 +29,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from model import distributed, train_log, train_state
-from model.latents import ModelInputs
-from model.train_config import TrainConfig, UsageError, config_from_args, micro_batching
-from model.trainable import (MagrefModel, make_optimizer, make_scheduler, trainable_parameters)
+from curation.models import load
+from model.conditioning import ConditioningError
+from model.disentangle import SubjectDisentanglement
+from model.pipeline import check_rope_capacity
+from model.train import checkpoints, distributed
+from model.train import log as train_log
+from model.train.batching import BatchStream, NoUsableSamples, StreamState
+from model.train.config import TrainConfig, UsageError, config_from_args, micro_batching, with_cache_data
+from model.train.data import SamplesDataset, SamplesTable
+from model.train.latent_cache import open_cache, read_meta
+from model.train.latents import ModelInputs, encode_examples
+from model.train.optim import make_optimizer, make_scheduler
+from model.train.trainable import MagrefModel, load_transformer, trainable_parameters
+from model.weights.lora import add_lora, lora_config
 
 WAN_TIMESTEPS = 1000  # Wan's num_train_timesteps: transformer timestep = 1000 * sigma
 
@@ -93,20 +103,12 @@ def flow_matching_loss(model: torch.nn.Module, inputs: ModelInputs, step: int,
 def build_data(config: TrainConfig, cluster: distributed.Cluster,
                micro: int) -> tuple[Any, Callable[[list], ModelInputs], Any]:
     """(batch stream, batch -> ModelInputs, the online pipeline or None)."""
-    from model.batching import BatchStream
-
     workers = config.data_workers
     if config.cache:
-        from model.latent_cache import open_cache
-
         _, dataset = open_cache(config.cache)
         encode = (lambda batch: ModelInputs.collate([e.inputs for e in batch]))
         pipe = None
     else:
-        from curation.models import load
-        from model.data import SamplesDataset, SamplesTable
-        from model.latents import encode_examples
-
         on_gpu = cluster.device.type == "cuda"
         pipe = load("video_backbone", config.base, dtype=base_dtype(config, cluster),
                     device=str(load_device(config, cluster)))
@@ -140,9 +142,6 @@ def base_dtype(config: TrainConfig, cluster: distributed.Cluster) -> torch.dtype
 
 def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) -> MagrefModel:
     """Transformer (full: fp32 master weights; LoRA: frozen base in the compute dtype) + alphas."""
-    from model.disentangle import SubjectDisentanglement
-    from model.trainable import load_transformer
-
     dtype, place = base_dtype(config, cluster), load_device(config, cluster)
     if pipe is not None:
         transformer, disentangler = pipe.transformer, pipe.disentangler
@@ -152,8 +151,6 @@ def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) ->
         transformer = load_transformer(config.base, place, dtype)
         disentangler = SubjectDisentanglement.attach_to(transformer)
     if config.lora:
-        from model.lora import add_lora, lora_config
-
         add_lora(transformer, lora_config(config.lora_rank, config.lora_alpha))
         for p in trainable_parameters(transformer):
             p.data = p.data.float()  # adapters train in fp32 over a bf16 base
@@ -169,9 +166,6 @@ def build_model(config: TrainConfig, cluster: distributed.Cluster, pipe: Any) ->
 
 def _check_sizes(config: TrainConfig, transformer: torch.nn.Module) -> None:
     """Every bucket must fit the transformer's rotary table: say so now, not at step 1."""
-    from model.conditioning import ConditioningError
-    from model.pipeline import check_rope_capacity
-
     for width, height in config.data.buckets:
         try:
             check_rope_capacity(transformer, height, width, config.data.num_frames)
@@ -182,13 +176,13 @@ def _check_sizes(config: TrainConfig, transformer: torch.nn.Module) -> None:
 def prepare_out(config: TrainConfig, cluster: distributed.Cluster) -> Path | None:
     """The checkpoint to resume from, after checking OUT is not someone else's run."""
     out = Path(config.out)
-    existing = train_state.complete_checkpoints(out)
+    existing = checkpoints.complete_checkpoints(out)
     if config.resume is None and existing:
         raise UsageError(f"{out} already holds checkpoints (newest {existing[-1].name}); "
                          f"add --resume auto to continue it, or choose another --out")
-    path = train_state.find_checkpoint(out, config.resume) if config.resume else None
+    path = checkpoints.find_checkpoint(out, config.resume) if config.resume else None
     if path is not None:
-        diff = config.differences(train_state.read_trainer(path)["config"])
+        diff = config.differences(checkpoints.read_trainer(path)["config"])
         if diff:
             raise UsageError(f"--resume {path}: options differ from that run's: {', '.join(diff)} "
                              f"(only --steps and run options may change on resume)")
@@ -211,9 +205,6 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
     finished = False
     try:
         if config.cache:
-            from model.latent_cache import read_meta
-            from model.train_config import with_cache_data
-
             meta = read_meta(config.cache)
             config = with_cache_data(config, meta)
             if meta.get("base") != config.base and cluster.is_main:
@@ -231,9 +222,7 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
         optimizer = make_optimizer(distributed.unwrap(model), config.optim, cluster.device)
         scheduler = make_scheduler(optimizer, config.optim)
         if resume_from is not None:
-            start_step, data_state = train_state.load(resume_from, model, optimizer, scheduler, cluster)
-            from model.batching import StreamState
-
+            start_step, data_state = checkpoints.load(resume_from, model, optimizer, scheduler, cluster)
             stream.state = StreamState.from_dict(data_state)
         summary = _loop(config, cluster, model, params, optimizer, scheduler, stream, encode,
                         micro, accumulation, start_step, on_step)
@@ -288,12 +277,12 @@ def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Mod
         if on_step is not None:
             on_step({"step": done, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)})
         if done % config.checkpoint_every == 0 or done == config.steps:
-            train_state.save(out, done, model, optimizer, scheduler, stream.state.to_dict(),
+            checkpoints.save(out, done, model, optimizer, scheduler, stream.state.to_dict(),
                              config.to_dict(), config.lora, cluster, keep=config.keep_checkpoints)
     bar.close()
     seconds = time.perf_counter() - started
-    final = out / train_state.weights_name(config.lora)
-    train_state.save_weights(final, model, config.lora, cluster)
+    final = out / checkpoints.weights_name(config.lora)
+    checkpoints.save_weights(final, model, config.lora, cluster)
     skipped = _gather_skipped(stream, cluster)
     summary = {
         "first_step": start_step, "last_step": config.steps, "steps_this_run": config.steps - start_step,
@@ -315,8 +304,6 @@ def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Mod
 
 def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]:
     """Skipped records by reason, over every rank."""
-    from model.batching import StreamState
-
     bad = dict(stream.state.bad)
     if cluster.world > 1:
         import torch.distributed as dist
@@ -328,8 +315,6 @@ def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from model.batching import NoUsableSamples
-
     try:
         config = config_from_args(argv)
         train(config)

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from model.data import BadRecord
+from model.train.data import BadRecord
 
 MAX_REPORTED = 5  # bad records printed in full; the rest are only counted
 

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import ALPHA_KEY, write_checkpoint
-from model.distributed import Cluster, barrier, unwrap
+from model.train.distributed import Cluster, barrier, unwrap
+from model.weights.checkpoint import ALPHA_KEY, write_checkpoint
+from model.weights.lora import save_lora
 
 CHECKPOINTS = "checkpoints"
 TRAINER = "trainer.json"
@@ -74,8 +75,6 @@ def save_weights(path: Path, model: torch.nn.Module, lora: bool, cluster: Cluste
     inner = unwrap(model)
     if lora:
         if cluster.is_main:
-            from model.lora import save_lora
-
             save_lora(str(path), inner.transformer, inner.disentangler)
         return
     tensors = _full_weights(model, cluster)

@@ -23,9 +23,22 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from curation.envelope import apply_to_live, error_row, per_input, run_isolated, to_table
+from curation.models import pick_device, resolve
 from curation.operator import ActorPool, TaskPool
-from model.data import BadRecord, DataConfig, Example, attach_guidance, make_example
-from model.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
+from model.train.data import (
+    BadRecord,
+    DataConfig,
+    Example,
+    SamplesTable,
+    attach_guidance,
+    example_bytes,
+    example_from_bytes,
+    make_example,
+)
+from model.train.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
+from schemas.io import Location, read_manifest, read_table, write_part
+from schemas.tables import INPUT, schema_for
 
 META = "cache.json"
 EXAMPLE = "_example"  # private column: an encoded example between the two steps
@@ -55,7 +68,7 @@ class EncodeStep:
 
 @dataclass
 class CacheConfig:
-    # what an example is (model.data.DataConfig); augmentations: entries per sample
+    # what an example is (model.train.data.DataConfig); augmentations: entries per sample
     data: DataConfig = field(default_factory=lambda: DataConfig(augmentations=2))
     decode: DecodeStep = field(default_factory=DecodeStep)
     encode: EncodeStep = field(default_factory=EncodeStep)
@@ -107,8 +120,6 @@ class CachedExample:
 
 def read_meta(root: str) -> dict[str, Any]:
     """``cache.json``: the data settings and base model the cache was built with."""
-    from schemas.io import Location
-
     loc = Location.of(root).join(META)
     if not loc.exists():
         raise FileNotFoundError(f"{root} has no {META}: not a latent cache (build one with "
@@ -118,8 +129,6 @@ def read_meta(root: str) -> dict[str, Any]:
 
 
 def write_meta(root: str, meta: dict[str, Any]) -> None:
-    from schemas.io import Location
-
     loc = Location.of(root)
     loc.fs.create_dir(loc.path, recursive=True)
     with loc.fs.open_output_stream(loc.join(META).path) as out:
@@ -128,8 +137,6 @@ def write_meta(root: str, meta: dict[str, Any]) -> None:
 
 def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
     """The cache's settings and its entries (the ``latents`` index table under ``root``)."""
-    from schemas.io import Location, read_table
-
     meta = read_meta(root)
     index = read_table(Location.of(root).join("latents"), "latents",
                        columns=["sample_id", "augmentation", "path"])
@@ -181,10 +188,6 @@ def cache_samples(manifest: str, pipe: Any, root: str, data: DataConfig, base: s
                   dtype: str = "float32") -> dict[str, int]:
     """Cache a samples table in this process (small sets and tests; the Ray job is
     ``pipelines/cache_latents.py``). Returns counts of entries written and rows skipped."""
-    from model.data import SamplesTable
-    from schemas.io import Location, write_part
-    from schemas.tables import schema_for
-
     claim(root, cache_meta(data, base, dtype))
     table = SamplesTable(manifest)
     index, skipped = [], table.skipped_rows
@@ -212,16 +215,9 @@ class ExampleBuilder:
         self.data, self.samples = data, samples
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.envelope import apply_to_live
-
         return apply_to_live(batch, self._build)
 
     def _build(self, live: pa.Table) -> pa.Table:
-        from curation.envelope import error_row, per_input, to_table
-        from model.data import example_bytes
-        from schemas.io import read_manifest
-        from schemas.tables import INPUT
-
         ids = live.column(INPUT).to_pylist()
         rows = {r["sample_id"]: r for r in read_manifest(
             self.samples, "samples", filter=[("sample_id", "in", ids)]).to_pylist()}
@@ -239,24 +235,15 @@ class LatentEncoder:
     """Model step of the cache job: encode each example (VAE, UMT5, CLIP) and write its entry."""
 
     def __init__(self, config: EncodeStep, root: str, models: Any = None, device: str | None = None) -> None:
-        from curation.models import pick_device, resolve
-
         import model.roles  # noqa: F401 - registers video_backbone
 
         self.config, self.root = config, root
         self.pipe = load_encoders(resolve("video_backbone", models), pick_device(device))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.envelope import run_isolated
-        from schemas.tables import schema_for
-
         return run_isolated(batch, self._encode, schema_for("latents"))
 
     def _encode(self, live: pa.Table) -> pa.Table:
-        from curation.envelope import to_table
-        from model.data import example_from_bytes
-        from schemas.tables import INPUT, schema_for
-
         rows = []
         for input_id, blob in zip(live.column(INPUT).to_pylist(), live.column(EXAMPLE).to_pylist()):
             row = encode_and_write(self.pipe, example_from_bytes(blob), self.root, self.config.dtype)

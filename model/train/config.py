@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from model.data import DEFAULT_BUCKETS, DataConfig
-from model.trainable import OptimConfig
+from model.train.data import DEFAULT_BUCKETS, DataConfig
+from model.train.optim import OptimConfig
 
 TIMESTEP_SAMPLING = ("shift", "uniform", "logit-normal")
 # Options that may change between a run and its resume without changing the result.

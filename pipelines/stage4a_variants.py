@@ -1,6 +1,6 @@
 """Stage 4: kept clips -> variants I' and backgrounds I^Bg (MAGREF Appendix B.4, Eq. 19).
 
-    python pipelines/stage4_pairs.py --run-dir RUN [--models tiny] [--set background.backend=opencv]
+    python pipelines/stage4a_variants.py --run-dir RUN [--models tiny] [--set background.backend=opencv]
         [--set variants.pool.actors=4] [--models editor=/models/flux-kontext]
 
 Takes the kept clips that stages 2 and 3 have finished (``after``). For each: the
@@ -9,8 +9,8 @@ image editor (FLUX.1 Kontext by default), and the clip gets a background: a keyf
 every object mask and face removed, inpainted (SDXL inpainting, or OpenCV) and augmented.
 Writes the ``pairs`` table: one row per variant and one per background, each with its
 prompt, seed and model. A clip with no usable reference is recorded as processed with no
-rows. Cross-clip identity pairs (``stage4_cross_clip.py``) and the samples table
-(``assemble_samples.py``) follow.
+rows. Cross-clip identity pairs (``stage4b_cross_pairs.py``) and the samples table
+(``stage4c_samples.py``) follow.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from curation.operator import TaskPool  # noqa: E402
 from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds  # noqa: E402
 from curation.pairs.variants import Variants, VariantsConfig  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+from pipelines.cli import cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
 from pipelines.joins import ClipReferences, ready, summary_line  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
+from pipelines.wiring import map_operator  # noqa: E402
 
 
 @dataclass

@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.disentangle import SubjectDisentanglement
+from model.weights.wan_keys import is_original_wan, to_diffusers_key, to_original_key
 
 ALPHA_KEY = "magref.alpha"
 TRANSFORMER_PREFIX = "transformer."
@@ -76,11 +77,6 @@ def write_checkpoint(path: str, tensors: Mapping[str, torch.Tensor], transformer
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(tensors, tmp, metadata=metadata)
     os.replace(tmp, path)  # a killed save never leaves a file that looks complete
-
-
-def is_original_wan(keys) -> bool:
-    """Original Wan naming (``self_attn`` / ``cross_attn``) rather than diffusers'."""
-    return any(".self_attn." in k or ".cross_attn." in k for k in keys)
 
 
 def _shapes(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
@@ -247,8 +243,6 @@ def load_checkpoint(path: str | os.PathLike, transformer: torch.nn.Module,
     naming = "diffusers"
     rename, name_back = (lambda k: k), (lambda k: k)
     if is_original_wan(shapes):
-        from model.convert_release import to_diffusers_key, to_original_key
-
         naming, rename, name_back = "wan-original", to_diffusers_key, to_original_key
     copied = 0
     if shapes:

@@ -5,7 +5,7 @@
 the UMT5 prompt states, the CLIP states of the canvas and the subject guidance (Eq. 5-6).
 Training without a cache computes it with ``encode_examples`` every step; the cache job
 computes the same tensors once per ``(sample_id, augmentation)`` and writes them with
-``write_entry``; ``model.latent_cache.CachedDataset`` reads them back. Both paths meet in
+``write_entry``; ``model.train.latent_cache.CachedDataset`` reads them back. Both paths meet in
 ``ModelInputs``, so the training step cannot tell them apart, and a cached run needs no
 VAE, UMT5 or CLIP.
 
@@ -27,9 +27,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from model.conditioning import canvas_tensor, encode_condition, normalize_latents
-from model.data import Example
+from model.conditioning import _module_device, canvas_tensor, encode_condition, normalize_latents
 from model.disentangle import SubjectGuidance
+from model.pipeline import load_components
+from model.tiny import tiny_components
+from model.train.data import Example
+from schemas.io import Location
 
 FORMAT = "magref-latents-v1"
 FILES = "latent_files"  # entries live under ROOT/latent_files/, the index in ROOT/latents/
@@ -82,8 +85,6 @@ def encode_examples(pipe: Any, examples: Sequence[Example]) -> ModelInputs:
     ``pipe`` is a ``MagrefPipeline`` (its transformer is not used here). Clip latents use
     the VAE posterior's mode, as the condition latents do, so a cached entry is exact.
     """
-    from model.conditioning import _module_device
-
     vae = pipe.vae
     device = _module_device(vae)
     frames = torch.from_numpy(np.stack([e.frames for e in examples]))       # [B, F, H, W, 3] uint8
@@ -104,13 +105,9 @@ def load_encoders(source: str, device: str | None = None, dtype: torch.dtype | N
     """A ``MagrefPipeline`` for ``encode_examples``: VAE, UMT5 and CLIP, and a transformer
     that has its config but no weights (meta device), so a 14B checkpoint costs nothing here."""
     if source == "tiny":
-        from model.tiny import tiny_components
-
         return tiny_components(device or "cpu")
     from accelerate import init_empty_weights
     from diffusers import WanTransformer3DModel
-
-    from model.pipeline import load_components
 
     with init_empty_weights():
         placeholder = WanTransformer3DModel.from_config(
@@ -152,8 +149,6 @@ def entry_bytes(inputs: ModelInputs, dtype: torch.dtype = torch.float32) -> byte
 
 def write_entry(root: str, inputs: ModelInputs, dtype: torch.dtype = torch.float32) -> tuple[str, int]:
     """Write one example's entry atomically under ``root``; returns (relative path, bytes)."""
-    from schemas.io import Location
-
     relative = entry_path(inputs.sample_ids[0], inputs.augmentations[0])
     blob = entry_bytes(inputs, dtype)
     final = Location.of(root).join(relative)
@@ -168,8 +163,6 @@ def write_entry(root: str, inputs: ModelInputs, dtype: torch.dtype = torch.float
 def read_entry(root: str, relative: str) -> ModelInputs:
     """One cache entry back as a batch-1 ``ModelInputs`` in float32."""
     from safetensors.torch import load
-
-    from schemas.io import Location
 
     loc = Location.of(root).join(relative)
     with loc.fs.open_input_stream(loc.path) as stream:

@@ -1,12 +1,12 @@
 """The samples table: one training record (Eq. 19) per kept clip with at least one reference.
 
-    python pipelines/assemble_samples.py --run-dir RUN [--set assemble.cross_clip_variants=false]
+    python pipelines/stage4c_samples.py --run-dir RUN [--set assemble.cross_clip_variants=false]
 
 Cheap and deterministic: it joins what stages 1-4 wrote (clip, caption, faces, objects,
 variants, background, cross-clip partners; ``curation/pairs/assemble.py``) and runs no
 model, so assembling again gives the same rows. A clip is taken once stage 4 has
 finished it and, with cross-clip variants on, once every identity of it has been paired
-(``stage4_cross_clip.py``). A clip without any face or object reference is recorded as
+(``stage4b_cross_pairs.py``). A clip without any face or object reference is recorded as
 processed with no sample; a clip an earlier stage failed on is an error row saying which.
 """
 
@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
 from curation.pairs.assemble import AssembleConfig  # noqa: E402
-from pipelines.common import STAGE, StageJob, cli, map_operator  # noqa: E402
+from pipelines.cli import cli  # noqa: E402
+from pipelines.job import StageJob  # noqa: E402
 from pipelines.joins import ClipSamples, ready, summary_line, wait_for_identities  # noqa: E402
+from pipelines.stages import STAGE  # noqa: E402
+from pipelines.wiring import map_operator  # noqa: E402
 
 
 @dataclass

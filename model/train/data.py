@@ -28,8 +28,14 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
+from curation.decode import open_video, stream_fps
+from curation.frames import TIME_EPS, at_times, read_clip_frames
 from model.conditioning import MAX_REFERENCES, Canvas, check_video_size, compose_canvas
 from model.disentangle import SubjectGuidance, SubjectWordError, word_spans
+from schemas.io import Location, list_parts
+from schemas.samples import sample_references
+from schemas.tables import schema_for
+from schemas.validate import SchemaError, validate
 
 # Wan2.1-480P's three shapes: landscape, portrait, square (each side a multiple of 16).
 DEFAULT_BUCKETS: tuple[tuple[int, int], ...] = ((832, 480), (480, 832), (624, 624))
@@ -146,8 +152,6 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
     row's ``start_s``/``end_s`` (the decoder's pts, right on variable-frame-rate video); rows
     without them fall back to ``start_frame / fps`` (exact on constant-rate video only).
     """
-    from curation.frames import TIME_EPS, at_times, read_clip_frames
-
     source_fps = fps or _stream_fps(uri, sample_id)
     count = frame_count(end - start, source_fps, config.fps, config.num_frames)
     if count < config.min_frames:
@@ -181,8 +185,6 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
 
 def _stream_fps(uri: str, sample_id: str) -> float:
     """The stream's frame rate, for rows whose ``fps`` is null."""
-    from curation.decode import open_video, stream_fps
-
     try:
         with open_video(uri) as (_, stream):
             return stream_fps(stream)
@@ -204,8 +206,6 @@ def _png(data: bytes, sample_id: str, what: str) -> Image.Image:
 def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
                  tokenizer: Any = None) -> Example:
     """Turn one samples row into an example; ``BadRecord`` when it cannot be."""
-    from schemas.samples import sample_references
-
     sample_id = str(row.get("sample_id"))
     start, end = int(row["start_frame"]), int(row["end_frame"])
     if end <= start or start < 0:
@@ -280,9 +280,6 @@ class SamplesTable:
     """
 
     def __init__(self, path: str) -> None:
-        from schemas.io import Location, list_parts
-        from schemas.validate import SchemaError, validate
-
         import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
@@ -309,8 +306,6 @@ class SamplesTable:
         if parts:
             self.table = pa.concat_tables(parts).sort_by("sample_id")
         else:
-            from schemas.tables import schema_for
-
             self.table = schema_for("samples").empty_table()
         self.sample_ids: list[str] = self.table.column("sample_id").to_pylist()
 
@@ -322,7 +317,7 @@ class SamplesTable:
 
 
 class SamplesDataset:
-    """Index → example for a samples table; the loader (``model.batching``) drives it.
+    """Index → example for a samples table; the loader (``model.train.batching``) drives it.
 
     ``load`` runs in the loader's threads; a fast tokenizer's backend must not be entered by
     two threads at once ("Already borrowed"), so guidance is built under a lock (it is fast).

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import torch
 
-from model.checkpoint import ALPHA_KEY, TRANSFORMER_PREFIX, CheckpointError
 from model.disentangle import SubjectDisentanglement
+from model.weights.checkpoint import ALPHA_KEY, TRANSFORMER_PREFIX, CheckpointError
 
 ADAPTER = "magref"
 FORMAT = "magref-lora-v1"

@@ -1,0 +1,116 @@
+"""Every command's command line: one-line user errors (exit 2), the stage flags, model sources.
+
+A user's mistake (missing table, wrong path, bad key, a lock held by another job) raises
+``UserError`` or one of ``USER_ERRORS``; ``cli`` prints it as one line and exits 2. Anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from curation.models import ROLES, ModelSourceError
+from pipelines.config import ConfigError, key_help, load_config, to_yaml
+from pipelines.run_lock import LockHeld
+from schemas.validate import SchemaError
+
+
+class UserError(Exception):
+    """A mistake the user can fix (missing table, wrong path, bad key): one line, exit 2."""
+
+
+USER_ERRORS = (UserError, ConfigError, ModelSourceError, LockHeld, FileNotFoundError, SchemaError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (usage stays in --help)."""
+
+    def error(self, message: str):  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a job's ``main`` as a command: user mistakes become one stderr line and exit 2.
+
+    Anything else (a bug) keeps its traceback.
+    """
+    try:
+        return main(argv)
+    except USER_ERRORS as err:
+        prog = os.path.basename(sys.argv[0]) or "magref"
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def config_epilog(config_cls: type) -> str:
+    rows = key_help(config_cls)
+    width = max((len(key) for key, _, _ in rows), default=0)
+    lines = ["config keys (--set KEY=VALUE, or nested in a --config YAML; --print-config shows them all):"]
+    for key, default, meaning in rows:
+        shown = repr(default) if isinstance(default, str) and len(default) < 40 else (
+            "<long text>" if isinstance(default, str) else json.dumps(default, default=str))
+        lines.append(f"  {key:<{width}}  {shown:<12}  {meaning}")
+    return "\n".join(lines)
+
+
+def parse_args(stage: str, config_cls: type, description: str | None,
+               argv: list[str] | None = None, input_help: str | None = None) -> tuple[argparse.Namespace, Any]:
+    parser = Parser(prog=stage, description=description, epilog=config_epilog(config_cls),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", help="run directory (local path or pyarrow filesystem URI); required")
+    parser.add_argument("--input", help=input_help or "input table (default: the previous stage's table in RUN)")
+    parser.add_argument("--config", help="YAML file with config keys (see --set)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set caption.pool.actors=4 (repeatable)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML (which --config reads back) and exit")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address or 'auto'; default: RAY_ADDRESS if set, else an embedded Ray")
+    parser.add_argument("--models", action="append", default=[], metavar="SOURCE|ROLE=SOURCE",
+                        help="'tiny' (offline random models), 'default' (hub ids), or ROLE=id/dir (repeatable)")
+    parser.add_argument("--limit", type=int, default=None, help="process at most this many new inputs")
+    args = parser.parse_args(argv)
+    try:
+        if args.config and not os.path.isfile(args.config):
+            raise ConfigError(f"--config {args.config}: no such file")
+        config = load_config(config_cls, args.config, args.set)
+        args.models = parse_models(args.models)
+    except (ConfigError, ModelSourceError, OSError) as err:
+        parser.error(str(err))
+    if args.print_config:
+        print(to_yaml(config), end="")
+        raise SystemExit(0)
+    if not args.run_dir:
+        parser.error("the following arguments are required: --run-dir")
+    if args.limit is not None and args.limit < 0:
+        parser.error(f"--limit must be >= 0, got {args.limit}")
+    return args, config
+
+
+def parse_models(values: list[str]) -> str | dict[str, str]:
+    """``--models tiny`` -> "tiny"; ``--models captioner=dir --models tiny`` -> {role: source, "*": ...}.
+
+    A role the registry does not know is an error naming the known ones.
+    """
+    roles: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            role, sep, source = item.partition("=")
+            if sep:
+                role = role.strip()
+                if role not in ROLES:
+                    raise ModelSourceError(f"--models {item}: unknown model role {role!r}; "
+                                           f"known roles: {', '.join(sorted(ROLES))}")
+                roles[role] = source.strip()
+            elif item.strip():
+                roles["*"] = item.strip()
+    if not roles:
+        return "default"
+    if list(roles) == ["*"]:
+        return roles["*"]
+    return roles

@@ -1,0 +1,167 @@
+"""One stage run as a context: the lock, Ray, resume, commits and the report.
+
+A stage job (``pipelines/stageN_*.py``) reads top to bottom as its data flow::
+
+    job = StageJob(STAGE["clips"], Stage1Config, __doc__, argv)
+    with job:                                   # lock, clean orphans; report at the end
+        todo = job.pending(job.read_input())    # declared input, minus the ledger (resume)
+        ds = job.dataset(todo, rows_per_block=...)
+        ds = map_operator(ds, SomeOperator, cfg.step.pool, config=cfg.step, models=job.models)
+        job.write(ds)                           # atomic parts + ledger (pipelines/ledger.py)
+
+The stage declarations are ``pipelines/stages.py``, the command line ``pipelines/cli.py``,
+the Ray wiring ``pipelines/wiring.py``; see ``pipelines/ledger.py`` for the commit and the
+block invariant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.envelope import put_column
+from curation.models import resolve
+from pipelines.cli import parse_args
+from pipelines.config import to_dict
+from pipelines.ledger import RunDir, clean_orphans, commit, totals
+from pipelines.report import Report, versions
+from pipelines.run_lock import StageLock
+from pipelines.stages import Stage
+from pipelines.wiring import init_ray
+from schemas.io import read_manifest
+from schemas.tables import INPUT
+
+
+class StageJob:
+    """One stage run: ``with StageJob(...) as job:`` brackets the lock, Ray, resume and the report."""
+
+    def __init__(self, stage: Stage, config_cls: type, description: str | None,
+                 argv: list[str] | None = None, input_help: str | None = None):
+        self.stage = stage
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help)
+        self.run = RunDir.of(self.args.run_dir)
+        self.report = Report(stage.name)
+        self.lock = StageLock(self.run.root, stage.name)
+        self._owns_ray = False
+        for role in stage.roles:  # a wrong model source fails here, not inside a Ray actor
+            resolve(role, self.models)
+
+    @property
+    def table(self) -> str:
+        return self.stage.table
+
+    def __enter__(self) -> "StageJob":
+        self._started = time.perf_counter()
+        note = self.lock.acquire()
+        if note:
+            print(note, flush=True)
+        try:
+            removed = clean_orphans(self.run, self.stage.name, self.table)
+        except BaseException:
+            self.lock.release()
+            raise
+        if removed:
+            print(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run", flush=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.report.seconds = time.perf_counter() - self._started
+                self._write_run_json()
+                print(self.report.text(self.table), flush=True)
+        finally:
+            self.lock.release()
+            if self._owns_ray:
+                import ray
+
+                ray.shutdown()
+
+    @property
+    def models(self) -> str | dict[str, str]:
+        return self.args.models
+
+    def read_input(self, columns: list[str] | None = None) -> pa.Table:
+        """The stage's inputs: ``--input`` when given, else its declared table in RUN, with
+        the declared filter and columns pushed down into the Parquet reader."""
+        stage = self.stage
+        if not self.args.input:
+            return stage.read_inputs(self.run, columns)
+        return read_manifest(self.args.input, stage.input_table, columns or list(stage.input_columns) or None,
+                             stage.filter)
+
+    def pending(self, inputs: pa.Table) -> pa.Table:
+        """Inputs whose id the stage's ledger does not hold yet (first of each id), up to --limit,
+        with the envelope's ``_input`` column set to that id."""
+        id_column = self.stage.input_id
+        ids = pc.cast(inputs.column(id_column), pa.string())
+        inputs = inputs.set_column(inputs.column_names.index(id_column), id_column, ids)
+        inputs = inputs.take(pa.array(_first_index(ids.to_pylist()), pa.int64()))  # typed: [] would be null
+        done = pa.array(sorted(set(self.run.read_ledger(self.stage.name).column("input").to_pylist())), pa.string())
+        is_done = pc.is_in(inputs.column(id_column), value_set=done)
+        todo = inputs.filter(pc.invert(is_done))
+        if self.args.limit is not None:
+            todo = todo.slice(0, self.args.limit)
+        self.report.inputs_total = inputs.num_rows
+        self.report.skipped = pc.sum(is_done).as_py() or 0
+        self.report.selected = todo.num_rows
+        # Every row carries its input's id from the start (the envelope's column), so the
+        # first operator can already settle an input or hand it to a whole-input step.
+        return put_column(todo, INPUT, todo.column(id_column).combine_chunks())
+
+    def dataset(self, table: pa.Table, rows_per_block: int):
+        """A Ray dataset of ``table`` cut into blocks, so a pool can share the work.
+
+        Ray never re-cuts a block afterwards (``target_max_block_size=None``): that keeps
+        all rows of an input together, which commits and whole-input operators rely on.
+        """
+        import ray.data
+
+        self._owns_ray = init_ray(self.args.address) or self._owns_ray
+        step = max(1, rows_per_block)
+        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        ds.context.target_max_block_size = None
+        return ds
+
+    def write(self, ds) -> None:
+        """Commit every block (outputs, errors, ledger) and tally the report."""
+        committed = ds.map_batches(commit, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage.name,
+                                                      "table": self.table},
+                                   batch_size=None, batch_format="pyarrow", num_cpus=0.25)
+        for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for summary in batch.to_pylist():
+                self.report.add(summary)
+
+    def _write_run_json(self) -> None:
+        path = self.run.root.join("run.json")
+        fs = self.run.root.fs
+        state: dict[str, Any] = {"stages": {}}
+        if path.exists():
+            with fs.open_input_stream(path.path) as stream:
+                state = json.loads(stream.read().decode() or "{}") or {"stages": {}}
+        last = {**self.report.as_dict(), "finished": datetime.now(timezone.utc).isoformat(),
+                "argv": self.argv, "input": self.args.input, "models": self.models}
+        entry = state.setdefault("stages", {}).setdefault(self.stage.name, {})
+        entry.update({"table": self.table, "config": to_dict(self.config), "versions": versions(),
+                      "last_run": last, "totals": totals(self.run.read_ledger(self.stage.name))})
+        entry["history"] = (entry.get("history", []) + [last])[-20:]
+        fs.create_dir(self.run.root.path, recursive=True)
+        tmp = self.run.root.join(f".run.json.{os.getpid()}.tmp")
+        with fs.open_output_stream(tmp.path) as stream:
+            stream.write(json.dumps(state, indent=2, default=str).encode())
+        fs.move(tmp.path, path.path)
+
+
+def _first_index(values: list[Any]) -> list[int]:
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        seen.setdefault(value, i)
+    return sorted(seen.values())
