@@ -195,6 +195,21 @@ LATENTS = _schema("latents", [
     pa.field("bytes", pa.int64()),
 ], key="entry_id")
 
+# One row per evaluated video and metric output (model/evaluate, pipelines/evaluate_videos.py).
+# ``status`` is "kept" when ``value`` holds a score, else why it does not (no_video,
+# no_face_in_video, bad_reference, ...); ``model`` names the role=source pairs that scored it.
+SCORES = _schema("scores", [
+    pa.field("score_id", pa.string(), nullable=False),  # entry_id + "/" + metric
+    pa.field("entry_id", pa.string(), nullable=False),
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("detail", pa.string()),  # the reason in words when not scored
+    pa.field("model", pa.string()),
+    pa.field("seconds", pa.float64()),  # what the metric (family) took on this video, decode excluded
+    pa.field("video", pa.string()),
+], key="score_id")
+
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
     pa.field("input", pa.string(), nullable=False),  # the input's id (stage 0: its uri)
@@ -225,6 +240,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "cross_pairs": CROSS_PAIRS,
     "samples": SAMPLES,
     "latents": LATENTS,
+    "scores": SCORES,
     "errors": ERRORS,
     "ledger": LEDGER,
 }

@@ -1,0 +1,126 @@
+"""The evaluator: every chosen metric on every entry, as rows of the ``scores`` table.
+
+``Evaluator(config, models)`` loads each metric's models once (a metric whose model is
+unavailable is skipped with one line naming the role and how to supply it) and maps a
+batch of entries (``entries.ENTRY_SCHEMA`` rows) to one row per entry and metric output.
+It is a plain ``curation``-style operator: ``python -m model.evaluate`` calls it in a loop,
+``pipelines/evaluate_videos.py`` runs it on a Ray actor pool. A broken entry (missing
+video, unreadable reference, no face) gives rows whose ``status`` says why; the rest score.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from curation.decode import IncompleteVideoError
+from curation.envelope import per_input, to_table
+from curation.operator import ActorPool
+from model.evaluate.aesthetic import Aesthetic
+from model.evaluate.base import SCORED, Metric, MetricUnavailable, NotScored
+from model.evaluate.entries import Entry, from_row
+from model.evaluate.faces import CurricularFaceSimilarity, IdentitySimilarity
+from model.evaluate.judge import GmeScore, NaturalScore
+from model.evaluate.motion import Motion
+from model.evaluate.regions import Regions
+from model.evaluate.subjects import BackgroundSimilarity, NexusScore, SubjectSimilarity
+from model.evaluate.video import VideoFrames, VideoMissingError, read_video
+from schemas.tables import SCORES
+
+METRICS: dict[str, type[Metric]] = {
+    "id_sim": IdentitySimilarity, "subj_sim": SubjectSimilarity, "bg_sim": BackgroundSimilarity,
+    "aesthetic": Aesthetic, "motion": Motion, "gme_score": GmeScore,
+    "nexus_score": NexusScore, "natural_score": NaturalScore, "facesim_cur": CurricularFaceSimilarity,
+}
+PAPER = ("id_sim", "subj_sim", "bg_sim", "aesthetic", "motion_smoothness", "gme_score")  # Table 1-2 columns
+
+
+@dataclass
+class EvaluateConfig:
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))  # families to run (see METRICS)
+    frames: int = 8  # frames sampled evenly per video for the model metrics (motion uses every frame)
+    motion_side: int = 128  # short side of the frames motion is measured on
+    faces: str = "insightface"  # ID-Sim's recognizer: insightface (ArcFace, the paper's) or dlib (offline)
+    # batch_size = videos per call; one GPU per actor when the cluster has GPUs
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=1.0, num_gpus=1.0))
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"evaluate.metrics: unknown {unknown}; known: {', '.join(METRICS)}")
+        if self.frames < 1:
+            raise ValueError(f"evaluate.frames must be >= 1, got {self.frames}")
+
+
+def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None = None,
+                  regions: Regions | None = None, say: Callable[[str], None] | None = None) -> list[Metric]:
+    """The chosen metrics, loaded; an unavailable one is reported through ``say`` and left out."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    built = []
+    for name in config.metrics:
+        cls = METRICS[name]
+        kwargs: dict[str, Any] = {}
+        if name == "id_sim":
+            kwargs["backend"] = config.faces
+        if name in ("subj_sim", "bg_sim", "nexus_score") and regions is not None:
+            kwargs["regions"] = regions
+        try:
+            built.append(cls(models, device, **kwargs))
+        except MetricUnavailable as exc:
+            say(str(exc))
+    return built
+
+
+def _status_of(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, NotScored):
+        return exc.status, str(exc)
+    if isinstance(exc, VideoMissingError):
+        return "no_video", str(exc)
+    if isinstance(exc, (IncompleteVideoError, ValueError, OSError)):
+        return "unreadable_video", f"{type(exc).__name__}: {exc}"
+    return "metric_failed", f"{type(exc).__name__}: {exc}"
+
+
+class Evaluator:
+    """Entries in, score rows out (one per entry and metric output)."""
+
+    def __init__(self, config: EvaluateConfig, models: Any = None, device: str | None = None,
+                 regions: Regions | None = None, metrics: list[Metric] | None = None):
+        self.config = config
+        self.metrics = metrics if metrics is not None else build_metrics(config, models, device, regions)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return to_table(per_input(batch.to_pylist(), "entry_id", lambda row: self.evaluate(from_row(row))), SCORES)
+
+    def evaluate(self, entry: Entry) -> list[dict[str, Any]]:
+        """Every metric's rows for one entry, never raising for the entry's own faults."""
+        video: VideoFrames | None = None
+        problem: tuple[str, str] | None = ("bad_reference", entry.error) if entry.error else None
+        if problem is None:
+            try:
+                video = read_video(entry.video, self.config.frames, self.config.motion_side)
+            except Exception as exc:  # noqa: BLE001 - the video's fault is every metric's status
+                problem = _status_of(exc)
+        rows = []
+        for metric in self.metrics:
+            started = time.perf_counter()
+            values: dict[str, float] = {}
+            status = problem
+            if status is None:
+                try:
+                    values = metric.score(entry, video)
+                except Exception as exc:  # noqa: BLE001 - one metric failing leaves the others
+                    status = _status_of(exc)
+            seconds = time.perf_counter() - started
+            for output in metric.outputs:
+                value = values.get(output)
+                reason = status or (None if value is not None else ("not_scored", "no value for this output"))
+                rows.append({"score_id": f"{entry.key}/{output}", "entry_id": entry.key, "metric": output,
+                             "value": value, "status": SCORED if reason is None else reason[0],
+                             "detail": None if reason is None else reason[1], "model": metric.model_ids,
+                             "seconds": seconds, "video": str(entry.video)})
+        return rows
