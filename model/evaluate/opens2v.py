@@ -1,0 +1,131 @@
+"""OpenS2V-Eval's output layout and its merged, normalised total, from our scores.
+
+Their harness writes one JSON per metric into one folder, and ``merge_result.py`` reads
+every ``*.json`` there, so ours go alone into their own folder with their names and
+nesting (checked against the public ``eval/demo_result``):
+
+    facesim.json          {id: {"cur_score": x, "arc_score": y}}
+    gmescore.json         {id: {"gme_score": x}}
+    aesthetic_score.json  {id: {"aes_score": x}}
+    motionscore.json      {id: {"motion_fb": x, "motion_lk": y}}
+    nexusscore.json       {id: {"nexus_score": x}}
+    naturalscore_N.json   {id: "4"}                 (N = 1, 2, 3: one judgement each)
+
+An output that was not scored for an id is left out of that id's object (their merge
+tests for each key), and an id with nothing in a file is left out of that file.
+``merged_total`` reproduces their merge: per metric the mean over ids of the value
+clipped to its range, min-max normalised, then weighted (Open-Domain: aes 0.12, motion
+0.12, facesim_cur 0.20, gme 0.12, nexus 0.20, natural 0.24; Human-Domain drops nexus).
+Our NexusScore and NaturalScore are substitutes (``subjects.py``, ``judge.py``): a total
+with them is comparable in form, not in value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+# file name -> {key in the file: our metric}; a str value means the file maps id -> str(value)
+LAYOUT: dict[str, dict[str, str] | str] = {
+    "facesim": {"cur_score": "facesim_cur", "arc_score": "id_sim"},
+    "gmescore": {"gme_score": "gme_score"},
+    "aesthetic_score": {"aes_score": "aesthetic"},
+    "motionscore": {"motion_fb": "motion_fb", "motion_lk": "motion_lk"},
+    "nexusscore": {"nexus_score": "nexus_score"},
+    "naturalscore_1": "naturalscore_1",
+    "naturalscore_2": "naturalscore_2",
+    "naturalscore_3": "naturalscore_3",
+}
+# (min, max) as in their merge script
+RANGES = {"aes_score": (4.0, 7.0), "motion_score": (0.0, 1.0), "facesim_cur": (0.0, 1.0), "gme_score": (0.0, 1.0),
+          "nexus_score": (0.0, 0.05), "natural_score": (1.0, 5.0)}
+WEIGHTS = {
+    "Open-Domain": {"aes_score": 0.12, "motion_score": 0.12, "facesim_cur": 0.20, "gme_score": 0.12,
+                    "nexus_score": 0.20, "natural_score": 0.24},
+    "Human-Domain": {"aes_score": 0.15, "motion_score": 0.15, "facesim_cur": 0.25, "gme_score": 0.15,
+                     "natural_score": 0.30},
+}
+WEIGHTS["Single-Domain"] = WEIGHTS["Open-Domain"]
+
+
+def per_metric_json(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Score rows (``entry_id``, ``metric``, ``value``, ``status``) -> {file name: content}."""
+    values: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row.get("value") is not None and row.get("status") == "kept":
+            values.setdefault(row["entry_id"], {})[row["metric"]] = float(row["value"])
+    files: dict[str, dict[str, Any]] = {name: {} for name in LAYOUT}
+    for entry_id, scores in values.items():
+        for name, keys in LAYOUT.items():
+            if isinstance(keys, str):
+                if keys in scores:
+                    files[name][entry_id] = str(int(round(scores[keys])))
+                continue
+            found = {key: scores[metric] for key, metric in keys.items() if metric in scores}
+            if found:
+                files[name][entry_id] = found
+    return files
+
+
+def write_jsons(rows: Iterable[dict[str, Any]], folder: str | Path) -> list[Path]:
+    """The per-metric JSONs, alone in ``folder`` (created; stale ones of ours replaced)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in per_metric_json(rows).items():
+        path = folder / f"{name}.json"
+        if content:
+            path.write_text(json.dumps(content, indent=4))
+            written.append(path)
+        elif path.exists():
+            path.unlink()
+    return written
+
+
+def read_folder(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """Every ``*.json`` of the folder, merged per id and renamed as their merge does."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        for entry_id, value in json.loads(path.read_text()).items():
+            merged.setdefault(entry_id, {})[path.stem] = value
+    renames = {"aesthetic_score": ("aes_score", "aes_score"), "motionscore": ("motion_fb", "motion_score"),
+               "facesim": ("cur_score", "facesim_cur"), "gmescore": ("gme_score", "gme_score"),
+               "nexusscore": ("nexus_score", "nexus_score")}
+    for scores in merged.values():
+        for file_name, (inner, outer) in renames.items():
+            if file_name in scores:
+                inside = scores.pop(file_name)
+                if isinstance(inside, dict) and inner in inside:
+                    scores[outer] = inside[inner]
+        natural = [float(scores.pop(k)) for k in ("naturalscore_1", "naturalscore_2", "naturalscore_3")
+                   if k in scores and scores[k] is not None]
+        if natural:
+            scores["natural_score"] = sum(natural) / len(natural)
+    return merged
+
+
+def merged_total(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain") -> dict[str, float]:
+    """Their normalised per-metric means and weighted total (keys as in their output JSON)."""
+    if domain not in WEIGHTS:
+        raise ValueError(f"unknown OpenS2V domain {domain!r}; use one of {', '.join(WEIGHTS)}")
+    sums = dict.fromkeys(RANGES, 0.0)
+    counts = dict.fromkeys(RANGES, 0)
+    for scores in merged.values():
+        for key, (low, high) in RANGES.items():
+            if key not in scores or (key == "nexus_score" and scores[key] == 0):
+                continue  # their merge skips a zero NexusScore (nothing detected)
+            value = float(scores[key])
+            if key == "motion_score":
+                value = abs(value)
+            value = min(value, high) if key not in ("aes_score", "natural_score") else max(min(value, high), low)
+            sums[key] += value
+            counts[key] += 1
+    normalised = {}
+    for key, (low, high) in RANGES.items():
+        mean = sums[key] / counts[key] if counts[key] else 0.0
+        normalised[key] = (mean - low) / (high - low)
+    weights = WEIGHTS[domain]
+    out = {"total_score": sum(w * normalised[k] for k, w in weights.items())}
+    out.update({k: normalised[k] for k in weights})
+    return out
