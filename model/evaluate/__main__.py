@@ -17,25 +17,20 @@ thousands of videos, ``pipelines/evaluate_videos.py`` runs the same scorer on Ra
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from curation.images import encode_png
 from curation.models import ModelSourceError
 from model import sample
 from model.evaluate.entries import Entry, EntryInputError, read_entries
-from model.evaluate.opens2v import WEIGHTS, merged_total, read_folder, write_jsons
-from model.evaluate.page import render
+from model.evaluate.opens2v import WEIGHTS
+from model.evaluate.outputs import write_outputs
 from model.evaluate.scorer import METRICS, EvaluateConfig, Evaluator
-from model.evaluate.summary import summarize, summary_text
-from schemas.tables import SCORES
+from model.evaluate.summary import summary_text
 
 
 class EvaluateUsageError(ValueError):
@@ -111,20 +106,6 @@ def generate_missing(entries: list[Entry], videos: Path, base: str, device: str 
     print(f"[evaluate] generated {sum(e.video.exists() for e in todo)} of {len(todo)} missing videos "
           f"(model.sample exit {code})", flush=True)
     return len(todo)
-
-
-def write_outputs(rows: list[dict], entries: list[Entry], out: Path, domain: str, html_path: str | None) -> dict:
-    """scores.parquet, summary.json, opens2v/*.json, opens2v_total.json (and the page)."""
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCORES), out / "scores.parquet")
-    summary = summarize(rows)
-    write_jsons(rows, out / "opens2v")
-    summary["opens2v"] = merged_total(read_folder(out / "opens2v"), domain)
-    (out / "opens2v_total.json").write_text(json.dumps(summary["opens2v"], indent=4))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if html_path:
-        Path(html_path).write_text(render(entries, rows, summary, f"evaluation of {out}"))
-    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,8 +17,9 @@ import numpy as np
 from curation.models import ROLES, ModelSourceError, load, resolve
 from model.evaluate.entries import Entry
 from model.evaluate.video import VideoFrames
+from schemas.tables import KEPT
 
-SCORED = "kept"  # the status of a row that holds a value (the tables' word for "passed")
+SCORED = KEPT  # the status of a row that holds a value (the tables' word for "passed")
 
 
 class NotScored(Exception):

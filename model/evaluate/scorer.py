@@ -46,7 +46,7 @@ class EvaluateConfig:
     motion_side: int = 128  # short side of the frames motion is measured on
     faces: str = "insightface"  # ID-Sim's recognizer: insightface (ArcFace, the paper's) or dlib (offline)
     # batch_size = videos per call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=1.0, num_gpus=1.0))
+    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=0.5, num_gpus=1.0))
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
