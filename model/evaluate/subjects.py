@@ -29,9 +29,10 @@ def subject_references(entry: Entry) -> list:
 
 
 class _DinoMetric(Metric):
+    """DINO embeddings of subject regions: found by GroundingDINO + SAM2, or supplied."""
+
     def __init__(self, models=None, device=None, regions: Regions | None = None):
-        if regions is None:
-            self.roles = ("dino", *RegionFinder.roles)
+        self.roles = ("dino",) if regions is not None else ("dino", *RegionFinder.roles)
         super().__init__(models, device)
         self.dino = self.load("dino")
         self.regions = regions or RegionFinder(models, device)
