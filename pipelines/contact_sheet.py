@@ -18,7 +18,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as pads

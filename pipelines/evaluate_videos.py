@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from model.evaluate.entries import EntryInputError, read_entries, to_table  # noqa: E402
-from model.evaluate.opens2v import WEIGHTS  # noqa: E402
-from model.evaluate.outputs import write_outputs  # noqa: E402
-from model.evaluate.scorer import EvaluateConfig, Evaluator  # noqa: E402
-from model.evaluate.summary import summary_text  # noqa: E402
-from pipelines.cli import UserError, cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import Stage  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from model.evaluate.entries import EntryInputError, read_entries, to_table
+from model.evaluate.opens2v import WEIGHTS
+from model.evaluate.outputs import write_outputs
+from model.evaluate.scorer import EvaluateConfig, Evaluator
+from model.evaluate.summary import summary_text
+from pipelines.cli import UserError, cli
+from pipelines.job import StageJob
+from pipelines.stages import Stage
+from pipelines.wiring import map_operator
 
 # Not in STAGES: evaluation is not a step of the curation chain run_all walks.
 EVALUATE = Stage("evaluate", "scores", "evaluate_videos", None, "entry_id")

@@ -15,7 +15,12 @@ from model.evaluate.entries import FACE, OBJECT, Entry, Reference
 from model.evaluate.faces import IdentitySimilarity
 from model.evaluate.motion import motion_fb, motion_lk, motion_smoothness
 from model.evaluate.scorer import EvaluateConfig, Evaluator, build_metrics
-from model.evaluate.subjects import BackgroundSimilarity, SubjectSimilarity, background_similarity, subject_similarity
+from model.evaluate.subjects import (
+    BackgroundSimilarity,
+    SubjectSimilarity,
+    background_similarity,
+    subject_similarity,
+)
 from model.evaluate.video import read_video
 
 H, W = 96, 128
@@ -84,7 +89,7 @@ def test_subject_and_background_similarity_with_known_regions(scene):
 
 def test_metric_classes_take_supplied_regions_and_score_through_the_evaluator(scene, tmp_path):
     synthetic.write_video(tmp_path / "v.mp4", [scene["with_thing"]] * 4)
-    supplied = lambda frames, labels: [{"thing": scene["mask"]} for _ in frames]  # noqa: E731
+    supplied = lambda frames, labels: [{"thing": scene["mask"]} for _ in frames]
     metrics = [SubjectSimilarity("tiny", "cpu", regions=supplied), BackgroundSimilarity("tiny", "cpu", regions=supplied)]
     entry = Entry("v", "a thing", tmp_path / "v.mp4", [Reference(scene["thing"], "thing", OBJECT),
                                                          Reference(scene["background"], None, "background")])

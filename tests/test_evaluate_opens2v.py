@@ -11,7 +11,12 @@ from PIL import Image
 from curation.faces.synthetic import astronaut, face_window
 from model.evaluate.__main__ import main
 from model.evaluate.entries import FACE, read_entries
-from model.evaluate.opens2v import merged_total, per_metric_json, read_folder, write_jsons
+from model.evaluate.opens2v import (
+    merged_total,
+    per_metric_json,
+    read_folder,
+    write_jsons,
+)
 from model.evaluate.summary import bootstrap_interval, summarize
 
 # The nesting of OpenS2V-Eval's published per-metric outputs (eval/demo_result), values ours.

@@ -20,8 +20,8 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from curation.images import encode_png
 from curation.models import ModelSourceError

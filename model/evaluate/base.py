@@ -10,7 +10,8 @@ evaluator skips it with one line naming the role and how to supply it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -25,7 +25,12 @@ import pyarrow as pa
 from PIL import Image
 
 from curation.images import decode_png, encode_png
-from model.sample import Job, SampleInputError, jobs_from_prompt_file, jobs_from_samples, read_image
+from model.sample import (
+    Job,
+    SampleInputError,
+    jobs_from_prompt_file,
+    read_image,
+)
 from schemas.io import read_manifest
 from schemas.samples import sample_references
 

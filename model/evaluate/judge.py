@@ -19,7 +19,14 @@ import re
 import cv2
 import numpy as np
 
-from curation.clips.caption import PATCH_FACTOR, CaptionConfig, CaptionModel, Captioner, smart_size, video_inputs
+from curation.clips.caption import (
+    PATCH_FACTOR,
+    CaptionConfig,
+    Captioner,
+    CaptionModel,
+    smart_size,
+    video_inputs,
+)
 from curation.models import TINY, default_dtype
 from model.evaluate.base import Metric, NotScored, cosine
 from model.evaluate.entries import Entry

@@ -15,6 +15,8 @@ A video of one still frame scores ``motion_fb = motion_lk = 0`` and smoothness 1
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import cv2
 import numpy as np
 
@@ -22,7 +24,7 @@ from model.evaluate.base import Metric, NotScored
 from model.evaluate.entries import Entry
 from model.evaluate.video import VideoFrames
 
-FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+FARNEBACK = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2, "flags": 0}
 
 
 def gray(frame: np.ndarray) -> np.ndarray:
@@ -39,14 +41,14 @@ def farneback(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 def motion_fb(frames: np.ndarray) -> float:
     greys = [gray(f) for f in frames]
-    mags = [np.linalg.norm(farneback(a, b), axis=2).mean() for a, b in zip(greys, greys[1:])]
+    mags = [np.linalg.norm(farneback(a, b), axis=2).mean() for a, b in pairwise(greys)]
     return float(np.mean(mags)) if mags else 0.0
 
 
 def motion_lk(frames: np.ndarray, corners: int = 200) -> float:
     greys = [gray(f) for f in frames]
     moves = []
-    for a, b in zip(greys, greys[1:]):
+    for a, b in pairwise(greys):
         if np.array_equal(a, b):
             moves.append(0.0)
             continue

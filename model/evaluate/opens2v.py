@@ -23,8 +23,9 @@ with them is comparable in form, not in value.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # file name -> {key in the file: our metric}; a str value means the file maps id -> str(value)
 LAYOUT: dict[str, dict[str, str] | str] = {
@@ -60,7 +61,7 @@ def per_metric_json(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]
         for name, keys in LAYOUT.items():
             if isinstance(keys, str):
                 if keys in scores:
-                    files[name][entry_id] = str(int(round(scores[keys])))
+                    files[name][entry_id] = str(round(scores[keys]))
                 continue
             found = {key: scores[metric] for key, metric in keys.items() if metric in scores}
             if found:

@@ -8,7 +8,8 @@ thumbnails), so the page costs what it shows.
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from curation.images import encode_png
 from curation.pages import STYLE, data_uri, img_tag

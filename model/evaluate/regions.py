@@ -9,7 +9,7 @@ with the same signature can stand in (tests supply known regions).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -8,7 +8,8 @@ its values; the paper does not say), and the Total uses it so.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         values = np.asarray(scored.get(name, []))
         low, high = bootstrap_interval(values)
         metrics[name] = {"mean": float(values.mean()) if len(values) else None, "low": low, "high": high,
-                         "videos": int(len(values)), "not_scored": missing.get(name, {})}
+                         "videos": len(values), "not_scored": missing.get(name, {})}
     paper = [metrics[m]["mean"] * PAPER_SCALE.get(m, 1.0) for m in PAPER
              if m in metrics and metrics[m]["mean"] is not None]
     return {"metrics": metrics, "paper_total": float(np.mean(paper)) if paper else None,
