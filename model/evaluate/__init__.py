@@ -2,7 +2,5 @@
 
 ``python -m model.evaluate`` scores a folder of generated videos (``__main__.py``);
 ``pipelines/evaluate_videos.py`` runs the same ``scorer.Evaluator`` as a resumable Ray Data
-job. One metric a module; importing this package registers evaluation's model roles.
+job. One metric a module; their model roles are registered in ``model/roles.py``.
 """
-
-from model.evaluate import roles as _roles  # noqa: F401
