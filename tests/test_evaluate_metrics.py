@@ -101,8 +101,9 @@ def test_metric_classes_take_supplied_regions_and_score_through_the_evaluator(sc
 def test_grounding_and_sam2_find_regions_end_to_end_smoke(scene, tmp_path):
     """Tiny GroundingDINO/SAM2 find nothing meaningful: this only shows the real path runs."""
     synthetic.write_video(tmp_path / "v.mp4", [scene["with_thing"]] * 3)
-    metric = SubjectSimilarity("tiny", "cpu")
+    metric, background = build_metrics(EvaluateConfig(metrics=["subj_sim", "bg_sim"]), "tiny", "cpu")
     assert metric.model_ids == "dino=tiny,grounding=tiny,segmenter=tiny"
+    assert background.regions is metric.regions and background.dino is metric.dino  # detectors load once
     value = metric.score(Entry("v", "", tmp_path / "v.mp4", [Reference(scene["thing"], "thing", OBJECT)]),
                          read_video(tmp_path / "v.mp4", 2))["subj_sim"]
     assert -1.0 <= value <= 1.0

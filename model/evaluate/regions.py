@@ -9,6 +9,7 @@ with the same signature can stand in (tests supply known regions).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,7 @@ class RegionFinder:
         self.segmenter = load("segmenter", models, device=device)
         self.grounding_config = grounding or GroundingConfig()
         self.segment_config = segment or SegmentConfig()
+        self._last: tuple[str, list[dict[str, np.ndarray]]] | None = None
 
     def boxes(self, images: list[np.ndarray], labels: list[str]) -> list[dict[str, np.ndarray]]:
         """Per image, ``{label: (n, 4) boxes}`` above GroundingDINO's thresholds."""
@@ -47,6 +49,9 @@ class RegionFinder:
         labels = [label for label in dict.fromkeys(labels) if label]
         if not labels or not images:
             return [{} for _ in images]
+        key = _key(images, labels)
+        if self._last is not None and self._last[0] == key:  # Subj-Sim then Bg-Sim on one video
+            return self._last[1]
         per_image = self.boxes(images, labels)
         flat = [np.concatenate([b for b in boxes.values()]) if boxes else np.zeros((0, 4), np.float32)
                 for boxes in per_image]
@@ -58,7 +63,16 @@ class RegionFinder:
                 regions[label] = image_masks[first:first + len(label_boxes)].any(axis=0)
                 first += len(label_boxes)
             out.append(regions)
+        self._last = (key, out)
         return out
+
+
+def _key(images: list[np.ndarray], labels: list[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for image in images:
+        digest.update(np.ascontiguousarray(image).data)
+    digest.update("\n".join(labels).encode())
+    return digest.hexdigest()
 
 
 def region_crop(image: np.ndarray, mask: np.ndarray, fill: int = 255) -> np.ndarray | None:

@@ -37,6 +37,7 @@ METRICS: dict[str, type[Metric]] = {
     "aesthetic": Aesthetic, "motion": Motion, "gme_score": GmeScore,
     "nexus_score": NexusScore, "natural_score": NaturalScore, "facesim_cur": CurricularFaceSimilarity,
 }
+DINO_METRICS = ("subj_sim", "bg_sim", "nexus_score")
 PAPER = ("id_sim", "subj_sim", "bg_sim", "aesthetic", "motion_smoothness", "gme_score")  # Table 1-2 columns
 
 
@@ -61,18 +62,23 @@ def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None
                   regions: Regions | None = None, say: Callable[[str], None] | None = None) -> list[Metric]:
     """The chosen metrics, loaded; an unavailable one is reported through ``say`` and left out."""
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
-    built = []
+    built: list[Metric] = []
+    shared: dict[str, Any] = {"regions": regions}  # one finder and one DINO for the three DINO metrics
     for name in config.metrics:
         cls = METRICS[name]
         kwargs: dict[str, Any] = {}
         if name == "id_sim":
             kwargs["backend"] = config.faces
-        if name in ("subj_sim", "bg_sim", "nexus_score") and regions is not None:
-            kwargs["regions"] = regions
+        if name in DINO_METRICS:
+            kwargs.update(regions=shared["regions"], dino=shared.get("dino"))
         try:
-            built.append(cls(models, device, **kwargs))
+            metric = cls(models, device, **kwargs)
         except MetricUnavailable as exc:
             say(str(exc))
+            continue
+        if name in DINO_METRICS:
+            shared.update(regions=metric.regions, dino=metric.dino)
+        built.append(metric)
     return built
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from curation.pairs.backgrounds import inpaint_opencv
-from model.evaluate.base import Metric, NotScored, cosine
+from model.evaluate.base import Metric, MetricUnavailable, NotScored, cosine
 from model.evaluate.entries import BACKGROUND, FACE, OBJECT, SUBJECT, Entry
 from model.evaluate.regions import RegionFinder, Regions, region_crop
 from model.evaluate.video import VideoFrames
@@ -29,13 +29,24 @@ def subject_references(entry: Entry) -> list:
 
 
 class _DinoMetric(Metric):
-    """DINO embeddings of subject regions: found by GroundingDINO + SAM2, or supplied."""
+    """DINO embeddings of subject regions: found by GroundingDINO + SAM2, or supplied.
 
-    def __init__(self, models=None, device=None, regions: Regions | None = None):
-        self.roles = ("dino",) if regions is not None else ("dino", *RegionFinder.roles)
+    ``build_metrics`` hands the three DINO metrics one ``RegionFinder`` and one DINO model,
+    so the detectors load once and a video's regions are found once (the finder keeps the
+    last answer)."""
+
+    def __init__(self, models=None, device=None, regions: Regions | None = None, dino=None):
+        if regions is None:
+            try:
+                regions = RegionFinder(models, device)
+            except (OSError, ImportError, ValueError) as exc:
+                raise MetricUnavailable(f"metric {self.name} skipped: GroundingDINO/SAM2 (roles grounding, "
+                                        f"segmenter) unavailable ({type(exc).__name__}); supply them with "
+                                        "--models grounding=DIR --models segmenter=DIR") from exc
+        self.roles = ("dino", *getattr(regions, "roles", ()))
         super().__init__(models, device)
-        self.dino = self.load("dino")
-        self.regions = regions or RegionFinder(models, device)
+        self.dino = dino or self.load("dino")
+        self.regions = regions
 
 
 def subject_similarity(dino, references: list, frames: list[np.ndarray], regions: list[dict]) -> float:
@@ -93,8 +104,8 @@ class NexusScore(_DinoMetric):
     name = "nexus_score"
     outputs = ("nexus_score",)
 
-    def __init__(self, models=None, device=None, regions: Regions | None = None):
-        super().__init__(models, device, regions)
+    def __init__(self, models=None, device=None, regions: Regions | None = None, dino=None):
+        super().__init__(models, device, regions, dino)
         self.finder = self.regions if isinstance(self.regions, RegionFinder) else None
 
     def score(self, entry: Entry, video: VideoFrames) -> dict[str, float]:
