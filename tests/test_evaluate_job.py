@@ -69,7 +69,7 @@ def test_killed_job_resumes_with_the_same_rows(tmp_path):
             "--videos", str(videos), "--models", "tiny", *MOTION, "--set", "evaluate.pool.batch_size=1"]
     proc = start_script(args)
     ledger = run / "_ledger" / "evaluate"
-    deadline = time.time() + 240
+    deadline = time.time() + 480  # a loaded machine starts Ray slowly
     while time.time() < deadline and len(list(ledger.glob("part-*.parquet"))) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
