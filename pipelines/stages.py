@@ -19,7 +19,7 @@ from schemas.io import Filter
 
 KEPT_ONLY: Filter = [("status", "==", "kept")]
 CLIP_COLUMNS = ("clip_id", "video_id", "uri", "start_frame", "end_frame", "start_s", "end_s", "fps",
-                "width", "height", "caption", "subjects")
+                "width", "height", "caption", "subjects", "crop")
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,7 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
         "background": background["image"] if has_background else None,
         "background_id": background["pair_id"] if has_background else None,
         "provenance": json.dumps(provenance, sort_keys=True, default=_plain),
+        "crop": clip.get("crop"),
     }
 
 
