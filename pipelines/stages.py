@@ -67,6 +67,13 @@ STAGES = (
 )
 STAGE = {stage.name: stage for stage in STAGES}
 
+# Imports stand beside the chain (run_all does not run them): one input per key of the
+# imported dataset. They write the chain's tables under the chain's stage names (so the
+# samples assembly and inspect_run read an imported run like a curated one) and their own
+# ``imports`` table, and the cross pairs under ``IMPORT_CROSS`` (keyed by pair id).
+IMPORT_OPENS2V = Stage("opens2v", "imports", "import_opens2v", None, "key")
+IMPORT_CROSS = "opens2v_cross"
+
 
 def _producer_hint(table: str, run: RunDir) -> str:
     for stage in STAGES:

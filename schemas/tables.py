@@ -199,6 +199,17 @@ LATENTS = _schema("latents", [
     pa.field("bytes", pa.int64()),
 ], key="entry_id")
 
+# One row per key of an imported dataset (pipelines/import_opens2v.py): the clip it became.
+# The key is the dataset's own id, so pair lists that name keys find our clips.
+IMPORTS = _schema("imports", [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),  # e.g. "opens2v"
+    pa.field("source", pa.string()),  # the file the key was read from
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # the clip's status
+], key="key")
+
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
     pa.field("input", pa.string(), nullable=False),  # the input's id (stage 0: its uri)
@@ -229,6 +240,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "cross_pairs": CROSS_PAIRS,
     "samples": SAMPLES,
     "latents": LATENTS,
+    "imports": IMPORTS,
     "errors": ERRORS,
     "ledger": LEDGER,
 }
