@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from opens2v_data import CAPTION, CROP, build, shapes
 
 from curation.decode import read_frames
 from curation.images import decode_png
+from curation.opens2v.synthetic import ANN_FRAME, CAPTION, FACE_CUT, build, shapes
 from pipelines import export, import_opens2v
 from pipelines.ledger import RunDir
 from schemas.tables import KEPT
@@ -37,17 +37,18 @@ def imported(tmp_path_factory, ray_session) -> dict:
 def test_references_are_the_rle_masks_inside_the_crop(imported) -> None:
     run = imported["run"]
     clips = {c["uri"].rsplit("/", 1)[-1]: c for c in run.read("clips").to_pylist()}
-    assert set(clips) == {"a.mp4", "b.mp4"}
-    clip = clips["a.mp4"]
+    assert set(clips) == {"v0.mp4", "v1.mp4"}
+    clip = clips["v0.mp4"]
     assert (clip["start_frame"], clip["end_frame"], clip["caption"]) == (2, 22, CAPTION)
     assert clip["crop"] == [0.0, 16.0, 128.0, 80.0]  # their [x0, x1, y0, y1] as our x, y, w, h
     objects = {o["label"]: o for o in run.read("objects", filter=[("clip_id", "==", clip["clip_id"])]).to_pylist()}
     statuses = {label: o["status"] for label, o in objects.items()}
     # person and woman are one subject: the better gme_score keeps it; grass is a background word
     assert statuses == {"person": "duplicate", "woman": KEPT, "dog": KEPT, "grass": "background_word"}
-    masks = shapes()
-    x0, y0 = CROP[0], CROP[2]
-    frame = read_frames(clip["uri"], [2 + 3])[0][y0:CROP[3], x0:CROP[1]]  # face_cut start + ann_frame_idx
+    crop = imported["crop"]
+    masks = shapes(crop[1] - crop[0], crop[3] - crop[2])
+    x0, y0 = crop[0], crop[2]
+    frame = read_frames(clip["uri"], [FACE_CUT[0] + ANN_FRAME])[0][y0:crop[3], x0:crop[1]]
     for label, idx in (("woman", "2"), ("dog", "3")):
         obj = objects[label]
         ref = decode_png(obj["ref"], "RGBA")
@@ -61,14 +62,14 @@ def test_references_are_the_rle_masks_inside_the_crop(imported) -> None:
 def test_samples_carry_caption_range_variants_and_background(imported) -> None:
     run = imported["run"]
     samples = {s["uri"].rsplit("/", 1)[-1]: s for s in run.read("samples").to_pylist()}
-    a = samples["a.mp4"]
+    a = samples["v0.mp4"]
     assert (a["caption"], a["start_frame"], a["end_frame"], a["crop"]) == (CAPTION, 2, 22, [0.0, 16.0, 128.0, 80.0])
     assert {o["label"] for o in a["objects"]} == {"woman", "dog"}
     dog = next(o for o in a["objects"] if o["label"] == "dog")
     assert dog["variant_source"] == "generated"
     np.testing.assert_array_equal(decode_png(dog["variant"], "RGBA"), imported["view"])
     np.testing.assert_array_equal(decode_png(a["background"], "RGB"), imported["background"])
-    assert samples["b.mp4"]["background"] is None  # key_b has no background file
+    assert samples["v1.mp4"]["background"] is None  # key1 has no background file
 
 
 def test_cross_video_pairs_become_cross_pairs(imported) -> None:
@@ -88,7 +89,7 @@ def test_broken_keys_are_error_rows_naming_file_and_field(imported) -> None:
     assert "mask_map" in errors["key_bad_idx"] and "dataset1.json" in errors["key_bad_idx"]
     assert "dataset1.json" in errors["key_truncated"]
     imports = imported["run"].read("imports").to_pylist()
-    assert sorted(r["key"] for r in imports) == ["key_a", "key_b"]
+    assert sorted(r["key"] for r in imports) == ["key0", "key1"]
 
 
 def test_a_rerun_imports_nothing_twice(imported) -> None:
@@ -120,7 +121,7 @@ def test_hf_export_loads_with_datasets(imported, tmp_path: Path) -> None:
     assert (tmp_path / "README.md").read_text().startswith("---\nconfigs:")
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "data" / "*.parquet"), split="train")
     assert len(ds) == 2
-    row = next(r for r in ds if r["uri"].endswith("a.mp4"))
+    row = next(r for r in ds if r["uri"].endswith("v0.mp4"))
     assert row["background"].size == (imported["background"].shape[1], imported["background"].shape[0])
     refs = {o["label"]: o["ref"] for o in row["objects"]}
     assert refs["dog"].mode == "RGBA" and refs["dog"].size == (31, 31)
