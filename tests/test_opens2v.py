@@ -65,9 +65,12 @@ def test_samples_carry_caption_range_variants_and_background(imported) -> None:
     a = samples["v0.mp4"]
     assert (a["caption"], a["start_frame"], a["end_frame"], a["crop"]) == (CAPTION, 2, 22, [0.0, 16.0, 128.0, 80.0])
     assert {o["label"] for o in a["objects"]} == {"woman", "dog"}
-    dog = next(o for o in a["objects"] if o["label"] == "dog")
-    assert dog["variant_source"] == "generated"
-    np.testing.assert_array_equal(decode_png(dog["variant"], "RGBA"), imported["view"])
+    woman = next(o for o in a["objects"] if o["label"] == "woman")
+    assert woman["variant_source"] == "generated"
+    np.testing.assert_array_equal(decode_png(woman["variant"], "RGBA"), imported["view"])
+    dog = next(o for o in a["objects"] if o["label"] == "dog")  # paired with key1's dog: its cut-out
+    other = next(o for o in samples["v1.mp4"]["objects"] if o["label"] == "dog")
+    assert (dog["variant_source"], dog["variant"], dog["variant_id"]) == ("cross_clip", other["ref"], other["source_id"])
     np.testing.assert_array_equal(decode_png(a["background"], "RGB"), imported["background"])
     assert samples["v1.mp4"]["background"] is None  # key1 has no background file
 
@@ -140,7 +143,8 @@ def test_round_trip_through_opens2v_gives_the_same_references(imported, tmp_path
                                 "--run-dir", str(again)]) == 0
 
     def references(r: RunDir) -> dict:
-        return {(s["uri"], o["label"]): (decode_png(o["ref"], "RGBA").tobytes(), o["variant"] is not None)
+        return {(s["uri"], o["label"]): (decode_png(o["ref"], "RGBA").tobytes(),
+                                         o["variant"] if o["variant_source"] == "generated" else None)
                 for s in r.read("samples").to_pylist() for o in s["objects"]}
 
     assert references(RunDir.of(str(again))) == references(run)

@@ -3,7 +3,7 @@
 For tests and the import benchmark. Good keys sit on generated videos whose handler names
 are in a legacy code page (as QuickTime stock footage has). Per good key: four masks on
 the annotated frame (a person labelled twice, "person" and "woman"; a round dog; the
-grass, a background word); key 0 has a background PNG and a generated view of its dog;
+grass, a background word); key 0 has a background PNG and a generated view of its woman;
 a pair list links key 0's dog with key 1's. ``broken=True`` adds four broken keys: a
 missing video, an RLE whose size is not the crop's, a mask index absent from
 ``mask_map``, and a value cut off by a truncated file.
@@ -79,7 +79,7 @@ def build(root: Path, keys: int = 2, width: int = 128, height: int = 96, broken:
     (backgrounds / "key0.png").write_bytes(encode_png(background))
     (views / "key0").mkdir(exist_ok=True)
     view = rng.integers(0, 255, (40, 30, 4), dtype=np.uint8)
-    (views / "key0" / "3_dog.png").write_bytes(encode_png(view))
+    (views / "key0" / "2_woman.png").write_bytes(encode_png(view))
     part = {f"key{n}": entry(f"v{n}.mp4", width, height) for n in range(keys)}
     if broken:
         small = {i: m[:ch * 6 // 7] for i, m in shapes(cw, ch).items() if i != "4"}  # RLEs of another size
