@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 IMAGE_COLUMNS = ("ref", "variant", "background", "image", "crop_png")  # PNG bytes in our schemas
 IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
@@ -67,7 +68,7 @@ def _convert(name: str, array: pa.Array, type_: pa.DataType) -> pa.Array:
         values = _convert(name, array.flatten(), type_.value_type)
         if pa.types.is_fixed_size_list(array.type):
             return pa.FixedSizeListArray.from_arrays(values, array.type.list_size, mask=array.is_null())
-        offsets = array.offsets if array.offset == 0 else pa.compute.subtract(array.offsets, array.offsets[0])
+        offsets = array.offsets if array.offset == 0 else pc.subtract(array.offsets, array.offsets[0])
         return pa.ListArray.from_arrays(offsets, values, mask=array.is_null())
     if pa.types.is_struct(array.type):
         children = [_convert(f.name, array.field(i), type_.field(i).type) for i, f in enumerate(array.type)]

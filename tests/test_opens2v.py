@@ -153,3 +153,15 @@ def test_round_trip_through_opens2v_gives_the_same_references(imported, tmp_path
         assert (s["caption"], s["start_frame"], s["end_frame"], s["crop"]) == \
             tuple(first[s["uri"]][k] for k in ("caption", "start_frame", "end_frame", "crop"))
         assert (s["background"] is None) == (first[s["uri"]]["background"] is None)
+
+
+def test_a_missing_flag_or_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from pipelines.cli import cli
+
+    assert cli(import_opens2v.main, ["--run-dir", str(tmp_path / "run"), "--videos", str(tmp_path)]) == 2
+    assert "--json is required" in capsys.readouterr().err
+    assert cli(import_opens2v.main, ["--run-dir", str(tmp_path / "run"), "--videos", str(tmp_path),
+                                     "--json", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such file" in capsys.readouterr().err
+    assert cli(export.main, ["--run-dir", str(tmp_path / "empty"), "--format", "hf"]) == 2
+    assert "has no samples table" in capsys.readouterr().err
