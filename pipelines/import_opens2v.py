@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import pyarrow as pa  # noqa: E402
 
-from curation.envelope import empty_row, to_table  # noqa: E402
+from curation.envelope import empty_row, error_row, to_table  # noqa: E402
 from curation.opens2v.layout import LayoutError, iter_part, read_entry, read_pair_lists  # noqa: E402
 from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys  # noqa: E402
 from pipelines import stage4c_samples  # noqa: E402
@@ -83,6 +83,12 @@ def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2
     rows. A video's clips commit together, because ``clips`` counts a video as one input."""
     run = RunDir.of(run_uri)
     imports, tables = import_keys(batch.to_pylist(), folders, config, source)
+    late = clips_of_finished_videos(run, tables["clips"])
+    if late:  # never dropped silently: the key becomes an error row saying why
+        imports = [error_row(r[INPUT], LayoutError(
+            f"{r['uri']}: key {r[INPUT]!r} adds clip {r['clip_id']} to a video an earlier import finished; "
+            f"import every key of a video in one run")) if r.get("clip_id") in late else r for r in imports]
+        tables = {name: [row for row in rows if row.get("clip_id") not in late] for name, rows in tables.items()}
     kept_clips = sorted({c["clip_id"] for c in tables["clips"] if c["status"] == KEPT})
     inputs = {"probe": sorted({v["uri"] for v in tables["videos"]}),
               "clips": sorted({c["video_id"] for c in tables["clips"]}),
@@ -90,6 +96,30 @@ def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2
     for stage, table, column in CHAIN:
         commit_new(run, stage, table, column, inputs[stage], tables[table])
     return to_table(imports, schema_for("imports"))
+
+
+def clips_of_finished_videos(run: RunDir, clips: list[dict]) -> set[str]:
+    """Clips whose video the ``clips`` ledger already holds but whose row is not in the table:
+    ``clips`` counts a video as one input, so a clip can no longer join it."""
+    videos = sorted({c["video_id"] for c in clips})
+    done = set(read_table(run.ledger("clips"), "ledger", ["input"], [("input", "in", videos)])
+               .column("input").to_pylist()) if videos else set()
+    candidates = sorted({c["clip_id"] for c in clips if c["video_id"] in done})
+    if not candidates or not run.has("clips"):
+        return set(candidates)
+    present = set(run.read("clips", ["clip_id"], [("clip_id", "in", candidates)]).column("clip_id").to_pylist())
+    return set(candidates) - present
+
+
+def whole_videos(todo: pa.Table, limit: int | None) -> pa.Table:
+    """The first ``limit`` keys, extended to the end of the last one's video (keys are in video order)."""
+    if limit is None or todo.num_rows <= limit:
+        return todo
+    paths = todo.column("path").to_pylist()
+    end = limit
+    while 0 < end < len(paths) and paths[end] == paths[end - 1]:
+        end += 1
+    return todo.slice(0, end)
 
 
 def commit_new(run: RunDir, stage: str, table: str, column: str, inputs: list[str], rows: list[dict]) -> None:
@@ -151,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         for stage, table, _ in CHAIN:  # parts a killed import committed no ledger for
             clean_orphans(job.run, stage, table)
         clean_orphans(job.run, IMPORT_CROSS, "cross_pairs")
-        todo = job.pending(read_keys(args.json))
+        limit, job.args.limit = job.args.limit, None  # --limit counts keys but never splits a video
+        todo = whole_videos(job.pending(read_keys(args.json)), limit)
+        job.report.selected = todo.num_rows
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.pool.batch_size, together="path")
             ds = ds.map_batches(import_block, fn_kwargs={

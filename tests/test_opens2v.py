@@ -7,14 +7,16 @@ a legacy code page, so the import also shows such files probe, decode and train.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from curation.decode import read_frames
 from curation.images import decode_png
-from curation.opens2v.synthetic import ANN_FRAME, CAPTION, FACE_CUT, build, shapes
+from curation.opens2v.synthetic import ANN_FRAME, CAPTION, FACE_CUT, build, entry, shapes
 from pipelines import export, import_opens2v
 from pipelines.ledger import RunDir
 from schemas.tables import KEPT
@@ -165,3 +167,18 @@ def test_a_missing_flag_or_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -
     assert "nope.json: no such file" in capsys.readouterr().err
     assert cli(export.main, ["--run-dir", str(tmp_path / "empty"), "--format", "hf"]) == 2
     assert "has no samples table" in capsys.readouterr().err
+
+
+def test_limit_never_splits_a_video_and_a_late_clip_is_an_error_row(imported, tmp_path: Path) -> None:
+    table = pa.table({"path": ["a", "a", "b", "b", "b", "c"]})
+    assert [import_opens2v.whole_videos(table, n).num_rows for n in (None, 1, 2, 3, 6)] == [6, 2, 2, 5, 6]
+    run = tmp_path / "run"
+    shutil.copytree(imported["run"].root.path, run)
+    late = entry("v0.mp4", 128, 96)
+    late["metadata"]["face_cut"] = [4, 20]  # another clip of a video the first import finished
+    part = tmp_path / "late.json"
+    part.write_text(json.dumps({"key_late": late}))
+    assert import_opens2v.main(["--json", str(part), "--videos", str(imported["videos"]), "--run-dir", str(run)]) == 0
+    errors = {e["input"]: e["message"] for e in RunDir.of(str(run)).read("errors").to_pylist()}
+    assert "earlier import finished" in errors["key_late"]
+    assert RunDir.of(str(run)).read("clips").num_rows == imported["run"].read("clips").num_rows
