@@ -46,11 +46,21 @@ class IncompleteVideoError(RuntimeError):
     """A video whose frames stop, or fail to decode, before its header says they end."""
 
 
+def open_container(uri: str) -> av.container.InputContainer:
+    """Open ``uri`` (local path or pyarrow URI) for reading: the one place videos are opened.
+
+    Container and stream metadata are decoded with replacement: real footage (QuickTime
+    writers) carries handler names in legacy code pages, and PyAV's strict default turns
+    such a valid file into a ``UnicodeDecodeError`` before any frame is read.
+    """
+    source = uri if "://" not in uri else open_binary(uri)
+    return av.open(source, mode="r", metadata_errors="replace")
+
+
 @contextmanager
 def open_video(uri: str, threads: int = 0, strict: bool = True):
     """Open ``uri`` (local path or pyarrow URI) and yield ``(container, video_stream)``."""
-    source = uri if "://" not in uri else open_binary(uri)
-    container = av.open(source, mode="r")
+    container = open_container(uri)
     try:
         if not container.streams.video:
             raise IncompleteVideoError(f"{uri}: no video stream")

@@ -13,7 +13,7 @@ from typing import Any
 import av
 import pyarrow as pa
 
-from curation.decode import IncompleteVideoError, stream_fps
+from curation.decode import IncompleteVideoError, open_container, stream_fps
 from curation.envelope import per_input, to_table
 from curation.operator import TaskPool
 from curation.sources import open_binary, size_of
@@ -46,7 +46,7 @@ def probe_video(uri: str, config: ProbeConfig = ProbeConfig()) -> dict[str, Any]
     with open_binary(uri) as stream:
         video_id = video_id_of(stream)
     try:
-        container = av.open(uri if "://" not in uri else open_binary(uri), mode="r")
+        container = open_container(uri)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise BadVideoError(f"{uri}: not a readable video container ({type(err).__name__}: {err})") from err
     with container:

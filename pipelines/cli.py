@@ -59,9 +59,14 @@ def config_epilog(config_cls: type) -> str:
 
 
 def parse_args(stage: str, config_cls: type, description: str | None,
-               argv: list[str] | None = None, input_help: str | None = None) -> tuple[argparse.Namespace, Any]:
+               argv: list[str] | None = None, input_help: str | None = None,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               ) -> tuple[argparse.Namespace, Any]:
+    """The stage flags (plus a job's own, via ``add_arguments``) and the resolved config."""
     parser = Parser(prog=stage, description=description, epilog=config_epilog(config_cls),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--run-dir", help="run directory (local path or pyarrow filesystem URI); required")
     parser.add_argument("--input", help=input_help or "input table (default: the previous stage's table in RUN)")
     parser.add_argument("--config", help="YAML file with config keys (see --set)")

@@ -16,12 +16,13 @@ block invariant.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,10 +44,12 @@ class StageJob:
     """One stage run: ``with StageJob(...) as job:`` brackets the lock, Ray, resume and the report."""
 
     def __init__(self, stage: Stage, config_cls: type, description: str | None,
-                 argv: list[str] | None = None, input_help: str | None = None):
+                 argv: list[str] | None = None, input_help: str | None = None,
+                 add_arguments: Callable[[argparse.ArgumentParser], None] | None = None):
         self.stage = stage
         self.argv = list(sys.argv[1:] if argv is None else argv)
-        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help)
+        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help,
+                                            add_arguments)
         self.run = RunDir.of(self.args.run_dir)
         self.report = Report(stage.name)
         self.lock = StageLock(self.run.root, stage.name)
@@ -117,17 +120,17 @@ class StageJob:
         # first operator can already settle an input or hand it to a whole-input step.
         return put_column(todo, INPUT, todo.column(id_column).combine_chunks())
 
-    def dataset(self, table: pa.Table, rows_per_block: int):
+    def dataset(self, table: pa.Table, rows_per_block: int, together: str | None = None):
         """A Ray dataset of ``table`` cut into blocks, so a pool can share the work.
 
         Ray never re-cuts a block afterwards (``target_max_block_size=None``): that keeps
         all rows of an input together, which commits and whole-input operators rely on.
+        ``together`` names a column whose equal values (on adjacent rows) never span two blocks.
         """
         import ray.data
 
         self._owns_ray = init_ray(self.args.address) or self._owns_ray
-        step = max(1, rows_per_block)
-        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        ds = ray.data.from_arrow(_blocks(table, max(1, rows_per_block), together))
         ds.context.target_max_block_size = None
         return ds
 
@@ -165,3 +168,16 @@ def _first_index(values: list[Any]) -> list[int]:
     for i, value in enumerate(values):
         seen.setdefault(value, i)
     return sorted(seen.values())
+
+
+def _blocks(table: pa.Table, step: int, together: str | None) -> list[pa.Table]:
+    """``table`` in slices of about ``step`` rows; a run of equal ``together`` values stays in one."""
+    if together is None:
+        return [table.slice(i, step) for i in range(0, table.num_rows, step)]
+    values = table.column(together).to_pylist()
+    blocks, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or (i - start >= step and values[i] != values[i - 1]):
+            blocks.append(table.slice(start, i - start))
+            start = i
+    return blocks

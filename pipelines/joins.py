@@ -25,7 +25,7 @@ from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_p
 from curation.pairs.cross_clip import best_partners
 from curation.pairs.requests import requests_for_clip
 from pipelines.ledger import RunDir
-from schemas.tables import INPUT, SAMPLES
+from schemas.tables import INPUT, KEPT, SAMPLES
 
 UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip
 FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "segment", "frame", "box", "det_score", "rank", "selected", "crop", "status",
@@ -125,7 +125,7 @@ class ClipSamples:
         faces = _by_clip(_rows(self.run, "faces", FACE_COLUMNS, "clip_id", ids))
         objects = _by_clip(_rows(self.run, "objects", OBJECT_COLUMNS, "clip_id", ids))
         pairs = _by_clip(_rows(self.run, "pairs", PAIR_COLUMNS, "clip_id", ids))
-        partners, partner_faces = self._partners(faces)
+        partners, partner_faces = self._partners(faces, objects)
 
         def sample(clip: dict) -> list[dict]:
             _check_upstream(clip)
@@ -135,11 +135,12 @@ class ClipSamples:
 
         return to_table(per_input(clips, INPUT, sample), SAMPLES)
 
-    def _partners(self, faces: dict[str, list[dict]]) -> tuple[dict, dict]:
+    def _partners(self, faces: dict[str, list[dict]], objects: dict[str, list[dict]]) -> tuple[dict, dict]:
         """Each identity's best cross-clip partner, and the partners' reference faces."""
         if not self.config.cross_clip_variants:
             return {}, {}
         identities = sorted({f["identity_id"] for rows in faces.values() for f in rows if f.get("identity_id")})
+        identities += sorted({o["object_id"] for rows in objects.values() for o in rows if o.get("status") == KEPT})
         columns = ["pair_id", "identity_a", "clip_a", "identity_b", "clip_b", "similarity", "status"]
         found = {r["pair_id"]: r for side in ("identity_a", "identity_b")
                  for r in _rows(self.run, "cross_pairs", columns, side, identities)}
@@ -147,7 +148,11 @@ class ClipSamples:
         partners = {k: v for k, v in best_partners(found.values()).items() if k in mine}
         wanted = sorted({p[0] for p in partners.values()})
         faces_of_partners = _rows(self.run, "faces", FACE_COLUMNS, "identity_id", wanted, selected=True)
-        return partners, best_face_per_identity(faces_of_partners)
+        found_rows = best_face_per_identity(faces_of_partners)
+        # Imported datasets pair objects (the identity is the object id): the partner's cut-out.
+        for row in _rows(self.run, "objects", OBJECT_COLUMNS, "object_id", wanted, status=KEPT):
+            found_rows[row["object_id"]] = row
+        return partners, found_rows
 
 
 def summary_line(waiting: dict[str, int]) -> str | None:

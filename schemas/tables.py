@@ -58,6 +58,8 @@ VIDEOS = _schema("videos", [
     pa.field("has_audio", pa.bool_()),
 ], key="uri")
 
+# Version 2: ``crop``, the part of the frame that is the clip (imported datasets cut
+# watermarks off this way); readers of the clip's frames apply it.
 CLIPS = _schema("clips", [
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("video_id", pa.string(), nullable=False),
@@ -74,7 +76,8 @@ CLIPS = _schema("clips", [
     pa.field("status", pa.string(), nullable=False),  # "kept" or the filter that dropped it
     pa.field("caption", pa.string()),
     pa.field("subjects", pa.list_(pa.string())),
-], key="clip_id")
+    pa.field("crop", _box),  # x, y, w, h in source px; null: the whole frame
+], key="clip_id", version="2")
 
 OBJECTS = _schema("objects", [
     pa.field("object_id", pa.string(), nullable=False),
@@ -162,7 +165,7 @@ _reference_pair = [
 ]
 
 # Version 2: start_s/end_s (frame readers seek by time), per-reference variant_source,
-# variant_id and score, and background_id.
+# variant_id and score, and background_id. Version 3: the clip's ``crop``.
 SAMPLES = _schema("samples", [
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("clip_id", pa.string(), nullable=False),
@@ -181,7 +184,8 @@ SAMPLES = _schema("samples", [
     pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
     pa.field("background_id", pa.string()),  # pairs.pair_id of the background
     pa.field("provenance", pa.string()),  # JSON: ids of every source row, models, seeds, dropped references
-], key="sample_id", version="2")
+    pa.field("crop", _box),  # the clip's crop (x, y, w, h in source px; null: whole frame), applied by training
+], key="sample_id", version="3")
 
 # One row per cached training example (pipelines/cache_latents.py): where its tensors are.
 LATENTS = _schema("latents", [
@@ -194,6 +198,17 @@ LATENTS = _schema("latents", [
     pa.field("frames", pa.int32()),
     pa.field("bytes", pa.int64()),
 ], key="entry_id")
+
+# One row per key of an imported dataset (pipelines/import_opens2v.py): the clip it became.
+# The key is the dataset's own id, so pair lists that name keys find our clips.
+IMPORTS = _schema("imports", [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),  # e.g. "opens2v"
+    pa.field("source", pa.string()),  # the file the key was read from
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # the clip's status
+], key="key")
 
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
@@ -225,6 +240,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "cross_pairs": CROSS_PAIRS,
     "samples": SAMPLES,
     "latents": LATENTS,
+    "imports": IMPORTS,
     "errors": ERRORS,
     "ledger": LEDGER,
 }

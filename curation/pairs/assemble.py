@@ -133,7 +133,9 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
 
     ``pairs`` are the clip's rows of the ``pairs`` table; ``partners`` maps an identity to
     its cross-clip partner (``cross_clip.best_partners``) and ``partner_faces`` a partner
-    identity to its reference face row.
+    identity to its reference face row. Imported datasets pair objects across clips
+    (OpenS2V's cross-video pairs): there the identity is the object id and the partner's
+    row an ``objects`` row, whose cut-out becomes the variant.
     """
     caption = clip.get("caption")
     chosen_faces, chosen_objects, dropped = choose_references(faces, objects)
@@ -148,10 +150,12 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
 
     def variant_of(source_id: str, identity: str | None) -> dict:
         partner = partners.get(identity) if identity and config.cross_clip_variants else None
-        face = partner_faces.get(partner[0]) if partner else None
-        if face is not None and face.get("crop"):
-            info = {"variant": face["crop"], "variant_source": "cross_clip", "variant_id": face["face_id"]}
-            variants[source_id] = {"variant_id": face["face_id"], "source": "cross_clip", "identity": partner[0],
+        other = partner_faces.get(partner[0]) if partner else None
+        image = other and (other.get("crop") or other.get("ref"))  # a partner face, or an imported object
+        if image:
+            other_id = other.get("face_id") or other["object_id"]
+            info = {"variant": image, "variant_source": "cross_clip", "variant_id": other_id}
+            variants[source_id] = {"variant_id": other_id, "source": "cross_clip", "identity": partner[0],
                                    "clip_id": partner[1], "similarity": partner[2]}
             return info
         row = generated.get(source_id)
@@ -172,7 +176,8 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
                            "source_id": face["face_id"], "score": face_score(face),
                            **variant_of(face["face_id"], face["identity_id"])})
     object_items = [{"label": caption_word(caption, obj["label"]), "ref": obj["ref"], "source_id": obj["object_id"],
-                     "score": obj.get("score"), **variant_of(obj["object_id"], None)} for obj in chosen_objects]
+                     "score": obj.get("score"), **variant_of(obj["object_id"], obj["object_id"])}
+                    for obj in chosen_objects]  # an object is its own identity in cross pairs (imported datasets)
     words = list(dict.fromkeys(item["label"] for item in face_items + object_items if item["label"]))
     has_background = background is not None and background.get("status") == KEPT and background.get("image")
     provenance = {
@@ -191,6 +196,7 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
         "background": background["image"] if has_background else None,
         "background_id": background["pair_id"] if has_background else None,
         "provenance": json.dumps(provenance, sort_keys=True, default=_plain),
+        "crop": clip.get("crop"),
     }
 
 

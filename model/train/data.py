@@ -144,8 +144,12 @@ def window_times(num_source: int, source_fps: float, fps: float, count: int,
 
 def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataConfig,
               rng: np.random.Generator, sample_id: str, start_s: float | None = None,
-              end_s: float | None = None) -> np.ndarray:
+              end_s: float | None = None, crop: Sequence[float] | None = None) -> np.ndarray:
     """uint8 [F, H, W, 3]: the clip at ``config.fps``, covered and centre-cropped to its bucket.
+
+    ``crop`` (x, y, w, h in source pixels, the row's ``crop``) is the part of the frame that
+    is the clip (imported datasets cut watermarks off this way): the bucket is chosen for
+    it and only it is kept, so imported and curated samples train alike.
 
     Frames are chosen by presentation time (``curation.frames.at_times``): frame i is the one
     on screen at ``start + offset + i / fps``. The clip's start and end in seconds are the
@@ -162,14 +166,21 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
     end_s = end / source_fps if end_s is None else float(end_s)
     times = start_s + window_times(end - start, source_fps, config.fps, count, rng)
     bucket: list[tuple[int, int]] = []
+    region: list[tuple[float, float, float, float]] = []  # the crop in decoded pixels
 
     def size(width: int, height: int) -> tuple[int, int]:
-        bucket.append(nearest_bucket(width, height, config.buckets))
-        return cover_size(width, height, bucket[0])
+        x, y, w, h = _crop_box(crop, width, height, sample_id)
+        bucket.append(nearest_bucket(round(w), round(h), config.buckets))
+        cover_w, cover_h = cover_size(round(w), round(h), bucket[0])
+        sx, sy = cover_w / w, cover_h / h  # decode the whole frame at the scale that covers the crop
+        region.append((x * sx, y * sy, cover_w, cover_h))
+        return max(cover_w, round(width * sx)), max(cover_h, round(height * sy))
 
     try:
         clip = read_clip_frames(uri, start, end, start_s, end_s, at_times(np.minimum(times, end_s - TIME_EPS),
                                                                               size=size))
+    except BadRecord:
+        raise
     except FileNotFoundError as exc:
         raise BadRecord("missing_video", sample_id, f"video {uri!r} does not exist ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any demux/decoder failure is this record's problem
@@ -179,8 +190,22 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
     which = np.searchsorted(clip.times, times + TIME_EPS, side="right") - 1
     frames = clip.images[np.clip(which, 0, len(clip) - 1)]
     (bw, bh), (w, h) = bucket[0], (frames.shape[2], frames.shape[1])
-    x0, y0 = (w - bw) // 2, (h - bh) // 2
+    rx, ry, rw, rh = region[0]
+    x0 = min(max(0, round(rx + (rw - bw) / 2)), w - bw)
+    y0 = min(max(0, round(ry + (rh - bh) / 2)), h - bh)
     return np.ascontiguousarray(frames[:, y0:y0 + bh, x0:x0 + bw])
+
+
+def _crop_box(crop: Sequence[float] | None, width: int, height: int, sample_id: str
+              ) -> tuple[float, float, float, float]:
+    """The row's crop as (x, y, w, h) inside a ``width`` x ``height`` frame (the whole frame if None)."""
+    if crop is None:
+        return 0.0, 0.0, float(width), float(height)
+    x, y, w, h = (float(v) for v in crop)
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > width + 0.5 or y + h > height + 0.5:
+        raise BadRecord("bad_crop", sample_id, f"crop {list(crop)} (x, y, w, h) does not fit the "
+                        f"{width}x{height} frame")
+    return x, y, w, h
 
 
 def _stream_fps(uri: str, sample_id: str) -> float:
@@ -223,7 +248,7 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
     images = [_png(r.image, sample_id, f"{r.kind} reference {i}") for i, r in enumerate(refs)]
     canvas_rng = np.random.default_rng(rng.integers(1 << 62)) if config.shuffle_refs else None
     frames = read_clip(row["uri"], start, end, row.get("fps"), config, rng, sample_id,
-                       row.get("start_s"), row.get("end_s"))
+                       row.get("start_s"), row.get("end_s"), row.get("crop"))
     height, width = frames.shape[1:3]
     canvas = compose_canvas(images, height, width, rng=canvas_rng)
     prompt = "" if drop_caption else (row.get("caption") or "")
