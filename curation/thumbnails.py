@@ -12,12 +12,12 @@ import io
 
 import numpy as np
 
+from curation.frames import read_clip_frames, uniform
+
 
 def clip_strip(uri: str, start_frame: int, end_frame: int, start_s: float, end_s: float,
                count: int = 6, height: int = 72) -> list[bytes]:
     """``count`` frames spread over the clip, ``height`` px high, as JPEG bytes."""
-    from curation.frames import read_clip_frames, uniform
-
     def size(width: int, source_height: int) -> tuple[int, int]:
         return max(2, int(round(width * height / source_height / 2)) * 2), height
 

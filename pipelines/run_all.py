@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
+from curation import synthetic  # noqa: E402
 from pipelines.cli import Parser, UserError, cli  # noqa: E402
 from pipelines.inspect_run import inspect, render, render_samples  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
@@ -46,8 +47,6 @@ def available_stages() -> list:
 
 def make_demo_media(folder: Path) -> Path:
     """A small corpus with known answers: cuts, motion, stillness, a face, objects, and bad files."""
-    from curation import synthetic
-
     if (folder / ".done").exists():
         return folder
     synthetic.cuts_video(folder / "three_scenes.mp4", cuts=[72, 144], num_frames=216)

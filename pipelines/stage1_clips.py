@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from curation.clips.caption import CaptionConfig, Captioner, frame_request  # noqa: E402
 from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
-from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
+from curation.clips.scenes import ScenesConfig
+from curation.clips.splitter import ClipSplitter  # noqa: E402
 from curation.frames import FrameReader  # noqa: E402
 from curation.models import resolve  # noqa: E402
 from pipelines.cli import cli  # noqa: E402

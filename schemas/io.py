@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from schemas.tables import schema_for
+from schemas.tables import key_of, schema_for
 from schemas.validate import SchemaError, validate
 
 PART_SUFFIX = ".parquet"
@@ -107,8 +107,6 @@ def read_ids(folder: Location, kind: str, id_column: str | None = None,
     ``where=(column, value)`` keeps rows whose column equals value (the errors table
     holds every stage; a stage's resume only counts its own rows).
     """
-    from schemas.tables import key_of
-
     id_column = id_column or key_of(kind)
     ids: set[str] = set()
     columns = [id_column] + ([where[0]] if where else [])

@@ -12,7 +12,9 @@ import pytest
 from curation import synthetic
 from curation.clips.caption import CaptionConfig, Captioner, frame_request, split_subjects
 from curation.clips.quality import ClipScorer, QualityConfig
-from curation.clips.scenes import ClipSplitter, ScenesConfig, clip_ranges
+from curation.clips.scenes import ClipPolicy, ScenesConfig
+from curation.clips.shots import Boundary
+from curation.clips.splitter import ClipSplitter
 from curation.decode import IncompleteVideoError, iter_frames, read_frames
 from curation.envelope import to_table
 from curation.frames import FRAMES, FrameReader, decode_frames
@@ -89,13 +91,18 @@ def test_partly_decodable_video_really_fails_mid_decode(media):
 
 
 def test_clip_policy():
+    def whole_video(cuts: list[int], num_frames: int, config: ScenesConfig) -> list[tuple[int, int, str]]:
+        """The policy fed all of a video's hard cuts at once, as the scan feeds it at its end."""
+        policy = ClipPolicy(config, 24.0)
+        return policy.add([Boundary(c, c, "cut") for c in cuts], num_frames) + policy.finish(num_frames)
+
     cfg = ScenesConfig(min_seconds=2, max_seconds=10, trim_frames=2)
-    ranges = clip_ranges([100, 130], 700, 24.0, cfg)
+    ranges = whole_video([100, 130], 700, cfg)
     assert ranges == [(0, 98, KEPT), (102, 128, "too_short"), (132, 372, KEPT), (372, 612, KEPT), (612, 700, KEPT)]
     # even: full windows while more than two remain, then the rest halved (none under half a window)
-    even = clip_ranges([], 600, 24.0, ScenesConfig(window="even"))
+    even = whole_video([], 600, ScenesConfig(window="even"))
     assert even == [(0, 240, KEPT), (240, 420, KEPT), (420, 600, KEPT)]
-    assert clip_ranges([10, 11], 100, 24.0, cfg)[1:] == [(13, 100, KEPT)]  # a 1-frame flash leaves no row
+    assert whole_video([10, 11], 100, cfg)[1:] == [(13, 100, KEPT)]  # a 1-frame flash leaves no row
     with pytest.raises(ValueError, match="detector"):
         ScenesConfig(detector="histogram")
     with pytest.raises(ValueError, match="classical"):

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, drop_frames, uniform
-from curation.models import default_dtype
+from curation.models import default_dtype, load
 from curation.operator import ActorPool, TaskPool
 from schemas.tables import CLIPS
 
@@ -182,8 +182,6 @@ class Captioner:
 
     def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None,
                  model: CaptionModel | None = None):
-        from curation.models import load
-
         self.config = config
         self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frame_sets, drop_frames
-from curation.models import default_dtype
+from curation.models import ModelSourceError, default_dtype, load
 from curation.operator import ActorPool
 from schemas.tables import CLIPS, KEPT
 
@@ -166,8 +166,6 @@ def head_path(source: str) -> str:
             return local
     path = os.path.expanduser(os.environ.get(HEAD_ENV, f"~/.cache/magref/{HEAD_FILE}"))
     if not os.path.exists(path):
-        from curation.models import ModelSourceError
-
         raise ModelSourceError(
             f"aesthetic head not found (looked in {source!r}/{HEAD_FILE} and {path}). Download "
             "sac+logos+ava1-l14-linearMSE.pth from github.com/christophschuhmann/improved-aesthetic-predictor, "
@@ -232,8 +230,6 @@ class ClipScorer:
     """
 
     def __init__(self, config: QualityConfig, models: Any = None, device: str | None = None):
-        from curation.models import load
-
         self.config = config
         self.predictor = load(AESTHETIC, models, device=device)
 

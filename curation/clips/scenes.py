@@ -26,15 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pyarrow as pa
-
-from curation.clips.quality import QualityConfig
 from curation.clips.shots import BLANK, CLASSICAL, TRANSITION, Boundary, ClassicalBoundaries, Detection
-from curation.envelope import per_input, to_table
-from curation.frames import FRAMES
+from curation.clips.transnet import TransNetBoundaries
 from curation.operator import ActorPool, TaskPool
-from schemas.ids import clip_id
-from schemas.tables import CLIPS, KEPT
+from schemas.tables import KEPT
 
 TOO_SHORT = "too_short"
 AUTO, CLASSICAL_DETECTOR, TRANSNET = "auto", "classical", "transnetv2"
@@ -108,8 +103,6 @@ class ScenesConfig:
 
     def boundary_stream(self, fps: float, shot_model: Any = None):
         if self.detector == TRANSNET:
-            from curation.clips.transnet import TransNetBoundaries
-
             if shot_model is None:
                 raise ValueError("scenes.detector=transnetv2 needs the shot_boundaries model loaded")
             return TransNetBoundaries(self.detection(fps), shot_model, self.transnet_batch,
@@ -200,68 +193,3 @@ class ClipPolicy:
             edges.append((edges[-1] + last) // 2)
         edges.append(last)
         return [(a, b, KEPT if b - a >= self.min_len else TOO_SHORT) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def clip_ranges(boundaries: list[Boundary | int], num_frames: int, fps: float,
-                config: ScenesConfig) -> list[tuple[int, int, str]]:
-    """The policy on a whole video at once (ints are hard cuts): what the scan does in pieces."""
-    policy = ClipPolicy(config, fps)
-    items = sorted(b if isinstance(b, Boundary) else Boundary(b, b, "cut") for b in boundaries)
-    items = [b for b in items if 0 < b.end and b.start < num_frames]
-    return policy.add(items, num_frames) + policy.finish(num_frames)
-
-
-# ---------------------------------------------------------------------------
-# The operator.
-# ---------------------------------------------------------------------------
-
-class ClipSplitter:
-    """Stage 1, step 1: ``videos`` rows in, candidate ``clips`` rows out, kept ones with their
-    motion score and aesthetic frames (``FRAMES``).
-
-    ``transition``, ``blank`` and ``too_short`` rows come out filtered; a video that fails
-    to decode becomes one error row and none of its clips.
-    """
-
-    def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None, models: Any = None,
-                 device: str | None = None):
-        from curation.models import load, pick_device
-
-        if config.detector == AUTO:  # used outside a job, which resolves it from the cluster
-            config = config.resolved(pick_device(device).startswith("cuda"))
-        self.config = config
-        self.quality = quality
-        self.model = load("shot_boundaries", models, device=device) if self.config.detector == TRANSNET else None
-
-    def scan(self, video: dict[str, Any]):
-        from curation.clips.scan import scan_video
-
-        return scan_video(video["uri"], self.config, self.quality, expected_frames=video.get("num_frames"),
-                          shot_model=self.model)
-
-    def split(self, video: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.rows(video, self.scan(video))
-
-    def rows(self, video: dict[str, Any], scan) -> list[dict[str, Any]]:
-        """One ``clips`` row per range the scan's clip policy produced."""
-        rows = []
-        for clip in scan.clips:
-            row = {
-                "clip_id": clip_id(video["video_id"], clip.start, clip.end), "video_id": video["video_id"],
-                "uri": video["uri"], "start_frame": clip.start, "end_frame": clip.end,
-                "start_s": clip.start_s, "end_s": clip.end_s, "fps": scan.fps,
-                "width": video.get("width"), "height": video.get("height"),
-                "motion": clip.motion, "aesthetic": None, "status": clip.status, "caption": None, "subjects": None,
-            }
-            if self.quality is not None:
-                row[FRAMES] = clip.frames
-            rows.append(row)
-        return rows
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        columns = [c for c in ("uri", "video_id", "num_frames", "width", "height") if c in batch.column_names]
-        rows = per_input(batch.select(columns).to_pylist(), "video_id", self.split)
-        return to_table(rows, _SCHEMA)
-
-
-_SCHEMA = pa.schema([*CLIPS, pa.field(FRAMES, pa.binary())])

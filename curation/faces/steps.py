@@ -32,11 +32,13 @@ import pyarrow.compute as pc
 from curation.decode import IncompleteVideoError
 from curation.envelope import apply_to_live, empty_row, put_column, run_isolated, settle_failures, to_table
 from curation.faces.config import FacesConfig
+from curation.faces.detect import insightface_pack
+from curation.faces.dlib_backend import weights_dir
 from curation.faces.measure import AFTER, BEFORE, CLIP, measure_faces
 from curation.faces.references import clip_references
 from curation.frames import FRAMES, TIME_EPS, FrameRequest, decode_frame_sets, encode_frames, every, \
     read_clip_frames, read_range_frames
-from curation.models import load
+from curation.models import TINY, load, resolve
 from schemas.tables import FACES, INPUT, KEPT
 
 FILTER = "_filter"  # the detection step's verdict, settled by FaceReferences
@@ -50,10 +52,6 @@ def check_weights(config: FacesConfig, models: Any) -> str | None:
     """Before Ray starts: raise ``FileNotFoundError`` for weights that cannot appear later (dlib's
     come only from a package or a folder), or return a note for an InsightFace pack that is not
     on this machine (each actor then asks InsightFace to download it)."""
-    from curation.faces.detect import insightface_pack
-    from curation.faces.dlib_backend import weights_dir
-    from curation.models import TINY, resolve
-
     source = resolve(ROLES[config.backend], models)
     if source == TINY:
         return None

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, FrameRequest, decode_frames, uniform
+from curation.models import default_dtype, load
 from curation.objects.labels import LABELS, clip_labels
 from curation.operator import ActorPool, TaskPool
 
@@ -257,8 +258,6 @@ class Grounder:
 
     def __init__(self, config: GroundingConfig, max_labels: int = 8, models: Any = None, device: str | None = None,
                  model: GroundingModel | None = None, extra_labels: Iterable[str] = ()):
-        from curation.models import load
-
         self.config, self.max_labels, self.extra_labels = config, max_labels, list(extra_labels)
         self.grounding = model or load("grounding", models, device=device)
 
@@ -297,8 +296,6 @@ class Grounder:
 def load_grounding(source: str, device: str, dtype: Any = None) -> GroundingModel:
     """GroundingDINO from a hub id or a local folder (bf16 on GPU, float32 on CPU)."""
     from transformers import AutoTokenizer, GroundingDinoForObjectDetection
-
-    from curation.models import default_dtype
 
     dtype = default_dtype(device, dtype)
     model = GroundingDinoForObjectDetection.from_pretrained(source, dtype=dtype).to(device).eval()

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from curation.clips.caption import SYSTEM
 from curation.envelope import put_column, run_isolated, settle_failures
+from curation.models import load
 from curation.operator import ActorPool
 from schemas.tables import INPUT
 
@@ -156,8 +157,6 @@ class Labeler:
     """
 
     def __init__(self, config: LabelsConfig, models: Any = None, device: str | None = None, model: Any = None):
-        from curation.models import load
-
         self.config = config
         self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frames
+from curation.models import default_dtype, load
 from curation.objects.grounding import DETECTIONS, detections_from_row, normalised
 from curation.operator import ActorPool
 
@@ -136,8 +137,6 @@ class Segmenter:
 
     def __init__(self, config: SegmentConfig, models: Any = None, device: str | None = None,
                  model: SegmentModel | None = None):
-        from curation.models import load
-
         self.config = config
         self.segmenter = model or load("segmenter", models, device=device)
 
@@ -172,8 +171,6 @@ class Segmenter:
 def load_segmenter(source: str, device: str, dtype: Any = None) -> SegmentModel:
     """SAM2 (transformers ``Sam2Model``) from a hub id or a local folder."""
     from transformers import Sam2Model
-
-    from curation.models import default_dtype
 
     dtype = default_dtype(device, dtype)
     return SegmentModel(Sam2Model.from_pretrained(source, dtype=dtype).to(device).eval(), device, dtype)

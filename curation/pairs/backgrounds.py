@@ -31,8 +31,11 @@ import numpy as np
 import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
+from curation.frames import FRAMES, at_frames, decode_frames, drop_frames, encode_frames, read_clip_frames
 from curation.images import clip_box, decode_png, encode_png
+from curation.models import load, resolve
 from curation.operator import ActorPool, TaskPool
+from curation.pairs.generators import inpaint
 from curation.pairs.variants import BACKGROUND, OUTPUT_COLUMNS, fill_columns, seed_for
 
 SUBJECTS = "_subjects"  # private column: list<struct<kind, frame, box, mask>> of the clip's subjects
@@ -215,8 +218,6 @@ class BackgroundFrames:
     def _prepare(self, live: pa.Table) -> pa.Table:
         import cv2
 
-        from curation.frames import FRAMES, at_frames, encode_frames, read_clip_frames
-
         rows = live.to_pylist()
         frames, masks, keyframes = [None] * len(rows), [None] * len(rows), [None] * len(rows)
         for i, row in enumerate(rows):
@@ -243,21 +244,15 @@ class Backgrounds:
     """Inpainting step (GPU actor with the model backend): keyframe + mask -> augmented I^Bg."""
 
     def __init__(self, config: BackgroundConfig, models: Any = None, device: str | None = None):
-        from curation.models import load, resolve
-
         self.config = config
         self.pipe = load("inpainter", models, device=device) if config.backend == "model" else None
         self.model_name = resolve("inpainter", models) if self.pipe is not None else OPENCV
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.frames import drop_frames
-
         out = run_isolated(batch, self._fill)
         return drop_frames(out)
 
     def _fill(self, live: pa.Table) -> pa.Table:
-        from curation.frames import FRAMES, decode_frames
-
         rows = live.to_pylist()
         for row in rows:
             if row["kind"] != BACKGROUND:
@@ -275,8 +270,6 @@ class Backgrounds:
             if self.pipe is None:
                 filled = inpaint_opencv(image, mask)
             else:
-                from curation.pairs.generators import inpaint
-
                 filled = inpaint(self.pipe, image, mask, self.config.prompt, self.config.negative_prompt, seed,
                                  self.config.steps, self.config.guidance, self.config.strength)
                 params.update(steps=self.config.steps, guidance=self.config.guidance, strength=self.config.strength)

@@ -27,7 +27,9 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.images import decode_png, encode_png
+from curation.models import load, resolve
 from curation.operator import ActorPool
+from curation.pairs.generators import edit, fit_size, size_multiple
 
 REF = "_ref"  # private column: the reference PNG the editor starts from
 FACE, OBJECT, BACKGROUND = "face", "object", "background"
@@ -106,8 +108,6 @@ class Variants:
     """GPU operator: one generated variant per live face/object row."""
 
     def __init__(self, config: VariantsConfig, models: Any = None, device: str | None = None):
-        from curation.models import load, resolve
-
         self.config = config
         self.model_name = resolve("editor", models)
         self.pipe = load("editor", models, device=device)
@@ -116,8 +116,6 @@ class Variants:
         return run_isolated(batch, self._generate)
 
     def _generate(self, live: pa.Table) -> pa.Table:
-        from curation.pairs.generators import edit, fit_size, size_multiple
-
         rows = live.to_pylist()
         multiple = size_multiple(self.pipe)
         jobs: dict[tuple[int, int], list[dict]] = {}

@@ -26,6 +26,7 @@ import torch
 from curation.envelope import apply_to_live, error_row, per_input, run_isolated, to_table
 from curation.models import pick_device, resolve
 from curation.operator import ActorPool, TaskPool
+import model.roles  # noqa: F401 - registers video_backbone
 from model.train.data import (
     BadRecord,
     DataConfig,
@@ -235,8 +236,6 @@ class LatentEncoder:
     """Model step of the cache job: encode each example (VAE, UMT5, CLIP) and write its entry."""
 
     def __init__(self, config: EncodeStep, root: str, models: Any = None, device: str | None = None) -> None:
-        import model.roles  # noqa: F401 - registers video_backbone
-
         self.config, self.root = config, root
         self.pipe = load_encoders(resolve("video_backbone", models), pick_device(device))
 
