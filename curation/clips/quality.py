@@ -21,6 +21,7 @@ aesthetic frames; nothing is decoded twice.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -266,11 +267,19 @@ class ClipScorer:
         return status or KEPT
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m curation.clips.quality convert-head IN.pth OUT.safetensors``."""
+    parser = argparse.ArgumentParser(prog="python -m curation.clips.quality",
+                                     description="Convert the released aesthetic head to safetensors.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert-head", help=convert_head.__doc__)
+    convert.add_argument("pth", help="sac+logos+ava1-l14-linearMSE.pth, the released state dict")
+    convert.add_argument("out", help="the .safetensors file to write")
+    args = parser.parse_args(argv)
+    convert_head(args.pth, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "convert-head":
-        convert_head(sys.argv[2], sys.argv[3])
-        print(f"wrote {sys.argv[3]}")
-    else:
-        print("usage: python -m curation.clips.quality convert-head "
-              "sac+logos+ava1-l14-linearMSE.pth OUT.safetensors")
-        sys.exit(2)
+    sys.exit(main())
