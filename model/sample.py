@@ -46,7 +46,7 @@ from model.tiny import TINY_DEFAULTS
 from model.tiny import TINY_DEFAULTS as t
 from model.weights.checkpoint import CheckpointError
 from model.weights.lora import load_lora
-from schemas.io import read_manifest
+from schemas.io import Location, atomic_write, read_manifest
 from schemas.samples import sample_references
 from schemas.validate import SchemaError
 
@@ -192,21 +192,14 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """uint8 [F, H, W, 3] → H.264 mp4, written to a temp name and renamed when complete."""
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18"}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(Location.of(str(path))) as tmp, av.open(tmp.path, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
 
 
 def canvas_path(video: Path) -> Path:

@@ -118,11 +118,6 @@ def centroids_from_sums(parts: Iterable[pa.Table]) -> Centroids:
                      np.asarray(vectors, np.float32).reshape(len(ids), dim))
 
 
-def identity_centroids(faces: pa.Table) -> Centroids:
-    """Centroids of the identities that have at least one selected face (mean of unit embeddings)."""
-    return centroids_from_sums([identity_sums(faces)])
-
-
 def candidates(vectors: np.ndarray, queries: np.ndarray, threshold: float, config: CrossClipConfig) -> Iterable[tuple[int, int]]:
     """(query row, vector row) pairs whose inner product may reach ``threshold``, from the chosen index."""
     kind = config.index

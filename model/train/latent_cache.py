@@ -38,7 +38,7 @@ from model.train.data import (
     make_example,
 )
 from model.train.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
-from schemas.io import Location, read_manifest, read_table, write_part
+from schemas.io import Location, read_manifest, read_table, write_bytes, write_part
 from schemas.tables import INPUT, schema_for
 
 META = "cache.json"
@@ -130,10 +130,8 @@ def read_meta(root: str) -> dict[str, Any]:
 
 
 def write_meta(root: str, meta: dict[str, Any]) -> None:
-    loc = Location.of(root)
-    loc.fs.create_dir(loc.path, recursive=True)
-    with loc.fs.open_output_stream(loc.join(META).path) as out:
-        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+    """The cache's settings, atomically: a killed writer never leaves a half ``cache.json``."""
+    write_bytes(Location.of(root).join(META), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
