@@ -20,7 +20,6 @@ Each video is an H.264 mp4 (PyAV) with its canvas beside it as ``NAME.canvas.png
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -29,8 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from curation.images import IMAGE_ERRORS
+from curation.images import read_image as open_image
 from curation.models import load, pick_device
 from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
 from model.disentangle import word_spans
@@ -72,19 +73,15 @@ def read_image(path: str | os.PathLike, what: str = "reference image") -> Image.
     if not path.is_file():
         raise SampleInputError(f"{what} {str(path)!r} does not exist")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return open_image(path)
+    except IMAGE_ERRORS as exc:
         raise SampleInputError(f"cannot read {what} {str(path)!r}: {exc}") from exc
 
 
 def image_from_bytes(data: bytes, what: str) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, TypeError) as exc:
+        return open_image(data)
+    except IMAGE_ERRORS as exc:
         raise SampleInputError(f"cannot read {what}: {exc}") from exc
 
 

@@ -33,12 +33,11 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, drop_frames, uniform
+from curation.images import CLIP_MEAN, CLIP_STD
 from curation.models import default_dtype, load
 from curation.operator import ActorPool, TaskPool
 from schemas.tables import CLIPS
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SYSTEM = "You are a helpful assistant."
 PROMPT = (
     "Describe this video clip for training a video generation model. Focus on the main subjects "
