@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -39,10 +38,6 @@ from pipelines.wiring import init_ray  # noqa: E402
 DEMO_SETTINGS = ("objects.labels.extra=ball,box,person", "objects.filters.theta_min=0.001",
                  "pairs.variants.size=128", "pairs.variants.steps=2", "pairs.background.max_side=128",
                  "pairs.background.steps=2", "pairs.background.max_masked=1.0")
-
-
-def available_stages() -> list:
-    return [s for s in STAGES if importlib.util.find_spec(f"pipelines.{s.script}") is not None]
 
 
 def make_demo_media(folder: Path) -> Path:
@@ -93,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     owns_ray = init_ray(args.address)
     try:
-        for stage in available_stages():
+        for stage in STAGES:
             if wanted and stage.name not in wanted:
                 continue
             stage_argv = ["--run-dir", args.run_dir]
