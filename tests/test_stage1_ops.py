@@ -11,7 +11,14 @@ import pyarrow as pa
 import pytest
 
 from curation import synthetic
-from curation.clips.caption import CaptionConfig, Captioner, frame_request, split_subjects
+from curation.clips.caption import (
+    CaptionConfig,
+    Captioner,
+    chat_prompt,
+    frame_request,
+    split_subjects,
+    tiny_tokenizer,
+)
 from curation.clips.quality import ClipScorer, QualityConfig
 from curation.clips.scenes import ClipPolicy, ScenesConfig
 from curation.clips.shots import Boundary
@@ -251,6 +258,19 @@ def test_subject_parsing_never_crashes():
     assert split_subjects("Subjects: a, b c, dd, ee, ff", 2)[1] == ["b c", "dd"]
 
 
+def test_chat_prompt_is_qwens_format_through_the_tokenizers_template():
+    tokenizer = tiny_tokenizer()
+    assert chat_prompt(tokenizer, "Describe.", video_tokens=3) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|video_pad|><|video_pad|><|video_pad|><|vision_end|>Describe.<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    assert chat_prompt(tokenizer, "Labels?") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nLabels?<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}]{% endfor %}"  # the model's own, whatever it is
+    assert chat_prompt(tokenizer, "x") == "[user]"
+
+
 def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     """The real loader path (from_pretrained + AutoTokenizer), offline, on a saved tiny model."""
     from curation.clips.caption import tiny_captioner
@@ -262,5 +282,6 @@ def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     from_tiny = Captioner(config, models="tiny", device="cpu")
     from_disk = Captioner(config, models={"captioner": str(tmp_path), "aesthetic": "tiny"}, device="cpu")
     assert from_disk.captioner.tokenizer.padding_side == "left"
+    assert from_disk.captioner.tokenizer.chat_template == from_tiny.captioner.tokenizer.chat_template  # saved with it
     table = with_frames(config, to_table(clip_rows(media, 1), CLIPS))
     assert from_disk(table).column("caption").to_pylist() == from_tiny(table).column("caption").to_pylist()

@@ -38,7 +38,7 @@ from curation.models import default_dtype, load
 from curation.operator import ActorPool, TaskPool
 from schemas.tables import CLIPS
 
-SYSTEM = "You are a helpful assistant."
+SYSTEM = "You are a helpful assistant."  # the system turn Qwen's chat template adds
 PROMPT = (
     "Describe this video clip for training a video generation model. Focus on the main subjects "
     "(people, animals, objects): their appearance (clothing, colours, shapes), what they do, and how "
@@ -124,11 +124,18 @@ def video_inputs(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
     return torch.cat(flat), torch.tensor(grids, dtype=torch.long)
 
 
-def chat_text(prompt: str, video_tokens: int) -> str:
-    """Qwen's chat format with one video, its pad token repeated once per merged patch."""
-    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
-            f"<|vision_start|>{'<|video_pad|>' * video_tokens}<|vision_end|>{prompt}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
+def chat_prompt(tokenizer: Any, prompt: str, video_tokens: int = 0) -> str:
+    """One user turn (one video, if ``video_tokens``, then the prompt) through the model's own
+    chat template (``apply_chat_template``), ready for generation.
+
+    The template writes one ``<|video_pad|>`` per video; like ``Qwen2VLProcessor`` we repeat
+    it once per merged vision patch, since our ``video_inputs`` stands in for the processor's
+    video half (``Qwen2VLVideoProcessor`` needs torchvision, which does not import here).
+    """
+    content = ([{"type": "video"}] if video_tokens else []) + [{"type": "text", "text": prompt}]
+    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+    return text.replace(VIDEO_PAD, VIDEO_PAD * video_tokens, 1) if video_tokens else text
 
 
 def split_subjects(text: str, limit: int) -> tuple[str, list[str]]:
@@ -211,7 +218,7 @@ class Captioner:
         pixels, grids = video_inputs([v for v, _ in videos], c.vision)
         merge = c.vision.spatial_merge_size ** 2
         prompt = self.config.prompt.format(max_subjects=self.config.max_subjects)
-        texts = [chat_text(prompt, int(g.prod()) // merge) for g in grids]
+        texts = [chat_prompt(c.tokenizer, prompt, int(g.prod()) // merge) for g in grids]
         inputs = c.tokenizer(texts, padding=True, return_tensors="pt").to(c.device)
         seconds = [c.vision.temporal_patch_size * spacing for _, spacing in videos]
         with torch.inference_mode():
@@ -227,8 +234,26 @@ class Captioner:
 # Registry builders: the real checkpoint, and the same class from a tiny config.
 # ---------------------------------------------------------------------------
 
+VIDEO_PAD = "<|video_pad|>"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]
+                  "<|image_pad|>", VIDEO_PAD]
+# Qwen2-VL / Qwen2.5-VL's chat template as the hub checkpoints ship it (tokenizer_config.json,
+# chat_template.json), given to the tiny tokenizer, which has no hub files; real checkpoints
+# use their own. Data, not code: the format lives in the template.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def load_captioner(source: str, device: str, dtype: Any = None) -> CaptionModel:
@@ -254,7 +279,7 @@ def tiny_tokenizer():
     corpus = [PROMPT, SYSTEM, "Subjects: woman, dog, red car", "A man walks a dog in a park. The camera pans left."]
     tok.train_from_iterator(corpus * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   padding_side="left")
+                                   padding_side="left", chat_template=QWEN_VL_CHAT_TEMPLATE)
 
 
 def tiny_captioner(device: str) -> CaptionModel:

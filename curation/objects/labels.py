@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from curation.clips.caption import SYSTEM
+from curation.clips.caption import chat_prompt
 from curation.envelope import put_column, run_isolated, settle_failures
 from curation.models import load
 from curation.operator import ActorPool
@@ -142,12 +142,6 @@ def clip_labels(row: dict[str, Any], limit: int, extra: Iterable[str] = ()) -> l
     return normalise_labels([*own, *extra], limit)
 
 
-def text_chat(prompt: str) -> str:
-    """Qwen's chat format for a text-only turn (the captioner's system prompt: one model, one prompt)."""
-    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
-
-
 class Labeler:
     """Stage 2, optional step: labels from the caption for clips whose ``subjects`` is empty.
 
@@ -192,8 +186,8 @@ class Labeler:
 
         c = self.captioner
         self.generate_calls += 1
-        texts = [text_chat(self.config.prompt.format(caption=cap.strip(), max_labels=self.config.max_labels))
-                 for cap in captions]
+        prompts = [self.config.prompt.format(caption=cap.strip(), max_labels=self.config.max_labels) for cap in captions]
+        texts = [chat_prompt(c.tokenizer, prompt) for prompt in prompts]
         inputs = c.tokenizer(texts, padding=True, return_tensors="pt").to(c.device)
         with torch.inference_mode():
             out = c.model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False)
