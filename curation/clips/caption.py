@@ -103,7 +103,11 @@ def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels
 
 def video_inputs(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
     """``pixel_values_videos`` and ``video_grid_thw`` for (T, H, W, 3) uint8 clips already at a
-    ``smart_size``; the same layout as ``Qwen2VLVideoProcessor.patchify``."""
+    ``smart_size``; the same layout as ``Qwen2VLVideoProcessor.patchify``.
+
+    Ours stands in for ``Qwen2VLVideoProcessor``, which needs torchvision (it does not import
+    beside the CPU torch here); tests/test_preprocessing_parity.py checks it equals
+    ``Qwen2VLImageProcessorPil`` on a clip of identical frames."""
     import torch
 
     patch, merge, temporal = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size

@@ -117,7 +117,11 @@ def model_size(height: int, width: int, shortest: int, longest: int) -> tuple[in
 def normalised(images: list[np.ndarray], sizes: list[tuple[int, int]], device: str) -> list:
     """Each (H, W, 3) uint8 frame as a float (3, h, w) tensor on ``device``: resized to its
     ``(h, w)`` (bilinear, antialiased) and ImageNet-normalised, as GroundingDINO's and SAM2's
-    processors do, without PIL."""
+    processors do, without PIL.
+
+    Ours stands in for the torch processors (``GroundingDinoImageProcessor``,
+    ``Sam2ImageProcessor``), which need torchvision (it does not import beside the CPU torch
+    here); tests/test_preprocessing_parity.py checks it against ``GroundingDinoImageProcessorPil``."""
     import torch
     import torch.nn.functional as F
 
