@@ -239,8 +239,27 @@ def test_checks_catch_a_planted_cycle_and_breaches(tmp_path):
     assert package_graph(found)["curation"] == {"model"}
 
 
+def subpackage_graph(found: list[Import]) -> dict[str, set[str]]:
+    """The same one level down: ``curation.clips``, ``model.train``, ... (top modules as their package)."""
+    packages = {module.rsplit(".", 1)[0] for module in project_files() if module.count(".") >= 2}
+
+    def group(module: str) -> str:
+        parent = module.rsplit(".", 1)[0]
+        return module if module in packages else parent if parent in packages else package_of(module)
+
+    graph: dict[str, set[str]] = defaultdict(set)
+    for edge in found:
+        if package_of(edge.target) in PACKAGES and group(edge.target) != group(edge.source):
+            graph[group(edge.source)].add(group(edge.target))
+    return graph
+
+
 if __name__ == "__main__":
-    for package, targets in package_graph(imports()).items():
+    found = imports()
+    for package, targets in package_graph(found).items():
         print(f"{package} -> {', '.join(sorted(targets)) or '(nothing)'}")
-    for component in cycles(project_edges(imports())):
+    print()
+    for package, targets in sorted(subpackage_graph(found).items()):
+        print(f"{package} -> {', '.join(sorted(targets))}")
+    for component in cycles(project_edges(found)):
         print("cycle:", " <-> ".join(component))
