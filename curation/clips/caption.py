@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, drop_frames, uniform
 from curation.images import CLIP_MEAN, CLIP_STD
 from curation.models import default_dtype, load
-from curation.operator import ActorPool, TaskPool
+from curation.operator import ActorPool, TaskPool, setting
 from schemas.tables import CLIPS
 
 SYSTEM = "You are a helpful assistant."  # the system turn Qwen's chat template adds
@@ -53,17 +53,17 @@ _WORD = re.compile(r"^[a-z][a-z' -]{0,38}[a-z]$")
 
 @dataclass
 class CaptionConfig:
-    enabled: bool = True  # False: clips are scored and filtered, captions left null
-    frames: int = 16  # sampled evenly over the clip; even, since Qwen2.5-VL pairs frames
-    min_pixels: int = 4 * 28 * 28  # per frame, after Qwen's resize to multiples of 28
-    max_pixels: int = 448 * 252  # per frame; ~144 visual tokens per frame pair
-    max_new_tokens: int = 256  # caption length cap (greedy decoding)
-    max_subjects: int = 8  # nouns kept from the Subjects: line
-    prompt: str = PROMPT  # the instruction; {max_subjects} is filled in
-    # batch_size = clips per generate call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
-    # the CPU step before it that decodes the clips' frames (Ray tasks)
-    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))
+    enabled: bool = setting(True, help="False: clips are scored and filtered, captions left null")
+    frames: int = setting(16, help="sampled evenly over the clip; even, since Qwen2.5-VL pairs frames")
+    min_pixels: int = setting(4 * 28 * 28, help="per frame, after Qwen's resize to multiples of 28")
+    max_pixels: int = setting(448 * 252, help="per frame; ~144 visual tokens per frame pair")
+    max_new_tokens: int = setting(256, help="caption length cap (greedy decoding)")
+    max_subjects: int = setting(8, help="nouns kept from the Subjects: line")
+    prompt: str = setting(PROMPT, help="the instruction; {max_subjects} is filled in")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = clips per generate call; one GPU per actor when the cluster has GPUs")
+    decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help=
+        "the CPU step before it that decodes the clips' frames (Ray tasks)")
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.frames % 2:

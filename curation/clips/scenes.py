@@ -23,12 +23,12 @@ behind the defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from curation.clips.shots import BLANK, CLASSICAL, TRANSITION, Boundary, ClassicalBoundaries, Detection
 from curation.clips.transnet import TransNetBoundaries
-from curation.operator import ActorPool, TaskPool
+from curation.operator import ActorPool, TaskPool, setting
 from schemas.tables import KEPT
 
 TOO_SHORT = "too_short"
@@ -41,32 +41,34 @@ WINDOWS = ("fixed", "even")
 class ScenesConfig:
     """Shot boundaries and the clip policy. PySceneDetect thresholds are in its own units."""
 
-    detector: str = "auto"  # "auto": transnetv2 where the cluster has GPUs, else "classical"
-    # classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points)
-    # and "gradual" (colour histograms gradual_seconds apart: fades, dissolves)
-    classical: list[str] = field(default_factory=lambda: ["adaptive", "gradual"])
-    gradual_seconds: float = 0.5  # histograms this far before and after each frame are compared
-    gradual_threshold: float = 0.3  # their total-variation distance (0-1) that marks a transition
-    blank_max_std: float = 5.0  # a frame whose every colour channel varies less (std, 0-255) is blank
-    max_transition_seconds: float = 4.0  # longer stretches of change are cut into transitions this long
-    transnet_threshold: float = 0.5  # TransNetV2: a transition holds a frame scored above this
-    transnet_extent: float = 0.05  # ... and runs over every neighbouring frame scored above this
-    transnet_batch: int = 4  # TransNetV2: 100-frame windows per forward
-    adaptive_threshold: float = 3.0  # AdaptiveDetector: a frame's change over its neighbours' average
-    min_content_val: float = 15.0  # AdaptiveDetector: the least absolute change that can be a cut
-    content_threshold: float = 27.0  # ContentDetector's threshold (HSV change, 0-255)
-    min_scene_frames: int = 8  # PySceneDetect's own minimum distance between cuts
-    detect_width: int = 96  # frames shrink to about this width for detection
-    min_seconds: float = 2.0  # shorter scenes become too_short rows
-    max_seconds: float = 10.0  # longer scenes are cut into windows
-    trim_frames: int = 2  # dropped on each side of every boundary
-    window: str = "fixed"  # long scenes: "fixed" windows of max_seconds, or "even" (the last two balanced)
-    strict_decode: bool = True  # a decode error makes the video an error row
-    # classical: one video per Ray task (the scan decodes the whole video)
-    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=1, num_cpus=0.5))
-    # transnetv2: actors that keep the model loaded (a GPU share each where the cluster has GPUs)
-    transnet_pool: ActorPool = field(default_factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
-                                                                       num_gpus=0.25))
+    detector: str = setting("auto", help='"auto": transnetv2 where the cluster has GPUs, else "classical"')
+    classical: list[str] = setting(factory=lambda: ["adaptive", "gradual"], help=
+        "classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points) and "
+        '"gradual" (colour histograms gradual_seconds apart: fades, dissolves)')
+    gradual_seconds: float = setting(0.5, help="histograms this far before and after each frame are compared")
+    gradual_threshold: float = setting(0.3, help="their total-variation distance (0-1) that marks a transition")
+    blank_max_std: float = setting(5.0, help="a frame whose every colour channel varies less (std, 0-255) is blank")
+    max_transition_seconds: float = setting(4.0, help="longer stretches of change are cut into transitions this long")
+    transnet_threshold: float = setting(0.5, help="TransNetV2: a transition holds a frame scored above this")
+    transnet_extent: float = setting(0.05, help="... and runs over every neighbouring frame scored above this")
+    transnet_batch: int = setting(4, help="TransNetV2: 100-frame windows per forward")
+    adaptive_threshold: float = setting(3.0, help="AdaptiveDetector: a frame's change over its neighbours' average")
+    min_content_val: float = setting(15.0, help="AdaptiveDetector: the least absolute change that can be a cut")
+    content_threshold: float = setting(27.0, help="ContentDetector's threshold (HSV change, 0-255)")
+    min_scene_frames: int = setting(8, help="PySceneDetect's own minimum distance between cuts")
+    detect_width: int = setting(96, help="frames shrink to about this width for detection")
+    min_seconds: float = setting(2.0, help="shorter scenes become too_short rows")
+    max_seconds: float = setting(10.0, help="longer scenes are cut into windows")
+    trim_frames: int = setting(2, help="dropped on each side of every boundary")
+    window: str = setting("fixed", help=
+        'long scenes: "fixed" windows of max_seconds, or "even" (the last two balanced)')
+    strict_decode: bool = setting(True, help="a decode error makes the video an error row")
+    pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=1, num_cpus=0.5), help=
+        "classical: one video per Ray task (the scan decodes the whole video)")
+    transnet_pool: ActorPool = setting(
+        factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
+                                                                       num_gpus=0.25), help=
+        "transnetv2: actors that keep the model loaded (a GPU share each where the cluster has GPUs)")
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from curation.operator import ActorPool, TaskPool
+from curation.operator import ActorPool, TaskPool, setting
 
 BACKENDS = ("insightface", "dlib")
 CROPS = ("selected", "all")
@@ -19,11 +19,10 @@ CROPS = ("selected", "all")
 
 @dataclass
 class InsightFaceConfig:
-    det_size: int = 640  # SCRFD's square input in pixels; each frame is letterboxed into it
-    det_thresh: float = 0.5  # SCRFD score under which a box is not a detection at all
-    min_det_score: float = 0.6  # detections scoring below this are recorded as low_quality
-    # ArcFace cosine similarity at which two faces are one person
-    min_similarity: float = 0.4
+    det_size: int = setting(640, help="SCRFD's square input in pixels; each frame is letterboxed into it")
+    det_thresh: float = setting(0.5, help="SCRFD score under which a box is not a detection at all")
+    min_det_score: float = setting(0.6, help="detections scoring below this are recorded as low_quality")
+    min_similarity: float = setting(0.4, help="ArcFace cosine similarity at which two faces are one person")
 
     def __post_init__(self) -> None:
         if self.det_size < 32 or self.det_size % 32:
@@ -35,13 +34,14 @@ class InsightFaceConfig:
 
 @dataclass
 class DlibConfig:
-    detector: str = "hog"  # hog (HOG + linear SVM, fast on CPU) or cnn (dlib's MMOD CNN, slow without CUDA)
-    upsample: int = 1  # image doublings before detecting: 1 finds faces down to ~40 px
-    det_thresh: float = 0.0  # HOG/MMOD margin under which a box is not a detection at all
-    min_det_score: float = 0.2  # margins below this are recorded as low_quality
-    # cosine similarity of dlib's 128-d descriptors at which two faces are one person
-    # (~ dlib's documented 0.6 Euclidean distance for its ~1.45-norm vectors)
-    min_similarity: float = 0.92
+    detector: str = setting("hog", help=
+        "hog (HOG + linear SVM, fast on CPU) or cnn (dlib's MMOD CNN, slow without CUDA)")
+    upsample: int = setting(1, help="image doublings before detecting: 1 finds faces down to ~40 px")
+    det_thresh: float = setting(0.0, help="HOG/MMOD margin under which a box is not a detection at all")
+    min_det_score: float = setting(0.2, help="margins below this are recorded as low_quality")
+    min_similarity: float = setting(0.92, help=
+        "cosine similarity of dlib's 128-d descriptors at which two faces are one person (~ dlib's documented "
+        "0.6 Euclidean distance for its ~1.45-norm vectors)")
 
     def __post_init__(self) -> None:
         if self.detector not in ("hog", "cnn"):
@@ -53,13 +53,14 @@ class DlibConfig:
 
 @dataclass
 class FaceFilters:
-    max_yaw: float = 60.0  # degrees; beyond it a face is recorded as pose (profiles make poor identity references)
-    max_pitch: float = 45.0  # degrees, up or down
-    max_roll: float = 30.0  # degrees of in-plane tilt
-    min_blur: float = 40.0  # variance of the Laplacian on the aligned 112x112 grey crop; below: blur
-    min_size: int = 48  # shorter box side in source pixels; below: low_quality
-    # keypoints may lie this far outside the box (fraction of its size) before the face is occluded
-    keypoint_margin: float = 0.1
+    max_yaw: float = setting(60.0, help=
+        "degrees; beyond it a face is recorded as pose (profiles make poor identity references)")
+    max_pitch: float = setting(45.0, help="degrees, up or down")
+    max_roll: float = setting(30.0, help="degrees of in-plane tilt")
+    min_blur: float = setting(40.0, help="variance of the Laplacian on the aligned 112x112 grey crop; below: blur")
+    min_size: int = setting(48, help="shorter box side in source pixels; below: low_quality")
+    keypoint_margin: float = setting(0.1, help=
+        "keypoints may lie this far outside the box (fraction of its size) before the face is occluded")
 
     def __post_init__(self) -> None:
         for name in ("max_yaw", "max_pitch", "max_roll"):
@@ -71,8 +72,8 @@ class FaceFilters:
 
 @dataclass
 class FaceSelection:
-    per_identity: int = 10  # references chosen per identity, spread over the yaw range (the paper's 10)
-    from_neighbours: bool = True  # faces found in the neighbouring segments may be chosen too
+    per_identity: int = setting(10, help="references chosen per identity, spread over the yaw range (the paper's 10)")
+    from_neighbours: bool = setting(True, help="faces found in the neighbouring segments may be chosen too")
 
     def __post_init__(self) -> None:
         if self.per_identity < 1:
@@ -81,23 +82,24 @@ class FaceSelection:
 
 @dataclass
 class FacesConfig:
-    backend: str = "insightface"  # insightface (SCRFD + ArcFace, the paper's) or dlib (HOG + ResNet, weights on PyPI)
-    every_s: float = 0.5  # one frame per this many seconds of the clip and of its neighbouring segments
-    # seconds of video before and after the clip also searched (the paper's "adjacent segments"); 0: none
-    margin_s: float = 2.0
-    short_side: int = 720  # frames are decoded with at most this short side (crops come from them)
-    crop_margin: float = 0.3  # the stored crop is the box grown by this fraction of its size per side
-    crops: str = "selected"  # store the crop PNG of selected faces only, or of all faces (debugging)
+    backend: str = setting("insightface", help=
+        "insightface (SCRFD + ArcFace, the paper's) or dlib (HOG + ResNet, weights on PyPI)")
+    every_s: float = setting(0.5, help="one frame per this many seconds of the clip and of its neighbouring segments")
+    margin_s: float = setting(2.0, help=
+        "seconds of video before and after the clip also searched (the paper's \"adjacent segments\"); 0: none")
+    short_side: int = setting(720, help="frames are decoded with at most this short side (crops come from them)")
+    crop_margin: float = setting(0.3, help="the stored crop is the box grown by this fraction of its size per side")
+    crops: str = setting("selected", help="store the crop PNG of selected faces only, or of all faces (debugging)")
     insightface: InsightFaceConfig = field(default_factory=InsightFaceConfig)
     dlib: DlibConfig = field(default_factory=DlibConfig)
     filters: FaceFilters = field(default_factory=FaceFilters)
     select: FaceSelection = field(default_factory=FaceSelection)
-    # detection + embedding: clips per call; a share of a GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=1.0, num_gpus=0.5))
-    # the CPU step before it that decodes each clip's frames and its neighbours' (Ray tasks)
-    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=2, num_cpus=0.5))
-    # identities, filters and selection: whole clips per task (Ray tasks)
-    references_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=0.5))
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=1.0, num_gpus=0.5), help=
+        "detection + embedding: clips per call; a share of a GPU per actor when the cluster has GPUs")
+    decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=2, num_cpus=0.5), help=
+        "the CPU step before it that decodes each clip's frames and its neighbours' (Ray tasks)")
+    references_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=0.5), help=
+        "identities, filters and selection: whole clips per task (Ray tasks)")
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -24,7 +24,7 @@ mask), so a GPU actor spends no time in PIL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -34,7 +34,7 @@ from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, FrameRequest, decode_frames, uniform
 from curation.models import default_dtype, load
 from curation.objects.labels import LABELS, clip_labels
-from curation.operator import ActorPool, TaskPool
+from curation.operator import ActorPool, TaskPool, setting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,18 +44,20 @@ FACE_QUERY = "human face"
 
 @dataclass
 class GroundingConfig:
-    keyframes: int = 3  # frames per clip GroundingDINO looks at, evenly spread (first and last included)
-    max_side: int = 1920  # keyframes are decoded at the source size, scaled down only above this long side
-    box_threshold: float = 0.35  # a box's best label token must score above this (GroundingDINO's default)
-    text_threshold: float = 0.25  # and its label's tokens above this on average (GroundingDINO's default)
-    max_instances: int = 6  # boxes kept per label (on its best keyframe)
-    max_faces: int = 8  # face boxes kept per keyframe, for the face filter
-    face_query: str = FACE_QUERY  # what GroundingDINO is asked for the face masks (Eq. 15)
-    images_per_forward: int = 12  # keyframes per forward pass; bounds activation memory
-    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
-    # the CPU step before it that decodes the keyframes (Ray tasks)
-    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))
+    keyframes: int = setting(3, help="frames per clip GroundingDINO looks at, evenly spread (first and last included)")
+    max_side: int = setting(1920, help=
+        "keyframes are decoded at the source size, scaled down only above this long side")
+    box_threshold: float = setting(0.35, help=
+        "a box's best label token must score above this (GroundingDINO's default)")
+    text_threshold: float = setting(0.25, help="and its label's tokens above this on average (GroundingDINO's default)")
+    max_instances: int = setting(6, help="boxes kept per label (on its best keyframe)")
+    max_faces: int = setting(8, help="face boxes kept per keyframe, for the face filter")
+    face_query: str = setting(FACE_QUERY, help="what GroundingDINO is asked for the face masks (Eq. 15)")
+    images_per_forward: int = setting(12, help="keyframes per forward pass; bounds activation memory")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = clips per call; one GPU per actor when the cluster has GPUs")
+    decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help=
+        "the CPU step before it that decodes the keyframes (Ray tasks)")
 
     def __post_init__(self) -> None:
         for name in ("box_threshold", "text_threshold"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ import pyarrow as pa
 from curation.clips.caption import chat_prompt
 from curation.envelope import put_column, run_isolated, settle_failures
 from curation.models import load
-from curation.operator import ActorPool
+from curation.operator import ActorPool, setting
 from schemas.tables import INPUT
 
 LABELS = "_labels"  # private column: the clip's normalised labels, set by ``Labeler``
@@ -64,13 +64,15 @@ class MalformedLabelAnswer(ValueError):
 
 @dataclass
 class LabelsConfig:
-    max_labels: int = 8  # GroundingDINO's query holds every label of a clip (+ "human face")
-    from_caption: bool = False  # ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects
-    extra: list[str] = field(default_factory=list)  # looked for in every clip after its own labels (a corpus's known things)
-    max_new_tokens: int = 64  # answer length cap (greedy decoding)
-    prompt: str = LABEL_PROMPT  # the instruction; {caption} and {max_labels} are filled in
-    # batch_size = captions per generate call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0))
+    max_labels: int = setting(8, help="GroundingDINO's query holds every label of a clip (+ \"human face\")")
+    from_caption: bool = setting(False, help=
+        "ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects")
+    extra: list[str] = setting(factory=list, help=
+        "looked for in every clip after its own labels (a corpus's known things)")
+    max_new_tokens: int = setting(64, help="answer length cap (greedy decoding)")
+    prompt: str = setting(LABEL_PROMPT, help="the instruction; {caption} and {max_labels} are filled in")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = captions per generate call; one GPU per actor when the cluster has GPUs")
 
     def __post_init__(self) -> None:
         if min(self.max_labels, self.max_new_tokens) < 1:

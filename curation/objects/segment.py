@@ -15,7 +15,7 @@ torchvision, which does not import beside the CPU torch (FACTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,18 +25,18 @@ from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frames
 from curation.models import default_dtype, load
 from curation.objects.grounding import DETECTIONS, detections_from_row, normalised
-from curation.operator import ActorPool
+from curation.operator import ActorPool, setting
 
 MASKS = "_masks"  # private column: one packed mask per detection, in ``DETECTIONS`` order
 
 
 @dataclass
 class SegmentConfig:
-    mask_threshold: float = 0.0  # on SAM2's mask logits (its processor's default)
-    images_per_forward: int = 8  # keyframes per image-encoder pass
-    boxes_per_forward: int = 64  # boxes per mask-decoder pass (each holds its image's features)
-    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
+    mask_threshold: float = setting(0.0, help="on SAM2's mask logits (its processor's default)")
+    images_per_forward: int = setting(8, help="keyframes per image-encoder pass")
+    boxes_per_forward: int = setting(64, help="boxes per mask-decoder pass (each holds its image's features)")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = clips per call; one GPU per actor when the cluster has GPUs")
 
     def __post_init__(self) -> None:
         if min(self.images_per_forward, self.boxes_per_forward) < 1:
