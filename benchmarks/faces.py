@@ -41,7 +41,9 @@ import numpy as np  # noqa: E402
 
 from curation.decode import decode_all  # noqa: E402
 from curation.faces import synthetic  # noqa: E402
-from curation.faces.config import DlibConfig, FacesConfig, InsightFaceConfig  # noqa: E402
+from curation.faces import FacesConfig  # noqa: E402
+from curation.faces.detect import InsightFaceConfig  # noqa: E402
+from curation.faces.dlib_backend import DlibConfig  # noqa: E402
 from curation.faces.measure import CLIP, measure_faces  # noqa: E402
 from curation.frames import read_clip_frames, uniform  # noqa: E402
 from curation.synthetic import write_video  # noqa: E402

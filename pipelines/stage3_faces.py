@@ -23,8 +23,10 @@ import pyarrow as pa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from curation.faces.config import FacesConfig  # noqa: E402
-from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
+from curation.faces import FacesConfig  # noqa: E402
+from curation.faces.detector import FaceDetector, check_weights  # noqa: E402
+from curation.faces.references import FaceReferences  # noqa: E402
+from curation.faces.segments import DURATION, FaceFrames  # noqa: E402
 from curation.operator import setting  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402

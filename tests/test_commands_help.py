@@ -54,6 +54,7 @@ def entry_module(command: str) -> ModuleType:
             return importlib.import_module(name)
         spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         return module
     module = importlib.import_module(command)

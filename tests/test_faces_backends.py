@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from curation.faces import synthetic
-from curation.faces.config import FaceFilters, FacesConfig, InsightFaceConfig
+from curation.faces import FacesConfig
+from curation.faces.detect import InsightFaceConfig
 from curation.faces.measure import CLIP, measure_faces
 from curation.faces.pose import head_pose
+from curation.faces.quality import FaceFilters
 from curation.faces.references import clip_references
 from curation.frames import at_frames, read_clip_frames
 

@@ -12,6 +12,7 @@ that should load lazily).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sys
 from collections import defaultdict
@@ -259,7 +260,9 @@ def subpackage_graph(found: list[Import]) -> dict[str, set[str]]:
     return graph
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/test_import_graph.py``: the graph package -> package, then one level down."""
+    argparse.ArgumentParser(description=main.__doc__).parse_args(argv)
     found = imports()
     for package, targets in package_graph(found).items():
         print(f"{package} -> {', '.join(sorted(targets)) or '(nothing)'}")
@@ -268,3 +271,8 @@ if __name__ == "__main__":
         print(f"{package} -> {', '.join(sorted(targets))}")
     for component in cycles(project_edges(found)):
         print("cycle:", " <-> ".join(component))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
