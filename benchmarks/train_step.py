@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.model_forward import REAL_14B, SMALL  # noqa: E402
-from model import distributed  # noqa: E402
+from model.train import distributed  # noqa: E402
 from model.train.config import TrainConfig  # noqa: E402
 from model.train.loop import flow_matching_loss  # noqa: E402
 from model.train.optim import OptimConfig, make_optimizer, make_scheduler  # noqa: E402

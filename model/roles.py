@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from curation.models import Role, describe, register
+from curation.models import Role, main, register
 
 VIDEO_BACKBONE = register(Role(
     name="video_backbone",
@@ -17,5 +17,5 @@ VIDEO_BACKBONE = register(Role(
     doc="MAGREF sampling/training: Wan2.1 I2V transformer, VAE, UMT5, CLIP (diffusers layout)",
 ))
 
-if __name__ == "__main__":
-    print(describe())
+if __name__ == "__main__":  # curation's listing, now with model's roles registered
+    raise SystemExit(main())

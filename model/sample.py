@@ -20,7 +20,6 @@ Each video is an H.264 mp4 (PyAV) with its canvas beside it as ``NAME.canvas.png
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -29,8 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from curation.images import IMAGE_ERRORS
+from curation.images import read_image as open_image
 from curation.models import load, pick_device
 from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
 from model.disentangle import word_spans
@@ -46,7 +47,7 @@ from model.tiny import TINY_DEFAULTS
 from model.tiny import TINY_DEFAULTS as t
 from model.weights.checkpoint import CheckpointError
 from model.weights.lora import load_lora
-from schemas.io import read_manifest
+from schemas.io import Location, atomic_write, read_manifest
 from schemas.samples import sample_references
 from schemas.validate import SchemaError
 
@@ -72,19 +73,15 @@ def read_image(path: str | os.PathLike, what: str = "reference image") -> Image.
     if not path.is_file():
         raise SampleInputError(f"{what} {str(path)!r} does not exist")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return open_image(path)
+    except IMAGE_ERRORS as exc:
         raise SampleInputError(f"cannot read {what} {str(path)!r}: {exc}") from exc
 
 
 def image_from_bytes(data: bytes, what: str) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, TypeError) as exc:
+        return open_image(data)
+    except IMAGE_ERRORS as exc:
         raise SampleInputError(f"cannot read {what}: {exc}") from exc
 
 
@@ -192,21 +189,14 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """uint8 [F, H, W, 3] → H.264 mp4, written to a temp name and renamed when complete."""
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18"}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(Location.of(str(path))) as tmp, av.open(tmp.path, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
 
 
 def canvas_path(video: Path) -> Path:

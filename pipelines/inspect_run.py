@@ -21,10 +21,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
+from curation.sources import list_inputs  # noqa: E402
+from curation.thumbnails import thumbnail  # noqa: E402
 from pipelines.cli import Parser, UserError, cli  # noqa: E402
+from pipelines.contact_sheet import contact_sheet  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
 from pipelines.stages import STAGES  # noqa: E402
-from schemas.tables import key_of  # noqa: E402
+from schemas.tables import key_of, schema_for  # noqa: E402
 from schemas.validate import SchemaError  # noqa: E402
 
 
@@ -87,8 +90,6 @@ def _first_broken(run: RunDir, stage, ledger_rows: list[dict]) -> str | None:
     """
     import pyarrow.parquet as pq
 
-    from schemas.tables import schema_for
-
     folder = run.table(stage.table)
     by_part: dict[str, list[dict]] = collections.defaultdict(list)
     for row in ledger_rows:
@@ -121,8 +122,6 @@ def _inputs_of(run: RunDir, stage) -> set[str] | None:
         source = state.get("stages", {}).get(stage.name, {}).get("last_run", {}).get("input")
         if not source:
             return None
-        from curation.sources import list_inputs
-
         try:
             return set(list_inputs(source))
         except FileNotFoundError:
@@ -173,8 +172,6 @@ def describe_sample(run: RunDir, sample_id: str) -> str | None:
     """One ``samples`` row as text: clip, caption, words, each reference with its variant, provenance."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
-
-    from curation.thumbnails import thumbnail
 
     folder = run.table("samples")
     if not folder.exists():
@@ -227,8 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     books = inspect(run)
     print(json.dumps(books, indent=2) if args.json else render(books))
     if args.html:
-        from pipelines.contact_sheet import contact_sheet
-
         with open(args.html, "w", encoding="utf-8") as out:
             out.write(contact_sheet(run, render(books), args.html_samples, args.per_reason))
         print(f"contact sheet: {os.path.abspath(args.html)}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,7 +35,7 @@ from pipelines.report import Report, versions
 from pipelines.run_lock import StageLock
 from pipelines.stages import Stage
 from pipelines.wiring import init_ray
-from schemas.io import read_manifest
+from schemas.io import read_manifest, write_bytes
 from schemas.tables import INPUT
 
 
@@ -156,11 +155,7 @@ class StageJob:
         entry.update({"table": self.table, "config": to_dict(self.config), "versions": versions(),
                       "last_run": last, "totals": totals(self.run.read_ledger(self.stage.name))})
         entry["history"] = (entry.get("history", []) + [last])[-20:]
-        fs.create_dir(self.run.root.path, recursive=True)
-        tmp = self.run.root.join(f".run.json.{os.getpid()}.tmp")
-        with fs.open_output_stream(tmp.path) as stream:
-            stream.write(json.dumps(state, indent=2, default=str).encode())
-        fs.move(tmp.path, path.path)
+        write_bytes(path, json.dumps(state, indent=2, default=str).encode())
 
 
 def _first_index(values: list[Any]) -> list[int]:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
+from curation import synthetic  # noqa: E402
 from pipelines.cli import Parser, UserError, cli  # noqa: E402
 from pipelines.inspect_run import inspect, render, render_samples  # noqa: E402
 from pipelines.ledger import RunDir  # noqa: E402
@@ -40,14 +40,8 @@ DEMO_SETTINGS = ("objects.labels.extra=ball,box,person", "objects.filters.theta_
                  "pairs.background.steps=2", "pairs.background.max_masked=1.0")
 
 
-def available_stages() -> list:
-    return [s for s in STAGES if importlib.util.find_spec(f"pipelines.{s.script}") is not None]
-
-
 def make_demo_media(folder: Path) -> Path:
     """A small corpus with known answers: cuts, motion, stillness, a face, objects, and bad files."""
-    from curation import synthetic
-
     if (folder / ".done").exists():
         return folder
     synthetic.cuts_video(folder / "three_scenes.mp4", cuts=[72, 144], num_frames=216)
@@ -94,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     owns_ray = init_ray(args.address)
     try:
-        for stage in available_stages():
+        for stage in STAGES:
             if wanted and stage.name not in wanted:
                 continue
             stage_argv = ["--run-dir", args.run_dir]

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import pyarrow as pa  # noqa: E402
 
+from curation.operator import setting  # noqa: E402
 from curation.sources import list_inputs  # noqa: E402
 from curation.video import ProbeConfig, VideoProber  # noqa: E402
 from pipelines.cli import UserError, cli  # noqa: E402
@@ -28,7 +29,7 @@ from pipelines.wiring import map_operator  # noqa: E402
 @dataclass
 class Stage0Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    extensions: list[str] | None = None  # e.g. [".mp4", ".mkv"]; default: every file in a folder
+    extensions: list[str] | None = setting(None, help='e.g. [".mp4", ".mkv"]; default: every file in a folder')
 
 
 def main(argv: list[str] | None = None) -> int:

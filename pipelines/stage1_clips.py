@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
 from curation.clips.caption import CaptionConfig, Captioner, frame_request  # noqa: E402
 from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
-from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
+from curation.clips.scenes import ScenesConfig
+from curation.clips.splitter import ClipSplitter  # noqa: E402
 from curation.frames import FrameReader  # noqa: E402
 from curation.models import resolve  # noqa: E402
+from curation.operator import setting  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402
 from pipelines.stages import STAGE  # noqa: E402
@@ -39,9 +41,10 @@ from schemas.tables import CLIPS  # noqa: E402
 
 @dataclass
 class Stage1Config:
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)  # step 1: decode once, boundaries, clips, motion
-    quality: QualityConfig = field(default_factory=QualityConfig)  # step 2, actors: aesthetic score, motion + aesthetic filters
-    caption: CaptionConfig = field(default_factory=CaptionConfig)  # step 3: frames on CPU, then Qwen2.5-VL
+    scenes: ScenesConfig = setting(factory=ScenesConfig, help="step 1: decode once, boundaries, clips, motion")
+    quality: QualityConfig = setting(factory=QualityConfig, help=
+        "step 2, actors: aesthetic score, motion + aesthetic filters")
+    caption: CaptionConfig = setting(factory=CaptionConfig, help="step 3: frames on CPU, then Qwen2.5-VL")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
@@ -28,6 +28,7 @@ from curation.objects.labels import Labeler, LabelsConfig  # noqa: E402
 from curation.objects.morphology import MorphologyConfig  # noqa: E402
 from curation.objects.references import ObjectReferences, ReferencesConfig  # noqa: E402
 from curation.objects.segment import SegmentConfig, Segmenter  # noqa: E402
+from curation.operator import setting  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402
 from pipelines.stages import STAGE  # noqa: E402
@@ -37,12 +38,12 @@ from schemas.tables import CLIPS  # noqa: E402
 
 @dataclass
 class Stage2Config:
-    labels: LabelsConfig = field(default_factory=LabelsConfig)  # step 1: subjects -> labels (+ optional Qwen pass)
-    grounding: GroundingConfig = field(default_factory=GroundingConfig)  # step 2: keyframes on CPU, GroundingDINO
-    segment: SegmentConfig = field(default_factory=SegmentConfig)  # step 3: SAM2 masks from the boxes
-    references: ReferencesConfig = field(default_factory=ReferencesConfig)  # step 4, CPU: refine, filter, cut out
-    morphology: MorphologyConfig = field(default_factory=MorphologyConfig)  # Eq. 13, in step 4
-    filters: FilterConfig = field(default_factory=FilterConfig)  # Eq. 14-16, in step 4
+    labels: LabelsConfig = setting(factory=LabelsConfig, help="step 1: subjects -> labels (+ optional Qwen pass)")
+    grounding: GroundingConfig = setting(factory=GroundingConfig, help="step 2: keyframes on CPU, GroundingDINO")
+    segment: SegmentConfig = setting(factory=SegmentConfig, help="step 3: SAM2 masks from the boxes")
+    references: ReferencesConfig = setting(factory=ReferencesConfig, help="step 4, CPU: refine, filter, cut out")
+    morphology: MorphologyConfig = setting(factory=MorphologyConfig, help="Eq. 13, in step 4")
+    filters: FilterConfig = setting(factory=FilterConfig, help="Eq. 14-16, in step 4")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from curation.faces.config import FacesConfig  # noqa: E402
-from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
+from curation.faces import FacesConfig  # noqa: E402
+from curation.faces.detector import FaceDetector, check_weights  # noqa: E402
+from curation.faces.references import FaceReferences  # noqa: E402
+from curation.faces.segments import DURATION, FaceFrames  # noqa: E402
+from curation.operator import setting  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402
 from pipelines.stages import STAGE  # noqa: E402
@@ -33,8 +36,8 @@ from pipelines.wiring import map_operator  # noqa: E402
 
 @dataclass
 class Stage3Config:
-    # decode (CPU tasks) -> detect + embed (actors) -> identities, filters, selection (CPU, whole clips)
-    faces: FacesConfig = field(default_factory=FacesConfig)
+    faces: FacesConfig = setting(factory=FacesConfig, help=
+        "decode (CPU tasks) -> detect + embed (actors) -> identities, filters, selection (CPU, whole clips)")
 
 
 def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:

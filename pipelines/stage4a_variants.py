@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
-from curation.operator import TaskPool  # noqa: E402
+from curation.operator import TaskPool, setting  # noqa: E402
 from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds  # noqa: E402
 from curation.pairs.variants import Variants, VariantsConfig  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
@@ -33,10 +33,10 @@ from pipelines.wiring import map_operator  # noqa: E402
 
 @dataclass
 class Stage4Config:
-    after: list[str] = field(default_factory=lambda: ["objects", "faces"])  # stages that must have finished a clip
-    references: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=0.5))  # step 1: read refs
-    variants: VariantsConfig = field(default_factory=VariantsConfig)  # step 2, actors: the editor
-    background: BackgroundConfig = field(default_factory=BackgroundConfig)  # step 3: keyframe on CPU, then inpaint
+    after: list[str] = setting(factory=lambda: ["objects", "faces"], help="stages that must have finished a clip")
+    references: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=0.5), help="step 1: read refs")
+    variants: VariantsConfig = setting(factory=VariantsConfig, help="step 2, actors: the editor")
+    background: BackgroundConfig = setting(factory=BackgroundConfig, help="step 3: keyframe on CPU, then inpaint")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import pyarrow as pa  # noqa: E402
 
 from curation.envelope import empty_row, to_table  # noqa: E402
+from curation.operator import setting  # noqa: E402
 from curation.pairs.cross_clip import CrossClipConfig, centroids_from_sums, identity_sums, pair_new_identities  # noqa: E402
 from pipelines.cli import cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402
@@ -36,7 +37,7 @@ SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "embedding_model", "select
 @dataclass
 class CrossClipStageConfig:
     cross_clip: CrossClipConfig = field(default_factory=CrossClipConfig)
-    commit_every: int = 10000  # identities per committed part (the ledger's unit of progress)
+    commit_every: int = setting(10000, help="identities per committed part (the ledger's unit of progress)")
 
 
 def part_sums(batch: pa.Table) -> pa.Table:

@@ -47,8 +47,8 @@ class Stage:
         return run.read(self.input_table, columns or list(self.input_columns) or None, self.filter)
 
 
-# The chain in order. run_all and inspect_run walk it; a stage whose script does not
-# exist yet is skipped by run_all. Stages 2-4 read kept clips only.
+# The chain in order. run_all and inspect_run walk it (tests/test_commands_help.py checks
+# that every script named here exists and parses --help). Stages 2-4 read kept clips only.
 STAGES = (
     Stage("probe", "videos", "stage0_probe", None, "uri"),
     Stage("clips", "clips", "stage1_clips", "videos", "video_id",

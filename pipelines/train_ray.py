@@ -22,15 +22,14 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
+from model.train.config import UsageError, config_from_args  # noqa: E402
+from model.train.loop import train  # noqa: E402
 from pipelines.wiring import has_gpus, init_ray  # noqa: E402
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the ``model.train`` loop, reporting every logged step."""
     import ray.train
-
-    from model.train.config import config_from_args
-    from model.train.loop import train
 
     config = config_from_args(loop_config["argv"])
 
@@ -56,8 +55,6 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.train.config import UsageError, config_from_args
-
     args, train_argv = parse(argv)
     try:
         if args.workers < 1:

@@ -8,13 +8,14 @@ readers, which skip names starting with ``.``) ignores. Parts are never edited.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -36,8 +37,6 @@ class Location:
     def of(cls, uri: str) -> "Location":
         if "://" not in uri:
             # A local path: relative paths stay relative to the cwd, as users expect.
-            import os
-
             return cls(pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)))
         fs, path = pafs.FileSystem.from_uri(uri)
         return cls(fs, path)
@@ -52,6 +51,36 @@ class Location:
         if isinstance(self.fs, pafs.LocalFileSystem):
             return self.path
         return f"{self.fs.type_name}://{self.path}"
+
+
+@contextmanager
+def atomic_write(final: Location) -> Iterator[Location]:
+    """A hidden temporary beside ``final`` to write; moved onto ``final`` only when the block
+    completes, deleted when it raises.
+
+    The one way this project writes a file others read (parts, manifests, ``run.json``,
+    cache entries, weights, videos): a killed writer never leaves a file that looks
+    complete, only a ``.NAME.*.tmp`` that readers skip and ``remove_temporaries`` deletes.
+    On a local filesystem ``tmp.path`` is an ordinary path for writers that take one.
+    """
+    parent = posixpath.dirname(final.path)
+    if parent:
+        final.fs.create_dir(parent, recursive=True)
+    tmp = Location(final.fs, posixpath.join(
+        parent, f"{TMP_PREFIX}{posixpath.basename(final.path)}.{uuid.uuid4().hex[:8]}.tmp"))
+    try:
+        yield tmp
+        final.fs.move(tmp.path, final.path)
+    except BaseException:
+        if tmp.exists():
+            tmp.fs.delete_file(tmp.path)
+        raise
+
+
+def write_bytes(final: Location, data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically (``atomic_write``)."""
+    with atomic_write(final) as tmp, tmp.fs.open_output_stream(tmp.path) as out:
+        out.write(data)
 
 
 def list_parts(folder: Location) -> list[str]:
@@ -100,29 +129,6 @@ def read_table(folder: Location, kind: str, columns: list[str] | None = None,
     return pa.concat_tables(tables)
 
 
-def read_ids(folder: Location, kind: str, id_column: str | None = None,
-             where: tuple[str, str] | None = None) -> set[str]:
-    """The ids already present in a table, reading only the columns needed.
-
-    ``where=(column, value)`` keeps rows whose column equals value (the errors table
-    holds every stage; a stage's resume only counts its own rows).
-    """
-    from schemas.tables import key_of
-
-    id_column = id_column or key_of(kind)
-    ids: set[str] = set()
-    columns = [id_column] + ([where[0]] if where else [])
-    for path in list_parts(folder):
-        try:
-            part = pq.read_table(path, filesystem=folder.fs, columns=columns)
-        except (pa.ArrowInvalid, OSError, KeyError) as err:
-            raise SchemaError(path, id_column, f"cannot read ids: {err}") from None
-        if where:
-            part = part.filter(pc.equal(part.column(where[0]), where[1]))
-        ids.update(part.column(id_column).to_pylist())
-    return ids
-
-
 def write_part(table: pa.Table, folder: Location, kind: str, name: str | None = None,
                source: str | None = None) -> str | None:
     """Validate ``table`` and write it as one part of the ``kind`` table, atomically.
@@ -135,12 +141,10 @@ def write_part(table: pa.Table, folder: Location, kind: str, name: str | None = 
         return None
     table = validate(table, kind, source=source or f"part for {folder.uri()}")
     name = name or uuid.uuid4().hex
-    final = posixpath.join(folder.path, f"part-{name}{PART_SUFFIX}")
-    tmp = posixpath.join(folder.path, f"{TMP_PREFIX}part-{name}-{uuid.uuid4().hex[:8]}.tmp")
-    folder.fs.create_dir(folder.path, recursive=True)
-    pq.write_table(table, tmp, filesystem=folder.fs, compression="zstd")
-    folder.fs.move(tmp, final)
-    return final
+    final = folder.join(f"part-{name}{PART_SUFFIX}")
+    with atomic_write(final) as tmp:
+        pq.write_table(table, tmp.path, filesystem=tmp.fs, compression="zstd")
+    return final.path
 
 
 def remove_temporaries(folder: Location) -> int:
@@ -159,12 +163,8 @@ def write_table(table: pa.Table, path: str, kind: str) -> None:
     """Write a whole table as one validated Parquet file (a manifest others can read)."""
     loc = Location.of(path)
     table = validate(table, kind, source=path)
-    parent = posixpath.dirname(loc.path)
-    if parent:
-        loc.fs.create_dir(parent, recursive=True)
-    tmp = posixpath.join(parent, f"{TMP_PREFIX}{posixpath.basename(loc.path)}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp, filesystem=loc.fs, compression="zstd")
-    loc.fs.move(tmp, loc.path)
+    with atomic_write(loc) as tmp:
+        pq.write_table(table, tmp.path, filesystem=tmp.fs, compression="zstd")
 
 
 def read_manifest(path: str, kind: str, columns: list[str] | None = None,

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pyarrow as pa
 
-from curation.clips.caption import SYSTEM
+from curation.clips.caption import chat_prompt
 from curation.envelope import put_column, run_isolated, settle_failures
-from curation.operator import ActorPool
+from curation.models import load
+from curation.operator import ActorPool, setting
 from schemas.tables import INPUT
 
 LABELS = "_labels"  # private column: the clip's normalised labels, set by ``Labeler``
@@ -63,13 +64,15 @@ class MalformedLabelAnswer(ValueError):
 
 @dataclass
 class LabelsConfig:
-    max_labels: int = 8  # GroundingDINO's query holds every label of a clip (+ "human face")
-    from_caption: bool = False  # ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects
-    extra: list[str] = field(default_factory=list)  # looked for in every clip after its own labels (a corpus's known things)
-    max_new_tokens: int = 64  # answer length cap (greedy decoding)
-    prompt: str = LABEL_PROMPT  # the instruction; {caption} and {max_labels} are filled in
-    # batch_size = captions per generate call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0))
+    max_labels: int = setting(8, help="GroundingDINO's query holds every label of a clip (+ \"human face\")")
+    from_caption: bool = setting(False, help=
+        "ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects")
+    extra: list[str] = setting(factory=list, help=
+        "looked for in every clip after its own labels (a corpus's known things)")
+    max_new_tokens: int = setting(64, help="answer length cap (greedy decoding)")
+    prompt: str = setting(LABEL_PROMPT, help="the instruction; {caption} and {max_labels} are filled in")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = captions per generate call; one GPU per actor when the cluster has GPUs")
 
     def __post_init__(self) -> None:
         if min(self.max_labels, self.max_new_tokens) < 1:
@@ -141,12 +144,6 @@ def clip_labels(row: dict[str, Any], limit: int, extra: Iterable[str] = ()) -> l
     return normalise_labels([*own, *extra], limit)
 
 
-def text_chat(prompt: str) -> str:
-    """Qwen's chat format for a text-only turn (the captioner's system prompt: one model, one prompt)."""
-    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
-
-
 class Labeler:
     """Stage 2, optional step: labels from the caption for clips whose ``subjects`` is empty.
 
@@ -156,8 +153,6 @@ class Labeler:
     """
 
     def __init__(self, config: LabelsConfig, models: Any = None, device: str | None = None, model: Any = None):
-        from curation.models import load
-
         self.config = config
         self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0
@@ -193,8 +188,8 @@ class Labeler:
 
         c = self.captioner
         self.generate_calls += 1
-        texts = [text_chat(self.config.prompt.format(caption=cap.strip(), max_labels=self.config.max_labels))
-                 for cap in captions]
+        prompts = [self.config.prompt.format(caption=cap.strip(), max_labels=self.config.max_labels) for cap in captions]
+        texts = [chat_prompt(c.tokenizer, prompt) for prompt in prompts]
         inputs = c.tokenizer(texts, padding=True, return_tensors="pt").to(c.device)
         with torch.inference_mode():
             out = c.model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False)

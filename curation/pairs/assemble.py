@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from curation.operator import TaskPool
+from curation.operator import TaskPool, setting
 
 from schemas.ids import sample_id, video_of
 from schemas.samples import MAX_REFERENCES
@@ -41,9 +41,10 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 
 @dataclass
 class AssembleConfig:
-    cross_clip_variants: bool = True  # a face with a cross-clip partner takes the partner's face as its variant
-    person_words: list[str] = field(default_factory=lambda: list(PERSON_WORDS))  # words a face may answer to
-    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=16, num_cpus=0.5))  # clips per task
+    cross_clip_variants: bool = setting(True, help=
+        "a face with a cross-clip partner takes the partner's face as its variant")
+    person_words: list[str] = setting(factory=lambda: list(PERSON_WORDS), help="words a face may answer to")
+    pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=16, num_cpus=0.5), help="clips per task")
 
 
 def face_score(face: dict) -> float:

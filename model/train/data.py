@@ -26,10 +26,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from curation.decode import open_video, stream_fps
 from curation.frames import TIME_EPS, at_times, read_clip_frames
+from curation.images import IMAGE_ERRORS, read_image
 from model.conditioning import MAX_REFERENCES, Canvas, check_video_size, compose_canvas
 from model.disentangle import SubjectGuidance, SubjectWordError, word_spans
 from schemas.io import Location, list_parts
@@ -221,10 +222,8 @@ def _stream_fps(uri: str, sample_id: str) -> float:
 
 def _png(data: bytes, sample_id: str, what: str) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, TypeError, ValueError) as exc:
+        return read_image(data)
+    except IMAGE_ERRORS as exc:
         raise BadRecord("unreadable_image", sample_id, f"cannot read the {what} PNG: {exc}") from exc
 
 

@@ -26,6 +26,7 @@ import torch
 from curation.envelope import apply_to_live, error_row, per_input, run_isolated, to_table
 from curation.models import pick_device, resolve
 from curation.operator import ActorPool, TaskPool
+import model.roles  # noqa: F401 - registers video_backbone
 from model.train.data import (
     BadRecord,
     DataConfig,
@@ -37,7 +38,7 @@ from model.train.data import (
     make_example,
 )
 from model.train.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
-from schemas.io import Location, read_manifest, read_table, write_part
+from schemas.io import Location, read_manifest, read_table, write_bytes, write_part
 from schemas.tables import INPUT, schema_for
 
 META = "cache.json"
@@ -129,10 +130,8 @@ def read_meta(root: str) -> dict[str, Any]:
 
 
 def write_meta(root: str, meta: dict[str, Any]) -> None:
-    loc = Location.of(root)
-    loc.fs.create_dir(loc.path, recursive=True)
-    with loc.fs.open_output_stream(loc.join(META).path) as out:
-        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+    """The cache's settings, atomically: a killed writer never leaves a half ``cache.json``."""
+    write_bytes(Location.of(root).join(META), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
@@ -235,8 +234,6 @@ class LatentEncoder:
     """Model step of the cache job: encode each example (VAE, UMT5, CLIP) and write its entry."""
 
     def __init__(self, config: EncodeStep, root: str, models: Any = None, device: str | None = None) -> None:
-        import model.roles  # noqa: F401 - registers video_backbone
-
         self.config, self.root = config, root
         self.pipe = load_encoders(resolve("video_backbone", models), pick_device(device))
 

@@ -32,7 +32,7 @@ from model.disentangle import SubjectGuidance
 from model.pipeline import load_components
 from model.tiny import tiny_components
 from model.train.data import Example
-from schemas.io import Location
+from schemas.io import Location, write_bytes
 
 FORMAT = "magref-latents-v1"
 FILES = "latent_files"  # entries live under ROOT/latent_files/, the index in ROOT/latents/
@@ -151,12 +151,7 @@ def write_entry(root: str, inputs: ModelInputs, dtype: torch.dtype = torch.float
     """Write one example's entry atomically under ``root``; returns (relative path, bytes)."""
     relative = entry_path(inputs.sample_ids[0], inputs.augmentations[0])
     blob = entry_bytes(inputs, dtype)
-    final = Location.of(root).join(relative)
-    final.fs.create_dir(posixpath.dirname(final.path), recursive=True)
-    tmp = posixpath.join(posixpath.dirname(final.path), "." + posixpath.basename(final.path) + ".tmp")
-    with final.fs.open_output_stream(tmp) as out:
-        out.write(blob)
-    final.fs.move(tmp, final.path)
+    write_bytes(Location.of(root).join(relative), blob)
     return relative, len(blob)
 
 
