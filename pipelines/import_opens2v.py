@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import pyarrow as pa  # noqa: E402
 
 from curation.envelope import empty_row, error_row, to_table  # noqa: E402
-from curation.opens2v.layout import LayoutError, iter_part, read_entry, read_pair_lists  # noqa: E402
+from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists  # noqa: E402
 from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys  # noqa: E402
+from curation.operator import setting
 from pipelines import stage4c_samples  # noqa: E402
 from pipelines.cli import UserError, cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402
@@ -46,7 +47,7 @@ CHAIN = (("probe", "videos", "uri"), ("clips", "clips", "video_id"), ("objects",
 @dataclass
 class ImportConfig:
     opens2v: OpenS2VConfig = field(default_factory=OpenS2VConfig)
-    samples: bool = True  # assemble the samples table afterwards (pipelines/stage4c_samples.py)
+    samples: bool = setting(True, help="assemble the samples table afterwards (pipelines/stage4c_samples.py)")
 
 
 def _flags(parser) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.decode import read_frames
+from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png
 from curation.opens2v.synthetic import ANN_FRAME, CAPTION, FACE_CUT, build, entry, shapes
 from pipelines import export, import_opens2v
@@ -50,7 +50,9 @@ def test_references_are_the_rle_masks_inside_the_crop(imported) -> None:
     crop = imported["crop"]
     masks = shapes(crop[1] - crop[0], crop[3] - crop[2])
     x0, y0 = crop[0], crop[2]
-    frame = read_frames(clip["uri"], [FACE_CUT[0] + ANN_FRAME])[0][y0:crop[3], x0:crop[1]]
+    number = FACE_CUT[0] + ANN_FRAME
+    frame = read_clip_frames(clip["uri"], 0, number + 1, 0.0, float("inf"), at_frames([number])).images[0]
+    frame = frame[y0:crop[3], x0:crop[1]]
     for label, idx in (("woman", "2"), ("dog", "3")):
         obj = objects[label]
         ref = decode_png(obj["ref"], "RGBA")

@@ -22,17 +22,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from curation.decode import read_frames
 from curation.envelope import error_row
+from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png, encode_mask, encode_png, rgba_cutout
 from curation.objects.filters import mask_iou
 from curation.opens2v.layout import Entry, LayoutError, decode_rle, pair_key, read_entry
-from curation.operator import TaskPool
+from curation.operator import TaskPool, setting
 from curation.video import probe_video
 from schemas.ids import background_id, clip_id, cross_pair_id, object_id, variant_id
 from schemas.tables import INPUT, KEPT
@@ -47,15 +47,16 @@ class OpenS2VConfig:
     aesthetic predictor on the cut-out, ~3-5 in their data), ``gme_score`` (GME text-image
     similarity of cut-out and class name, ~0.25-0.5), clip ``aesthetic`` / ``motion`` / ``tech``."""
 
-    min_mask_area: float = 0.0  # smallest mask as a fraction of the cropped frame (our stage 2 uses 0.01)
-    min_gme_score: float = 0.0  # per annotation
-    min_aes_score: float = 0.0  # per annotation
-    min_aesthetic: float = 0.0  # the clip's metadata.aesthetic
-    min_motion: float = 0.0  # the clip's metadata.motion
-    min_tech: float = float("-inf")  # the clip's metadata.tech (DOVER technical score; may be negative)
-    duplicate_iou: float = 0.8  # masks of different labels overlapping this much are one subject
-    drop_background_words: bool = True  # masks whose class is one of word_tags.background are not references
-    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=1.0))  # keys per task
+    min_mask_area: float = setting(0.0, help="smallest mask as a fraction of the cropped frame (our stage 2 uses 0.01)")
+    min_gme_score: float = setting(0.0, help="per annotation")
+    min_aes_score: float = setting(0.0, help="per annotation")
+    min_aesthetic: float = setting(0.0, help="the clip's metadata.aesthetic")
+    min_motion: float = setting(0.0, help="the clip's metadata.motion")
+    min_tech: float = setting(float("-inf"), help="the clip's metadata.tech (DOVER technical score; may be negative)")
+    duplicate_iou: float = setting(0.8, help="masks of different labels overlapping this much are one subject")
+    drop_background_words: bool = setting(True, help="masks whose class is one of word_tags.background are not references")
+    pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=1.0),
+                             help="keys per task")
 
     def __post_init__(self) -> None:
         if not 0 <= self.duplicate_iou <= 1 or not 0 <= self.min_mask_area <= 1:
@@ -111,7 +112,9 @@ def import_key(entry: Entry, folders: Folders, config: OpenS2VConfig) -> dict[st
     if status != KEPT:
         return rows  # stages 2-4 take kept clips only
     frame_number = start + entry.ann_frame
-    image = read_frames(uri, [frame_number])[0][y:y + h, x:x + w]
+    # By number from the video's first frame (OpenS2V counts frames, it records no times).
+    frames = read_clip_frames(uri, 0, frame_number + 1, 0.0, float("inf"), at_frames([frame_number]))
+    image = frames.images[0][y:y + h, x:x + w]
     rows["objects"] = object_rows(entry, cid, frame_number, image, (video["width"], video["height"]), config)
     rows["pairs"] = pair_rows(entry, cid, rows["objects"], frame_number, folders)
     return rows
