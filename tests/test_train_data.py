@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def test_a_slower_source_repeats_its_frames(tokenizer, tmp_path: Path) -> None:
 
     uri, frames = clip(tmp_path / "slow.mp4", frames=7, fps=8)
     example = make_example(sample_row("s", str(uri), frames, fps=8.0), 0,
-                           replace(SMALL, num_frames=13), tokenizer)
+                           replace(SMALL, num_frames=13, first_frame="clip"), tokenizer)
     got = example.frames
     assert got.shape[0] == 13
     for i in range(6):
@@ -86,9 +87,14 @@ def test_example_shapes_and_pixels_follow_the_clip(tokenizer, tmp_path: Path) ->
     assert example.frames.shape == (9, 48, 64, 3) and example.frames.dtype == np.uint8
     assert example.bucket == (64, 48, 9)
     assert example.canvas.image.size == (64, 48)
-    # The decoded frames are the clip's frames at the chosen source indices (lossy codec).
-    for got, i in zip(example.frames, [0, 1, 3, 4, 6, 7, 9, 10, 12]):
+    # Frame 0 of the target is the canvas (as the release was trained); the others are the
+    # clip's frames at the chosen source indices (lossy codec).
+    assert np.array_equal(example.frames[0], np.asarray(example.canvas.image))
+    for got, i in zip(example.frames[1:], [1, 3, 4, 6, 7, 9, 10, 12]):
         assert np.abs(got.astype(int) - frames[i].astype(int)).mean() < 6
+    own = make_example(row, 0, replace(SMALL, first_frame="clip"), tokenizer)
+    assert np.abs(own.frames[0].astype(int) - frames[0].astype(int)).mean() < 6
+    assert np.array_equal(own.frames[1:], example.frames[1:])
     assert example.prompt == CAPTION
     assert [w for w, _ in example.subjects] == ["man", "dog"]
     g = example.guidance

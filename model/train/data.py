@@ -39,6 +39,9 @@ from schemas.validate import SchemaError, validate
 
 # Wan2.1-480P's three shapes: landscape, portrait, square (each side a multiple of 16).
 DEFAULT_BUCKETS: tuple[tuple[int, int], ...] = ((832, 480), (480, 832), (624, 624))
+# What the target's frame 0 is: the canvas (as the release was trained: its sampler drops
+# the first 4 frames because they echo the canvas) or the clip's own first frame.
+FIRST_FRAMES = ("canvas", "clip")
 
 
 class BadRecord(Exception):
@@ -63,8 +66,11 @@ class DataConfig:
     caption_dropout: float = 0.0      # train the text-free branch CFG uses; 0 keeps Wan's as is
     augmentations: int | None = None  # None: a fresh augmentation every epoch; N: cycle N (a cache holds N)
     seed: int = 0                     # seeds every choice of an example, with its sample id and augmentation
+    first_frame: str = "canvas"       # the target's frame 0: "canvas" (the release) or "clip"
 
     def __post_init__(self) -> None:
+        if self.first_frame not in FIRST_FRAMES:
+            raise ValueError(f"first_frame={self.first_frame!r} must be one of {', '.join(FIRST_FRAMES)}")
         check_video_size(16, 16, self.num_frames)
         if self.min_frames < 1 or self.min_frames > self.num_frames:
             raise ValueError(f"min_frames={self.min_frames} must be in [1, num_frames={self.num_frames}]")
@@ -89,7 +95,7 @@ class Example:
 
     sample_id: str
     augmentation: int
-    frames: np.ndarray                     # uint8 [F, H, W, 3]
+    frames: np.ndarray                     # uint8 [F, H, W, 3]: the target (frame 0 the canvas by default)
     canvas: Canvas                         # Eq. 1, 2, 5 at the clip's size
     prompt: str                            # the caption, or "" when dropped
     subjects: list[tuple[str, int]] = field(default_factory=list)  # (word, reference index)
@@ -226,6 +232,8 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
                        row.get("start_s"), row.get("end_s"))
     height, width = frames.shape[1:3]
     canvas = compose_canvas(images, height, width, rng=canvas_rng)
+    if config.first_frame == "canvas":
+        frames[0] = np.asarray(canvas.image.convert("RGB"))  # as Wan I2V: latent frame 0 = condition's
     prompt = "" if drop_caption else (row.get("caption") or "")
     subjects = [] if drop_caption else [
         (r.word, i) for i, r in enumerate(refs) if r.word and word_spans(prompt, r.word)]
