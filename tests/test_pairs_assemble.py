@@ -58,6 +58,20 @@ def test_caption_word_finds_spellings_and_says_none_when_absent():
     assert caption_word("a cat", "dog") is None
 
 
+@pytest.mark.parametrize("label, caption, word", [
+    ("woman", "Two Women talk", "Women"), ("man", "three men run", "men"), ("person", "people dance", "people"),
+    ("person", "two persons sit", "persons"), ("child", "children play", "children"),
+    ("goose", "geese fly", "geese"), ("mouse", "mice hide", "mice"), ("glasses", "his glasses shine", "glasses"),
+    ("jeans", "blue jeans hang", "jeans"), ("knife", "two knives", "knives"), ("woman", "a woman waves", "woman")])
+def test_subject_words_for_irregular_plurals_and_plural_only_nouns(label, caption, word):
+    """Labels are singular (``normalise_label``); the caption's word is found in its plural forms."""
+    from curation.objects.labels import normalise_label
+
+    assert normalise_label(word) == label      # caption word -> label
+    assert caption_word(caption, label) == word  # label -> caption word
+    assert caption_word("a glass of water", "glasses") is None  # "glasses" is not "glass"
+
+
 def test_generated_and_cross_clip_variants_are_recorded():
     clip, faces, objects, pairs = scene()
     partner_face = face_row(clip_row(video="p" * 24), 0, "P-i000", people(1)[0])

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from curation.operator import TaskPool
+from curation.words import noun_forms
 
 from schemas.ids import sample_id, video_of
 from schemas.samples import MAX_REFERENCES
@@ -83,17 +84,14 @@ def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_refere
 
 
 def caption_word(caption: str | None, label: str | None) -> str | None:
-    """``label`` as the caption spells it (case kept, simple plurals found), or None if absent."""
+    """``label`` as the caption spells it (case kept; plurals, irregular ones too, found), or None.
+
+    "woman" finds "women", "person" finds "people", "child" finds "children" (``curation.words``).
+    """
     if not caption or not label:
         return None
     words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(caption.lower())]
-    target = label.lower().split()
-    forms = [target]
-    last = target[-1]
-    forms += [target[:-1] + [last + "s"], target[:-1] + [last + "es"]]
-    if last.endswith("y"):
-        forms.append(target[:-1] + [last[:-1] + "ies"])
-    for form in forms:
+    for form in (f.split() for f in noun_forms(label)):
         for i in range(len(words) - len(form) + 1):
             if [w[0] for w in words[i:i + len(form)]] == form:
                 return caption[words[i][1]:words[i + len(form) - 1][2]]
