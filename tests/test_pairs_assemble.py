@@ -91,6 +91,41 @@ def test_generated_and_cross_clip_variants_are_recorded():
     assert off["faces"][0]["variant_source"] == "generated"
 
 
+def solid(value: int) -> bytes:
+    return encode_png(np.full((8, 8, 3), value, np.uint8))
+
+
+def test_every_selected_face_of_an_identity_is_a_ranked_crop_with_its_own_variant():
+    """Distinct PNGs for every reference and variant, so a mix-up cannot pass."""
+    clip = clip_row(caption="a man waves")
+    identity = clip["clip_id"] + "-i000"
+    person = people(1)[0]
+    faces = [face_row(clip, i, identity, person, rank=r, det_score=0.9 - 0.01 * i)
+             for i, r in enumerate([2, 0, 1, 3])]
+    faces.append(face_row(clip, 4, identity, person, rank=4, selected=False))
+    obj = object_row(clip, 0, "man", (30, 0, 50, 90), 0.7)
+    pairs = generated([faces[1]], "face", solid(11)) + generated([faces[0]], "face", solid(12))
+    pairs += generated([obj], "object", solid(13))
+    row = assemble_sample(clip, faces, [obj], pairs, {}, AssembleConfig())
+    face = row["faces"][0]
+    assert (face["source_id"], face["ref"], face["variant"]) == (faces[1]["face_id"], faces[1]["crop"], solid(11))
+    assert [(c["face_id"], c["rank"], c["ref"], c["variant"]) for c in face["crops"]] == [
+        (faces[2]["face_id"], 1, faces[2]["crop"], None),            # no variant of its own
+        (faces[0]["face_id"], 2, faces[0]["crop"], solid(12)),       # its own generated variant
+        (faces[3]["face_id"], 3, faces[3]["crop"], None)]            # the unselected face is left out
+    assert row["objects"][0]["variant"] == solid(13)
+    validate(table("samples", [row]), "samples")
+    # Training's draw: face k of n, with the crop's own variant or else the identity's.
+    for k, (ref, var) in enumerate([(faces[1]["crop"], solid(11)), (faces[2]["crop"], solid(11)),
+                                    (faces[0]["crop"], solid(12)), (faces[3]["crop"], solid(11))]):
+        picked = sample_references(row, use_variants=False, pick_face=lambda i, n, k=k: k)[0]
+        varied = sample_references(row, use_variants=True, pick_face=lambda i, n, k=k: k)[0]
+        assert (picked.image, varied.image) == (ref, var), k
+    assert sample_references(row)[0].image == faces[1]["crop"]  # no picker: the best face
+    many = [face_row(clip, i, identity, person, rank=i) for i in range(14)]
+    assert len(assemble_sample(clip, many, [], [], {}, AssembleConfig())["faces"][0]["crops"]) == 9
+
+
 def test_at_most_eight_references_chosen_by_score():
     clip = clip_row()
     objects = [object_row(clip, i, "ball", (i, 0, 4, 4), 0.05 * i) for i in range(12)]

@@ -145,6 +145,31 @@ def test_variant_and_background_probabilities(one_clip, tokenizer) -> None:
     assert picks == {True, False}
 
 
+def test_epochs_draw_different_faces_of_an_identity(one_clip, tokenizer) -> None:
+    """Two epochs (augmentations) of one sample use two different ranked faces; three use all."""
+    from training_data import png
+
+    uri, frames = one_clip
+    row = sample_row("a", str(uri), frames, variant=False, background=False, objects=[])
+    row["faces"][0]["ref"] = png(np.full((24, 24, 3), 40, np.uint8))
+    row["faces"][0]["crops"] = [{"face_id": f"f{k}", "rank": k, "ref": png(np.full((24, 24, 3), 40 + 80 * k, np.uint8)),
+                                 "variant": None, "variant_id": None} for k in (1, 2)]
+    config = replace(SMALL, shuffle_refs=False)
+
+    seen = [face_value(row, a, config, tokenizer) for a in range(3)]
+    assert seen[0] != seen[1] and sorted(seen) == [40, 120, 200]
+    assert face_value(row, 3, config, tokenizer) == seen[0]  # then the cycle repeats
+    starts = [face_value(row, 0, replace(config, seed=s), tokenizer) for s in range(1, 6)]
+    assert len(set(starts)) > 1  # where the cycle starts is seeded
+
+
+def face_value(row: dict, augmentation: int, config: DataConfig, tokenizer) -> int:
+    """The mean grey of the (solid) face on the example's canvas: which crop was drawn."""
+    ex = make_example(row, augmentation, config, tokenizer)
+    x, y, w, h = ex.canvas.boxes[0]
+    return int(round(np.asarray(ex.canvas.image)[y:y + h, x:x + w].mean()))
+
+
 def test_caption_dropout_drops_words_and_subjects(one_clip, tokenizer) -> None:
     from dataclasses import replace
 

@@ -4,8 +4,9 @@ One example = one clip of a ``samples`` row, decoded at the training frame rate 
 ``4k + 1`` frames at one of a few size buckets, plus the canvas the model conditions on
 (Eq. 1-2, 5), the prompt and the subject words bound to their references (Eq. 6).
 
-Every random choice of an example (caption dropout, reference or variant per subject,
-background or not, the canvas shuffle, the temporal window) is drawn from one rng seeded
+Every random choice of an example (caption dropout, which of an identity's ranked face
+crops, reference or variant per subject, background or not, the canvas shuffle, the
+temporal window) is drawn from one rng seeded
 by ``(seed, sample_id, augmentation)``, never from global state. So the same
 ``(sample_id, augmentation)`` is the same example in any process, on any rank, after a
 resume, and in the latent cache (which is keyed by exactly that pair).
@@ -113,6 +114,18 @@ def example_rng(seed: int, sample_id: str, augmentation: int) -> np.random.Gener
     return np.random.default_rng([seed, digest, augmentation])
 
 
+def face_choice(seed: int, sample_id: str, face: int, augmentation: int, count: int) -> int:
+    """Which of a face reference's ``count`` ranked crops augmentation ``augmentation`` uses.
+
+    A seeded start per (seed, sample, face), then one crop further each augmentation: two
+    epochs in a row never show the same pose when there are two or more, and ``count``
+    epochs show every one (a latent cache of N augmentations holds at most N of them).
+    """
+    key = f"{seed}:{sample_id}:{face}".encode()
+    start = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    return (start + augmentation) % count
+
+
 def nearest_bucket(width: int, height: int, buckets: Sequence[tuple[int, int]]) -> tuple[int, int]:
     """The bucket whose aspect ratio is nearest (in log space, so 2:1 and 1:2 are equally far)."""
     aspect = math.log(width / height)
@@ -218,7 +231,8 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
         raise BadRecord("bad_range", sample_id, f"frame range [{start}, {end}) is empty")
     rng = example_rng(config.seed, sample_id, augmentation)
     drop_caption = bool(rng.random() < config.caption_dropout)
-    refs = sample_references(row, lambda: bool(rng.random() < config.variant_prob))
+    refs = sample_references(row, lambda: bool(rng.random() < config.variant_prob),
+                             lambda face, count: face_choice(config.seed, sample_id, face, augmentation, count))
     if refs and refs[-1].kind == "background" and not rng.random() < config.background_prob:
         refs = refs[:-1]
     if not refs:
