@@ -14,14 +14,19 @@ from schemas.io import write_table
 from schemas.samples import sample_references
 from schemas.validate import validate
 
-PNG_A = encode_png(np.full((8, 8, 3), 10, np.uint8))
 PNG_B = encode_png(np.full((8, 8, 3), 200, np.uint8))
 
 
-def generated(rows, kind, image=PNG_A):
+def generated(rows, kind, image=None):
+    """Stage 4's variant rows; each source gets its own PNG (a mix-up of variants cannot pass)."""
     return [{"pair_id": variant_id(r[f"{kind}_id"]), "clip_id": r["clip_id"], "kind": kind,
-             "source_id": r[f"{kind}_id"], "image": image, "status": "kept", "model": "tiny", "seed": 3,
-             "prompt": "p"} for r in rows]
+             "source_id": r[f"{kind}_id"], "image": image or variant_png(r[f"{kind}_id"]), "status": "kept",
+             "model": "tiny", "seed": 3, "prompt": "p"} for r in rows]
+
+
+def variant_png(source_id: str) -> bytes:
+    value = int.from_bytes(source_id.encode()[-4:], "little") % 251
+    return encode_png(np.full((8, 8, 3), value, np.uint8))
 
 
 def scene(caption="A man throws two red balls to his dogs"):
@@ -48,7 +53,9 @@ def test_words_are_the_captions_spelling_and_faces_take_their_persons_word():
     assert row["background"] == PNG_B and row["background_id"] == background_id(clip["clip_id"])
     refs = sample_references(row, use_variants=True)  # the order model/ reads: faces, objects, background
     assert [r.kind for r in refs] == ["face", "object", "object", "object", "background"]
-    assert all(r.image == PNG_A for r in refs[:4])
+    sources = [f["source_id"] for f in row["faces"]] + [o["source_id"] for o in row["objects"]]
+    assert [r.image for r in refs[:4]] == [variant_png(sid) for sid in sources]
+    assert len({r.image for r in refs[:4]}) == 4
 
 
 def test_caption_word_finds_spellings_and_says_none_when_absent():
