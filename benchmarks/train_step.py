@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, mode: str, cached: bool, cluster) -> dict:
     model = MagrefModel(transformer, disentangler).to(device).train()
     model = distributed.wrap(model, cluster, shard=not lora)
     optimizer = make_optimizer(distributed.unwrap(model), OptimConfig(), cluster.device)
-    scheduler = make_scheduler(optimizer, OptimConfig())
+    scheduler = make_scheduler(optimizer, OptimConfig(), args.warmup + args.steps)
     params = [p for p in model.parameters() if p.requires_grad]
     config = TrainConfig(out="-")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()

@@ -164,8 +164,21 @@ _reference_pair = [
     pa.field("score", pa.float32()),  # what the reference was chosen by (detection score)
 ]
 
+# The identity's other selected faces (stage 3 selects up to 10, spread over poses, B.3),
+# best rank first after the face in ``ref``: training draws one per epoch. ``variant`` is
+# that face's own generated variant where stage 4 made one (``variants.scope=all``), else
+# null and the identity's ``variant`` stands in.
+MAX_FACE_CROPS = 10  # per identity, ``ref`` included
+_face_crop = pa.struct([
+    pa.field("face_id", pa.string()),
+    pa.field("rank", pa.int32()),
+    pa.field("ref", pa.binary()),  # PNG
+    pa.field("variant", pa.binary()),  # PNG or null
+    pa.field("variant_id", pa.string()),  # pairs.pair_id or null
+])
+
 # Version 2: start_s/end_s (frame readers seek by time), per-reference variant_source,
-# variant_id and score, and background_id. Version 3: the clip's ``crop``.
+# variant_id and score, and background_id. Version 3: the clip's ``crop`` and faces' ranked ``crops``.
 SAMPLES = _schema("samples", [
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("clip_id", pa.string(), nullable=False),
@@ -179,7 +192,7 @@ SAMPLES = _schema("samples", [
     pa.field("subject_words", pa.list_(pa.string())),
     # ``label``: the caption's word for this subject (drives subject disentanglement, Eq. 6).
     pa.field("faces", pa.list_(pa.struct([pa.field("identity_id", pa.string()), pa.field("label", pa.string()),
-                                          *_reference_pair]))),
+                                          *_reference_pair, pa.field("crops", pa.list_(_face_crop))]))),
     pa.field("objects", pa.list_(pa.struct([pa.field("label", pa.string()), *_reference_pair]))),
     pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
     pa.field("background_id", pa.string()),  # pairs.pair_id of the background

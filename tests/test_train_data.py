@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def test_a_slower_source_repeats_its_frames(tokenizer, tmp_path: Path) -> None:
 
     uri, frames = clip(tmp_path / "slow.mp4", frames=7, fps=8)
     example = make_example(sample_row("s", str(uri), frames, fps=8.0), 0,
-                           replace(SMALL, num_frames=13), tokenizer)
+                           replace(SMALL, num_frames=13, first_frame="clip"), tokenizer)
     got = example.frames
     assert got.shape[0] == 13
     for i in range(6):
@@ -86,9 +87,14 @@ def test_example_shapes_and_pixels_follow_the_clip(tokenizer, tmp_path: Path) ->
     assert example.frames.shape == (9, 48, 64, 3) and example.frames.dtype == np.uint8
     assert example.bucket == (64, 48, 9)
     assert example.canvas.image.size == (64, 48)
-    # The decoded frames are the clip's frames at the chosen source indices (lossy codec).
-    for got, i in zip(example.frames, [0, 1, 3, 4, 6, 7, 9, 10, 12]):
+    # Frame 0 of the target is the canvas (as the release was trained); the others are the
+    # clip's frames at the chosen source indices (lossy codec).
+    assert np.array_equal(example.frames[0], np.asarray(example.canvas.image))
+    for got, i in zip(example.frames[1:], [1, 3, 4, 6, 7, 9, 10, 12]):
         assert np.abs(got.astype(int) - frames[i].astype(int)).mean() < 6
+    own = make_example(row, 0, replace(SMALL, first_frame="clip"), tokenizer)
+    assert np.abs(own.frames[0].astype(int) - frames[0].astype(int)).mean() < 6
+    assert np.array_equal(own.frames[1:], example.frames[1:])
     assert example.prompt == CAPTION
     assert [w for w, _ in example.subjects] == ["man", "dog"]
     g = example.guidance
@@ -137,6 +143,31 @@ def test_variant_and_background_probabilities(one_clip, tokenizer) -> None:
     picks = {bool(np.array_equal(face_pixels(half, k)[0],
                                  placed(face_var, face_pixels(half, k)[0].shape[1::-1]))) for k in range(12)}
     assert picks == {True, False}
+
+
+def test_epochs_draw_different_faces_of_an_identity(one_clip, tokenizer) -> None:
+    """Two epochs (augmentations) of one sample use two different ranked faces; three use all."""
+    from training_data import png
+
+    uri, frames = one_clip
+    row = sample_row("a", str(uri), frames, variant=False, background=False, objects=[])
+    row["faces"][0]["ref"] = png(np.full((24, 24, 3), 40, np.uint8))
+    row["faces"][0]["crops"] = [{"face_id": f"f{k}", "rank": k, "ref": png(np.full((24, 24, 3), 40 + 80 * k, np.uint8)),
+                                 "variant": None, "variant_id": None} for k in (1, 2)]
+    config = replace(SMALL, shuffle_refs=False)
+
+    seen = [face_value(row, a, config, tokenizer) for a in range(3)]
+    assert seen[0] != seen[1] and sorted(seen) == [40, 120, 200]
+    assert face_value(row, 3, config, tokenizer) == seen[0]  # then the cycle repeats
+    starts = [face_value(row, 0, replace(config, seed=s), tokenizer) for s in range(1, 6)]
+    assert len(set(starts)) > 1  # where the cycle starts is seeded
+
+
+def face_value(row: dict, augmentation: int, config: DataConfig, tokenizer) -> int:
+    """The mean grey of the (solid) face on the example's canvas: which crop was drawn."""
+    ex = make_example(row, augmentation, config, tokenizer)
+    x, y, w, h = ex.canvas.boxes[0]
+    return int(round(np.asarray(ex.canvas.image)[y:y + h, x:x + w].mean()))
 
 
 def test_caption_dropout_drops_words_and_subjects(one_clip, tokenizer) -> None:

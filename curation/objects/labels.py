@@ -5,6 +5,7 @@ Stage 1 already asks Qwen2.5-VL for the clip's subjects with its caption (the
 are normalised here (lower case, no article, singular, de-duplicated, at most
 ``max_labels``) and become GroundingDINO's query. People stay labels ("man",
 "woman"): the model's subject disentanglement needs the caption's words for them.
+Singulars come from ``curation.words`` (the ``inflect`` library: "women" -> "woman").
 
 For clips whose subject list is empty, an optional text-only Qwen2.5-VL pass
 (``labels.from_caption``) reads the caption and answers with a JSON list of the
@@ -25,6 +26,7 @@ from curation.clips.caption import chat_prompt
 from curation.envelope import put_column, run_isolated, settle_failures
 from curation.models import load
 from curation.operator import ActorPool, setting
+from curation.words import singular
 from schemas.tables import INPUT
 
 LABELS = "_labels"  # private column: the clip's normalised labels, set by ``Labeler``
@@ -40,21 +42,6 @@ LABEL_PROMPT = (
 # Words that name no segmentable thing (a caption's "Subjects:" line sometimes holds them).
 NOT_THINGS = frozenset({"background", "scene", "video", "clip", "camera", "image", "frame", "view", "shot",
                         "footage", "picture", "setting", "environment", "atmosphere", "light", "lighting"})
-IRREGULAR_PLURALS = {
-    "men": "man", "women": "woman", "people": "person", "persons": "person", "children": "child",
-    "feet": "foot", "teeth": "tooth", "geese": "goose", "mice": "mouse", "oxen": "ox", "knives": "knife",
-    "wives": "wife", "leaves": "leaf", "wolves": "wolf", "shelves": "shelf", "calves": "calf",
-    "halves": "half", "loaves": "loaf", "scarves": "scarf", "thieves": "thief", "buses": "bus",
-    "gases": "gas", "dice": "die", "sheep": "sheep", "fish": "fish", "deer": "deer", "cattle": "cattle",
-    "policemen": "policeman", "firemen": "fireman", "businessmen": "businessman",
-}
-# Plural-only nouns: GroundingDINO knows them in this form.
-PLURALIA = frozenset({"glasses", "sunglasses", "eyeglasses", "jeans", "scissors", "pants", "shorts", "trousers",
-                      "headphones", "earphones", "binoculars", "pliers", "tongs", "clothes", "goggles",
-                      "leggings", "overalls", "pajamas", "tweezers"})
-IE_NOUNS = frozenset({"movie", "cookie", "pie", "tie", "zombie", "brownie", "selfie", "smoothie", "hoodie",
-                      "beanie", "necktie", "bowtie", "goalie", "rookie", "collie", "birdie"})
-O_ES_NOUNS = frozenset({"tomato", "potato", "hero", "mango", "volcano", "torpedo", "domino", "echo"})
 _WORD = re.compile(r"^[a-z][a-z' -]*[a-z]$|^[a-z]$")
 
 
@@ -77,23 +64,6 @@ class LabelsConfig:
     def __post_init__(self) -> None:
         if min(self.max_labels, self.max_new_tokens) < 1:
             raise ValueError("labels.max_labels and max_new_tokens must be >= 1")
-
-
-def singular(word: str) -> str:
-    """The singular of an English noun by rule and exception list (no dictionary needed)."""
-    if word in IRREGULAR_PLURALS:
-        return IRREGULAR_PLURALS[word]
-    if word in PLURALIA or len(word) <= 3 or word.endswith(("ss", "us", "is", "ous")):
-        return word
-    if word.endswith("ies"):
-        return word[:-1] if word[:-1] in IE_NOUNS else word[:-3] + "y"
-    if word.endswith("oes"):
-        return word[:-2] if word[:-2] in O_ES_NOUNS else word[:-1]
-    if word.endswith(("sses", "ches", "shes", "xes", "zes")):
-        return word[:-2]
-    if word.endswith("s"):
-        return word[:-1]
-    return word
 
 
 def normalise_label(text: str) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from model.train.data import DEFAULT_BUCKETS, DataConfig
+from model.train.data import DEFAULT_BUCKETS, FIRST_FRAMES, DataConfig
 from model.train.optim import OptimConfig
 
 TIMESTEP_SAMPLING = ("shift", "uniform", "logit-normal")
@@ -88,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, help="examples per rank per forward (default: batch-size / ranks)")
     g = p.add_argument_group("optimiser (paper section 4.1)")
     g.add_argument("--lr", type=float, default=o.lr)
-    g.add_argument("--alpha-lr", type=float, help="learning rate of the disentanglement alphas (default: --lr)")
+    g.add_argument("--alpha-lr", type=float, default=o.alpha_lr,
+                   help="learning rate of the Eq. 6 alphas (no weight decay on them)")
     g.add_argument("--betas", type=float, nargs=2, default=list(o.betas))
     g.add_argument("--weight-decay", type=float, default=o.weight_decay)
-    g.add_argument("--restart-steps", type=int, default=o.restart_steps, help="cosine cycle length T_0")
+    g.add_argument("--restart-steps", type=int, help="cosine cycle length T_0 (default: a quarter of --steps)")
     g.add_argument("--restart-mult", type=int, default=o.restart_mult, help="cycle growth T_mult")
     g.add_argument("--min-lr", type=float, default=o.min_lr, help="eta_min of each cycle")
     g.add_argument("--max-grad-norm", type=float, default=o.max_grad_norm)
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-frames", type=int, default=dd.min_frames)
     g.add_argument("--bucket", type=_bucket, action="append",
                    help=f"size bucket WxH, repeatable (default: {' '.join(f'{w}x{h}' for w, h in DEFAULT_BUCKETS)})")
+    g.add_argument("--first-frame", choices=FIRST_FRAMES, default=dd.first_frame,
+                   help="the target's frame 0: the canvas (as the release was trained) or the clip's")
     g.add_argument("--variant-prob", type=float, default=dd.variant_prob)
     g.add_argument("--background-prob", type=float, default=dd.background_prob)
     g.add_argument("--no-shuffle-refs", dest="shuffle_refs", action="store_false")
@@ -138,6 +141,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if a.micro_batch is not None and a.micro_batch < 1:
         raise UsageError("--micro-batch must be >= 1")
+    if a.alpha_lr < 0:
+        raise UsageError("--alpha-lr must be >= 0 (0 freezes the alphas)")
     if a.lora_rank is not None and a.lora_rank < 1:
         raise UsageError("--lora-rank must be >= 1")
     try:
@@ -145,14 +150,14 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
                           buckets=tuple(a.bucket) if a.bucket else DEFAULT_BUCKETS,
                           variant_prob=a.variant_prob, background_prob=a.background_prob,
                           shuffle_refs=a.shuffle_refs, caption_dropout=a.caption_dropout,
-                          augmentations=a.augmentations, seed=a.seed)
+                          augmentations=a.augmentations, seed=a.seed, first_frame=a.first_frame)
         optim = OptimConfig(lr=a.lr, alpha_lr=a.alpha_lr, betas=tuple(a.betas),
                             weight_decay=a.weight_decay, restart_steps=a.restart_steps,
                             restart_mult=a.restart_mult, min_lr=a.min_lr,
                             max_grad_norm=a.max_grad_norm)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if optim.restart_steps < 1 or optim.restart_mult < 1:
+    if (optim.restart_steps is not None and optim.restart_steps < 1) or optim.restart_mult < 1:
         raise UsageError("--restart-steps and --restart-mult must be >= 1")
     return TrainConfig(
         out=a.out, base=a.base, manifest=a.manifest, cache=a.cache, steps=a.steps,
@@ -179,7 +184,7 @@ def micro_batching(config: TrainConfig, world: int) -> tuple[int, int]:
 
 def with_cache_data(config: TrainConfig, cache_meta: dict[str, Any]) -> TrainConfig:
     """A cached run takes the data settings the cache was built with (they are baked in)."""
-    data = DataConfig(**{f.name: cache_meta["data"][f.name] for f in fields(DataConfig)
-                         if f.name in cache_meta["data"]})
+    saved = {"first_frame": "clip", **cache_meta["data"]}  # caches before first_frame held the clip's
+    data = DataConfig(**{f.name: saved[f.name] for f in fields(DataConfig) if f.name in saved})
     data = replace(data, buckets=tuple(tuple(b) for b in data.buckets))
     return replace(config, data=data)

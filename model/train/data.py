@@ -4,8 +4,9 @@ One example = one clip of a ``samples`` row, decoded at the training frame rate 
 ``4k + 1`` frames at one of a few size buckets, plus the canvas the model conditions on
 (Eq. 1-2, 5), the prompt and the subject words bound to their references (Eq. 6).
 
-Every random choice of an example (caption dropout, reference or variant per subject,
-background or not, the canvas shuffle, the temporal window) is drawn from one rng seeded
+Every random choice of an example (caption dropout, which of an identity's ranked face
+crops, reference or variant per subject, background or not, the canvas shuffle, the
+temporal window) is drawn from one rng seeded
 by ``(seed, sample_id, augmentation)``, never from global state. So the same
 ``(sample_id, augmentation)`` is the same example in any process, on any rank, after a
 resume, and in the latent cache (which is keyed by exactly that pair).
@@ -40,6 +41,9 @@ from schemas.validate import SchemaError, validate
 
 # Wan2.1-480P's three shapes: landscape, portrait, square (each side a multiple of 16).
 DEFAULT_BUCKETS: tuple[tuple[int, int], ...] = ((832, 480), (480, 832), (624, 624))
+# What the target's frame 0 is: the canvas (as the release was trained: its sampler drops
+# the first 4 frames because they echo the canvas) or the clip's own first frame.
+FIRST_FRAMES = ("canvas", "clip")
 
 
 class BadRecord(Exception):
@@ -64,8 +68,11 @@ class DataConfig:
     caption_dropout: float = 0.0      # train the text-free branch CFG uses; 0 keeps Wan's as is
     augmentations: int | None = None  # None: a fresh augmentation every epoch; N: cycle N (a cache holds N)
     seed: int = 0                     # seeds every choice of an example, with its sample id and augmentation
+    first_frame: str = "canvas"       # the target's frame 0: "canvas" (the release) or "clip"
 
     def __post_init__(self) -> None:
+        if self.first_frame not in FIRST_FRAMES:
+            raise ValueError(f"first_frame={self.first_frame!r} must be one of {', '.join(FIRST_FRAMES)}")
         check_video_size(16, 16, self.num_frames)
         if self.min_frames < 1 or self.min_frames > self.num_frames:
             raise ValueError(f"min_frames={self.min_frames} must be in [1, num_frames={self.num_frames}]")
@@ -90,7 +97,7 @@ class Example:
 
     sample_id: str
     augmentation: int
-    frames: np.ndarray                     # uint8 [F, H, W, 3]
+    frames: np.ndarray                     # uint8 [F, H, W, 3]: the target (frame 0 the canvas by default)
     canvas: Canvas                         # Eq. 1, 2, 5 at the clip's size
     prompt: str                            # the caption, or "" when dropped
     subjects: list[tuple[str, int]] = field(default_factory=list)  # (word, reference index)
@@ -106,6 +113,18 @@ class Example:
 def example_rng(seed: int, sample_id: str, augmentation: int) -> np.random.Generator:
     digest = int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little")
     return np.random.default_rng([seed, digest, augmentation])
+
+
+def face_choice(seed: int, sample_id: str, face: int, augmentation: int, count: int) -> int:
+    """Which of a face reference's ``count`` ranked crops augmentation ``augmentation`` uses.
+
+    A seeded start per (seed, sample, face), then one crop further each augmentation: two
+    epochs in a row never show the same pose when there are two or more, and ``count``
+    epochs show every one (a latent cache of N augmentations holds at most N of them).
+    """
+    key = f"{seed}:{sample_id}:{face}".encode()
+    start = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    return (start + augmentation) % count
 
 
 def nearest_bucket(width: int, height: int, buckets: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -236,7 +255,8 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
         raise BadRecord("bad_range", sample_id, f"frame range [{start}, {end}) is empty")
     rng = example_rng(config.seed, sample_id, augmentation)
     drop_caption = bool(rng.random() < config.caption_dropout)
-    refs = sample_references(row, lambda: bool(rng.random() < config.variant_prob))
+    refs = sample_references(row, lambda: bool(rng.random() < config.variant_prob),
+                             lambda face, count: face_choice(config.seed, sample_id, face, augmentation, count))
     if refs and refs[-1].kind == "background" and not rng.random() < config.background_prob:
         refs = refs[:-1]
     if not refs:
@@ -250,6 +270,8 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
                        row.get("start_s"), row.get("end_s"), row.get("crop"))
     height, width = frames.shape[1:3]
     canvas = compose_canvas(images, height, width, rng=canvas_rng)
+    if config.first_frame == "canvas":
+        frames[0] = np.asarray(canvas.image.convert("RGB"))  # as Wan I2V: latent frame 0 = condition's
     prompt = "" if drop_caption else (row.get("caption") or "")
     subjects = [] if drop_caption else [
         (r.word, i) for i, r in enumerate(refs) if r.word and word_spans(prompt, r.word)]

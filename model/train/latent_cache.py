@@ -152,7 +152,8 @@ def cache_meta(data: DataConfig, base: str, dtype: str) -> dict[str, Any]:
     if data.augmentations is None:
         raise ValueError("a latent cache holds a fixed number of augmentations per sample: "
                          "set data.augmentations")
-    return {"format": "magref-latent-cache-v1", "data": json.loads(json.dumps(asdict(data))),
+    # v2: data.first_frame (a v1 cache's targets start with the clip's own frame)
+    return {"format": "magref-latent-cache-v2", "data": json.loads(json.dumps(asdict(data))),
             "base": base, "dtype": dtype}
 
 

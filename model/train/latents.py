@@ -83,12 +83,14 @@ def encode_examples(pipe: Any, examples: Sequence[Example]) -> ModelInputs:
     """The frozen half of MAGREF on a batch of same-bucket examples (VAE, UMT5, CLIP).
 
     ``pipe`` is a ``MagrefPipeline`` (its transformer is not used here). Clip latents use
-    the VAE posterior's mode, as the condition latents do, so a cached entry is exact.
+    the VAE posterior's mode, as the condition latents do, so a cached entry is exact; pixels
+    map to [-1, 1] with ``canvas_tensor``'s arithmetic, so a canvas as the target's frame 0
+    (``DataConfig.first_frame``) encodes to exactly the condition's first latent frame.
     """
     vae = pipe.vae
     device = _module_device(vae)
     frames = torch.from_numpy(np.stack([e.frames for e in examples]))       # [B, F, H, W, 3] uint8
-    pixels = frames.to(device).permute(0, 4, 1, 2, 3).to(vae.dtype) / 127.5 - 1.0
+    pixels = ((frames.to(device).permute(0, 4, 1, 2, 3).float() / 255 - 0.5) / 0.5).to(vae.dtype)
     latents = normalize_latents(vae, vae.encode(pixels).latent_dist.mode().float())
     canvases = torch.stack([canvas_tensor(e.canvas.image) for e in examples])
     masks = torch.from_numpy(np.stack([e.canvas.region_mask for e in examples]))
