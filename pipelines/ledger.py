@@ -47,8 +47,10 @@ class RunDir:
     root: Location
 
     @classmethod
-    def of(cls, uri: str) -> "RunDir":
-        return cls(Location.of(uri))
+    def of(cls, uri: "str | RunDir") -> "RunDir":
+        """The run at ``uri`` (a path or pyarrow URI); a ``RunDir`` passes through (tests hand
+        in a run on a wrapping filesystem)."""
+        return uri if isinstance(uri, RunDir) else cls(Location.of(uri))
 
     def table(self, kind: str) -> Location:
         return self.root.join(kind)

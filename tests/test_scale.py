@@ -1,0 +1,85 @@
+"""Scale: stage 4's lookups open each part a bounded number of times per job, not per task."""
+
+from __future__ import annotations
+
+import collections
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+from scale_data import build_run
+
+from curation.envelope import to_table
+from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_per_identity
+from curation.pairs.cross_clip import best_partners
+from pipelines.joins import FACE_COLUMNS, OBJECT_COLUMNS, PAIR_COLUMNS, ClipReferences, ClipSamples
+from pipelines.ledger import RunDir
+from schemas.io import Location
+from schemas.tables import INPUT, SAMPLES
+
+
+class CountingHandler(pafs.FSSpecHandler):
+    """The local filesystem, counting every file opened for reading."""
+
+    def __init__(self) -> None:
+        super().__init__(fsspec.filesystem("file"))
+        self.opens: collections.Counter = collections.Counter()
+
+    def open_input_file(self, path):
+        self.opens[path] += 1
+        return super().open_input_file(path)
+
+    def open_input_stream(self, path):
+        self.opens[path] += 1
+        return super().open_input_stream(path)
+
+
+def by_clip(table: pa.Table) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        grouped.setdefault(row["clip_id"], []).append(row)
+    return grouped
+
+
+def test_stage4_lookups_open_each_part_a_bounded_number_of_times_per_job(tmp_path):
+    clips, per_part, per_task = 240, 2, 3  # 120 parts per table; 80 tasks that straddle parts
+    run, rows = build_run(str(tmp_path / "run"), clips, clips_per_part=per_part, png_side=8)
+    handler = CountingHandler()
+    counted = RunDir(Location(pafs.PyFileSystem(handler), run.root.path))
+    todo = pa.Table.from_pylist(rows).append_column(INPUT, pa.array([r["clip_id"] for r in rows]))
+
+    config = AssembleConfig()
+    todo = ClipSamples.lookups(counted, todo, config.cross_clip_variants)  # the driver, once per job
+    step = ClipSamples(counted, config)
+    samples = [row for start in range(0, clips, per_task) for row in step(todo.slice(start, per_task)).to_pylist()]
+    references, refs_todo = ClipReferences(counted), ClipReferences.lookups(counted, todo)
+    requests = [r for start in range(0, clips, per_task)
+                for r in references(refs_todo.slice(start, per_task)).to_pylist()]
+    assert requests  # the references step ran on the same lookups
+
+    parts = {kind: {p for p in handler.opens if f"/{kind}/" in p} for kind in ("faces", "objects", "pairs")}
+    assert all(len(found) == clips // per_part for found in parts.values()), {k: len(v) for k, v in parts.items()}
+    # A read opens a file twice (footer, then data). Per job: at most 4 index scans of a
+    # table; per task: the files of its own clips and its partners', and a part is touched
+    # by at most 2 tasks of each step here: so <= 2 * (4 + 2 * 3 + 2) = 24 opens, whatever
+    # the number of tasks (80 here; the per-task scan opened every part >= 2 x 80 times).
+    worst = max(handler.opens[p] for found in parts.values() for p in found)
+    assert worst <= 24, worst
+
+    # The same samples as assemble_sample called per clip, in-process, on the same rows.
+    faces = by_clip(run.read("faces", FACE_COLUMNS))
+    objects = by_clip(run.read("objects", OBJECT_COLUMNS))
+    pairs = by_clip(run.read("pairs", PAIR_COLUMNS))
+    partners = best_partners(run.read("cross_pairs").to_pylist())
+    partner_faces = best_face_per_identity([f for found in faces.values() for f in found])
+    expected = {}
+    for clip in rows:
+        row = assemble_sample(clip, faces.get(clip["clip_id"], []), objects.get(clip["clip_id"], []),
+                              pairs.get(clip["clip_id"], []), partner_faces, config, partners)
+        expected[row["sample_id"]] = row
+    got = {s["sample_id"]: s for s in samples if s.get("status") == "kept"}
+    assert len(got) == clips and got.keys() == expected.keys()
+    assert any(f["variant_source"] == "cross_clip" for s in got.values() for f in s["faces"])
+    want = to_table([{**row, "status": "kept"} for row in expected.values()], SAMPLES).sort_by("sample_id")
+    mine = to_table(list(got.values()), SAMPLES).sort_by("sample_id")
+    for name in SAMPLES.names:  # the record; the envelope columns differ by construction
+        assert mine.column(name).equals(want.column(name)), name
