@@ -31,7 +31,7 @@ from curation.pairs.cross_clip import best_partners
 from pipelines.ledger import RunDir
 from schemas.io import file_index, read_files
 
-FILES = {kind: f"_{kind}_files" for kind in ("faces", "objects", "pairs", "samples")}  # private columns
+FILES = {kind: f"_{kind}_files" for kind in ("faces", "objects", "pairs")}  # private columns
 PARTNERS = "_partners"            # JSON {identity: [partner identity, partner's clip, similarity]}
 PARTNER_FILES = "_partner_files"  # faces files of the partners' clips
 CROSS_COLUMNS = ["pair_id", "identity_a", "clip_a", "identity_b", "clip_b", "similarity", "status"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import json
+import multiprocessing
 import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -13,6 +15,7 @@ from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_p
 from curation.pairs.cross_clip import best_partners
 from pipelines.joins import FACE_COLUMNS, OBJECT_COLUMNS, PAIR_COLUMNS, ClipReferences, ClipSamples
 from pipelines.ledger import RunDir
+from pipelines.run_lock import update_run_record
 from schemas.io import Location
 from schemas.tables import INPUT, SAMPLES
 
@@ -83,3 +86,22 @@ def test_stage4_lookups_open_each_part_a_bounded_number_of_times_per_job(tmp_pat
     mine = to_table(list(got.values()), SAMPLES).sort_by("sample_id")
     for name in SAMPLES.names:  # the record; the envelope columns differ by construction
         assert mine.column(name).equals(want.column(name)), name
+
+
+def _finish_stage(root: str, stage: str, times: int) -> None:
+    for n in range(times):
+        update_run_record(Location.of(root), lambda state: state.setdefault("stages", {}).setdefault(
+            stage, {}).update({"runs": n + 1}))
+
+
+def test_two_stages_finishing_at_once_both_appear_in_run_json(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    jobs = [ctx.Process(target=_finish_stage, args=(str(tmp_path), stage, 25)) for stage in ("objects", "faces")]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    stages = json.loads((tmp_path / "run.json").read_text())["stages"]
+    assert stages == {"objects": {"runs": 25}, "faces": {"runs": 25}}
+    assert not (tmp_path / "_locks" / "run.json.lock").exists()
