@@ -5,19 +5,30 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
+import shutil
+import subprocess
+import sys
 import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from conftest import script_env
 from scale_data import build_run
 
 from curation.envelope import to_table
 from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_per_identity
 from curation.pairs.cross_clip import best_partners
+from pipelines.cli import cli
+from pipelines.compact import STOP_AT
+from pipelines.compact import main as compact_main
+from pipelines.inspect_run import inspect
 from pipelines.joins import FACE_COLUMNS, OBJECT_COLUMNS, PAIR_COLUMNS, ClipReferences, ClipSamples
 from pipelines.ledger import RunDir
 from pipelines.run_lock import update_run_record
+from pipelines.stage2_objects import main as objects_main
 from schemas.io import Location
-from schemas.tables import INPUT, SAMPLES
+from schemas.tables import INPUT, SAMPLES, key_of
 
 
 class CountingHandler(pafs.FSSpecHandler):
@@ -105,3 +116,73 @@ def test_two_stages_finishing_at_once_both_appear_in_run_json(tmp_path):
     stages = json.loads((tmp_path / "run.json").read_text())["stages"]
     assert stages == {"objects": {"runs": 25}, "faces": {"runs": 25}}
     assert not (tmp_path / "_locks" / "run.json.lock").exists()
+
+
+def snapshot(run: RunDir) -> dict:
+    """Every row of the stage tables, errors and ledgers (less the ledger's part names), sorted."""
+    found = {kind: run.read(kind).sort_by(key_of(kind)) for kind in ("faces", "objects", "pairs", "cross_pairs")}
+    for stage in ("faces", "objects", "pairs", "cross_clip"):
+        found[f"ledger/{stage}"] = run.read_ledger(stage).drop_columns(["part"]).sort_by("input")
+    found["errors"] = run.read("errors").sort_by([("stage", "ascending"), ("input", "ascending")])
+    return found
+
+
+def parts(root, table: str) -> list[str]:
+    return sorted(p.name for p in (root / table).glob("*.parquet"))
+
+
+def compact(root, *extra: str, stop_at: str | None = None) -> subprocess.CompletedProcess:
+    env = script_env()
+    if stop_at:
+        env[STOP_AT] = stop_at
+    return subprocess.run([sys.executable, "-m", "pipelines.compact", "--run-dir", str(root), "--target-mb", "0.1",
+                           *extra], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compact") / "run"
+    run, _ = build_run(str(root), 48, clips_per_part=2, png_side=8)
+    return root, snapshot(run)
+
+
+def test_compaction_keeps_every_row_and_the_books_and_a_rerun_does_nothing(small_run, tmp_path, capsys):
+    source, before = small_run
+    root = tmp_path / "run"
+    shutil.copytree(source, root)
+    run = RunDir.of(str(root))
+    assert len(parts(root, "faces")) == 24
+    assert cli(compact_main, ["--run-dir", str(root), "--target-mb", "0.1"]) == 0
+    after = parts(root, "faces")
+    assert 1 < len(after) < 8 and all("-merged-" in p for p in after), after
+    assert len(parts(root, "_ledger/faces")) < 4
+    got = snapshot(run)
+    assert got.keys() == before.keys() and all(got[k].equals(before[k]) for k in before)
+    assert inspect(run)["ok"], inspect(run)["problems"]
+    # each merged file is sorted by id
+    for name in after:
+        ids = pq.read_table(root / "faces" / name, columns=["face_id"]).column("face_id").to_pylist()
+        assert ids == sorted(ids)
+    # a stage rerun after compaction finds every input done and deletes nothing
+    ledger_files = parts(root, "_ledger/objects")
+    assert cli(objects_main, ["--run-dir", str(root), "--models", "tiny"]) == 0
+    assert "0 processed" in capsys.readouterr().out
+    assert parts(root, "_ledger/objects") == ledger_files
+    assert all(snapshot(run)[k].equals(before[k]) for k in before)
+    assert cli(compact_main, ["--run-dir", str(root), "--table", "nope"]) == 2
+
+
+@pytest.mark.parametrize("stop_at", ["written", "committed", "half"])
+def test_kill_9_during_compaction_leaves_one_whole_set_and_a_rerun_finishes(small_run, tmp_path, stop_at):
+    source, before = small_run
+    root = tmp_path / "run"
+    shutil.copytree(source, root)
+    run = RunDir.of(str(root))
+    killed = compact(root, "--table", "faces", stop_at=stop_at)
+    assert killed.returncode == -9, killed.stderr
+    got = snapshot(run)  # our readers, mid-swap: old parts or new, never both or neither
+    assert all(got[k].equals(before[k]) for k in before), stop_at
+    assert cli(compact_main, ["--run-dir", str(root), "--table", "faces", "--target-mb", "0.1"]) == 0
+    assert all(snapshot(run)[k].equals(before[k]) for k in before)
+    assert not list((root / "faces").glob("_compact-*")) and not list((root / "faces").glob(".*.tmp"))
+    assert all("-merged-" in p for p in parts(root, "faces")) and inspect(run)["ok"]
