@@ -155,14 +155,15 @@ def read_files(fs: pafs.FileSystem, paths: Iterable[str], kind: str, columns: li
             part = validate(part, kind, source=path, columns=needed)
         return part.select(wanted)
 
-    tables = _parallel(read, list(dict.fromkeys(paths)))
+    tables = parallel(read, list(dict.fromkeys(paths)))
     if not tables:
         return pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in wanted]))
     return pa.concat_tables(tables)
 
 
-def _parallel(fn: Any, items: list[Any]) -> list[Any]:
-    """``fn`` over ``items`` in threads (Arrow's readers release the GIL), results in order."""
+def parallel(fn: Any, items: list[Any]) -> list[Any]:
+    """``fn`` over ``items`` in threads (Arrow's readers release the GIL), results in order:
+    footers of many parts are read at once (on an object store, latency bounds them)."""
     if len(items) <= 1:
         return [fn(item) for item in items]
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(items)), thread_name_prefix="magref-parts") as pool:

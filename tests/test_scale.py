@@ -9,12 +9,14 @@ import shutil
 import subprocess
 import sys
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from conftest import script_env
 from scale_data import build_run
+from training_data import sample_row
 
 from curation.envelope import to_table
 from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_per_identity
@@ -27,8 +29,9 @@ from pipelines.joins import FACE_COLUMNS, OBJECT_COLUMNS, PAIR_COLUMNS, ClipRefe
 from pipelines.ledger import RunDir
 from pipelines.run_lock import update_run_record
 from pipelines.stage2_objects import main as objects_main
+from model.train.samples_reader import SamplesTable
 from schemas.io import Location
-from schemas.tables import INPUT, SAMPLES, key_of
+from schemas.tables import INPUT, SAMPLES, key_of, schema_for
 
 
 class CountingHandler(pafs.FSSpecHandler):
@@ -186,3 +189,28 @@ def test_kill_9_during_compaction_leaves_one_whole_set_and_a_rerun_finishes(smal
     assert all(snapshot(run)[k].equals(before[k]) for k in before)
     assert not list((root / "faces").glob("_compact-*")) and not list((root / "faces").glob(".*.tmp"))
     assert all("-merged-" in p for p in parts(root, "faces")) and inspect(run)["ok"]
+
+
+def test_samples_reader_holds_at_most_k_row_groups_and_deals_them_to_ranks(tmp_path):
+    frames = [np.full((48, 64, 3), i, np.uint8) for i in range(4)]
+    rows = [sample_row(f"s{i:04d}", "/videos/none.mp4", frames) for i in range(240)]
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for n in range(3):  # three parts of 80 rows, row groups of 8: 30 row groups
+        part = pa.Table.from_pylist(rows[n::3], schema=schema_for("samples"))
+        pq.write_table(part, folder / f"part-{n}.parquet", row_group_size=8)
+    table = SamplesTable(str(folder))
+    assert len(table) == 240 and table.row_groups == 30 and table.row_group_reads == 0  # the index reads ids only
+    assert table.index_of("s0100") == 100 and table.row(100)["sample_id"] == "s0100"
+    seen = []
+    for rank in range(3):
+        reader = SamplesTable(str(folder))
+        share = reader.epoch_order(seed=5, epoch=0, rank=rank, world=3)
+        assert [reader.row(int(i))["sample_id"] for i in share] == [reader.sample_id(int(i)) for i in share]
+        assert reader.most_held <= reader.max_row_groups == 4
+        assert reader.row_group_reads == 10  # its own 10 row groups, each read once in the epoch
+        seen += [reader.sample_id(int(i)) for i in share]
+    assert sorted(seen) == [r["sample_id"] for r in rows]  # disjoint shares that cover the table
+    again = SamplesTable(str(folder))
+    assert np.array_equal(again.epoch_order(5, 0, 1, 3), SamplesTable(str(folder)).epoch_order(5, 0, 1, 3))
+    assert not np.array_equal(again.epoch_order(5, 1, 1, 3), again.epoch_order(5, 0, 1, 3))

@@ -167,7 +167,8 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     """
     from curation.models import load
     from model.sample import main as sample_main
-    from model.train.data import DataConfig, SamplesTable, make_example
+    from model.train.data import DataConfig, make_example
+    from model.train.samples_reader import SamplesTable
     from model.train.latent_cache import cache_samples
     from model.train.latents import encode_examples, load_encoders
 

@@ -30,13 +30,13 @@ from model.train.data import (
     BadRecord,
     DataConfig,
     Example,
-    SamplesTable,
     attach_guidance,
     example_bytes,
     example_from_bytes,
     make_example,
 )
 from model.train.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
+from model.train.samples_reader import SamplesTable
 from schemas.io import Location, read_files, read_manifest, read_table, write_part
 from schemas.tables import INPUT, schema_for
 
