@@ -10,6 +10,8 @@ Images are PNGs of ``png_side`` px (noise, so they do not compress away). Parts 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from curation.envelope import to_table
@@ -20,9 +22,15 @@ from schemas.io import write_part
 from schemas.tables import INPUT, schema_for
 
 
-def png(side: int, seed: int, channels: int = 3) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def _png(side: int, seed: int, channels: int) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 255, (side, side, channels), dtype=np.uint8)
     return encode_png(pixels[..., 0] if channels == 1 else pixels)
+
+
+def png(side: int, seed: int, channels: int = 3) -> bytes:
+    """A noise PNG; seeds repeat every 251 (encoding is the slow part of building a big run)."""
+    return _png(side, seed % 251, channels)
 
 
 def clip_rows(count: int) -> list[dict]:
@@ -41,8 +49,13 @@ def identity(clip: dict) -> str:
     return f"{clip['clip_id']}-i000"
 
 
+@functools.lru_cache(maxsize=256)
+def _embedding(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=512).astype(np.float32)
+
+
 def face_rows(clip: dict, n: int, png_side: int, faces_per_clip: int) -> list[dict]:
-    embedding = np.random.default_rng(n).normal(size=512).astype(np.float32)
+    embedding = _embedding(n % 251)
     crop = png(png_side, n)
     return [{"face_id": face_id(clip["clip_id"], k), "clip_id": clip["clip_id"], "identity_id": identity(clip),
              "segment": "clip", "frame": k, "time_s": k / 24, "box": [40.0, 10.0, 24.0, 28.0],
