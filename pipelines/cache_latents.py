@@ -5,7 +5,8 @@
     python -m model.train --cache RUN --base ... --out OUT     # then loads no VAE/UMT5/CLIP
 
 Reads RUN/samples (or --input), each ``sample_id`` once; the driver reads only the ids,
-the CPU step reads its samples' rows itself. For every sample and each augmentation seed
+the CPU step reads its samples' rows itself, opening only the files an id index (one scan of
+the ``sample_id`` column per job) names for them. For every sample and each augmentation seed
 0..N-1 it decodes the clip and composes the canvas exactly as ``model.train`` does online
 (``model.train.data``: same rng, same buckets), then an actor holding VAE, UMT5 and CLIP (a GPU
 each when there are GPUs; the transformer is never loaded) encodes it and writes one
