@@ -65,7 +65,7 @@ def worker(args: argparse.Namespace) -> dict:
     out: dict = {"clips": clips, "rss_mb": {}}
     tmp = Path(tempfile.mkdtemp(prefix="magref-scale-"))
     started = time.perf_counter()
-    run, rows = build_run(str(tmp / "run"), clips, args.clips_per_part, args.png)
+    run, _ = build_run(str(tmp / "run"), clips, args.clips_per_part, args.png)
     out["build_s"] = time.perf_counter() - started
     out["files_before"] = {t: files(tmp / "run" / t) for t in ("faces", "objects", "pairs", "errors")}
     out["files_before"]["ledger/faces"] = files(tmp / "run" / "_ledger" / "faces")
