@@ -26,6 +26,7 @@ Steps, per clip:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -46,12 +47,28 @@ def files(folder: Path) -> int:
     return len(list(folder.glob("*.parquet"))) if folder.exists() else 0
 
 
+def timed(out: dict, name: str, fn, per: int):
+    """Run ``fn``; record seconds per item and the process's peak RSS so far."""
+    t0 = time.perf_counter()
+    result = fn()
+    out[name] = (time.perf_counter() - t0) / per
+    out["rss_mb"][name] = round(rss_mb())
+    return result
+
+
 def worker(args: argparse.Namespace) -> dict:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    clips = args.clips[0]
+    out: dict = {"clips": clips, "rss_mb": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="magref-scale-"))
+    if not args.reader_only:
+        stage4(args, clips, tmp, out)
+    reader(args, tmp, out)
+    return out
+
+
+def stage4(args: argparse.Namespace, clips: int, tmp: Path, out: dict) -> None:
+    """Build the run, then time pending, lookups, tasks, inspect_run and compaction."""
     from scale_data import build_run
-    from training_data import sample_row
 
     from curation.pairs.assemble import AssembleConfig
     from pipelines.inspect_run import inspect
@@ -59,38 +76,27 @@ def worker(args: argparse.Namespace) -> dict:
     from pipelines.joins import ClipSamples
     from pipelines.stage4c_samples import SamplesConfig
     from pipelines.stages import STAGE
-    from schemas.tables import schema_for
 
-    clips = args.clips[0]
-    out: dict = {"clips": clips, "rss_mb": {}}
-    tmp = Path(tempfile.mkdtemp(prefix="magref-scale-"))
     started = time.perf_counter()
     run, _ = build_run(str(tmp / "run"), clips, args.clips_per_part, args.png)
     out["build_s"] = time.perf_counter() - started
     out["files_before"] = {t: files(tmp / "run" / t) for t in ("faces", "objects", "pairs", "errors")}
     out["files_before"]["ledger/faces"] = files(tmp / "run" / "_ledger" / "faces")
 
-    def timed(name: str, fn, per: int):
-        t0 = time.perf_counter()
-        result = fn()
-        out[name] = (time.perf_counter() - t0) / per
-        out["rss_mb"][name] = round(rss_mb())
-        return result
-
     job = StageJob(STAGE["samples"], SamplesConfig, None, ["--run-dir", str(tmp / "run")])
-    todo = timed("pending", lambda: job.pending(job.read_input()), clips)
+    todo = timed(out, "pending", lambda: job.pending(job.read_input()), clips)
     config = AssembleConfig()
     lookups = getattr(ClipSamples, "lookups", None)
     if lookups:
-        todo = timed("lookups", lambda: lookups(run, todo, config.cross_clip_variants), clips)
+        todo = timed(out, "lookups", lambda: lookups(run, todo, config.cross_clip_variants), clips)
     step = ClipSamples(str(tmp / "run"), config)
     tasks = min(args.tasks, -(-clips // args.task_clips))
 
     def run_tasks():
         return sum(step(todo.slice(i * args.task_clips, args.task_clips)).num_rows for i in range(tasks))
 
-    out["samples"] = timed("tasks", run_tasks, tasks * args.task_clips)
-    out["inspect_ok"] = timed("inspect", lambda: inspect(run)["ok"], clips)
+    out["samples"] = timed(out, "tasks", run_tasks, tasks * args.task_clips)
+    out["inspect_ok"] = timed(out, "inspect", lambda: inspect(run)["ok"], clips)
     try:
         from pipelines.compact import compact_stage
     except ImportError:  # before: no compaction
@@ -99,10 +105,20 @@ def worker(args: argparse.Namespace) -> dict:
         def compact_all():
             for stage in ("faces", "objects", "pairs"):
                 compact_stage(run, stage, stage, args.target_mb)
-        timed("compact", compact_all, clips)
+        timed(out, "compact", compact_all, clips)
         out["files_after"] = {t: files(tmp / "run" / t) for t in ("faces", "objects", "pairs", "errors")}
         out["files_after"]["ledger/faces"] = files(tmp / "run" / "_ledger" / "faces")
         out["inspect_after_ok"] = inspect(run)["ok"]
+
+
+def reader(args: argparse.Namespace, tmp: Path, out: dict) -> None:
+    """A samples table of ``--samples`` rows; open it, read the first ``--read`` in training order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from training_data import sample_row
+
+    from schemas.tables import schema_for
 
     frames = [np.zeros((48, 64, 3), np.uint8)]
     folder = tmp / "samples"
@@ -111,7 +127,7 @@ def worker(args: argparse.Namespace) -> dict:
     noise = np.random.default_rng(0)
     for start in range(0, args.samples, 100):
         part = [{**template, "sample_id": f"s{i:08d}",
-                 "background": _png(noise, args.png)} for i in range(start, min(args.samples, start + 100))]
+                 "background": _png(noise, args.sample_png)} for i in range(start, min(args.samples, start + 100))]
         pq.write_table(pa.Table.from_pylist(part, schema=schema_for("samples")), folder / f"part-{start:08d}.parquet",
                        row_group_size=25)
     try:
@@ -119,17 +135,23 @@ def worker(args: argparse.Namespace) -> dict:
     except ImportError:  # before: the whole table in memory
         from model.train.data import SamplesTable
     rss_before_reader = rss_mb()
-    table = timed("reader_open", lambda: SamplesTable(str(folder)), args.samples)
+    table = timed(out, "reader_open", lambda: SamplesTable(str(folder)), args.samples)
     order = table.epoch_order(0, 0, 0, 1) if hasattr(table, "epoch_order") else np.arange(len(table))
-    timed("reader", lambda: [table.row(int(i)) for i in order[:args.read]], args.read)
+    timed(out, "reader", lambda: [table.row(int(i)) for i in order[:args.read]], args.read)
     out["reader_rss_growth_mb"] = round(rss_mb() - rss_before_reader)
-    return out
 
 
 def _png(rng, side: int) -> bytes:
+    """A noise PNG (one of 16 per size: encoding is the slow part)."""
+    return _pngs(side)[int(rng.integers(16))]
+
+
+@functools.lru_cache(maxsize=4)
+def _pngs(side: int) -> list[bytes]:
     from curation.images import encode_png
 
-    return encode_png(rng.integers(0, 255, (side, side, 3), dtype="uint8"))
+    rng = __import__("numpy").random.default_rng(side)
+    return [encode_png(rng.integers(0, 255, (side, side, 3), dtype="uint8")) for _ in range(16)]
 
 
 def main() -> None:
@@ -142,6 +164,8 @@ def main() -> None:
     parser.add_argument("--target-mb", type=float, default=256.0)
     parser.add_argument("--samples", type=int, default=2000, help="rows of the samples table")
     parser.add_argument("--read", type=int, default=500, help="samples read in training order")
+    parser.add_argument("--sample-png", type=int, default=16, help="side of each sample's background PNG (px)")
+    parser.add_argument("--reader-only", action="store_true", help="time only the samples reader")
     parser.add_argument("--worker", action="store_true", help="measure one size in this process, print JSON")
     args = parser.parse_args()
     if args.worker:
@@ -151,7 +175,8 @@ def main() -> None:
     results = []
     for clips in args.clips:
         argv = [sys.executable, __file__, "--worker", "--clips", str(clips)] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("clips", "worker")]
+            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("clips", "worker", "reader_only")
+        ] + (["--reader-only"] if args.reader_only else [])
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
         if done.returncode:
             sys.exit(done.stderr)
