@@ -5,7 +5,8 @@
     python -m model.train --cache RUN --base ... --out OUT     # then loads no VAE/UMT5/CLIP
 
 Reads RUN/samples (or --input), each ``sample_id`` once; the driver reads only the ids,
-the CPU step reads its samples' rows itself. For every sample and each augmentation seed
+the CPU step reads its samples' rows itself, opening only the files an id index (one scan of
+the ``sample_id`` column per job) names for them. For every sample and each augmentation seed
 0..N-1 it decodes the clip and composes the canvas exactly as ``model.train`` does online
 (``model.train.data``: same rng, same buckets), then an actor holding VAE, UMT5 and CLIP (a GPU
 each when there are GPUs; the transformer is never loaded) encodes it and writes one
@@ -24,11 +25,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import model.roles  # noqa: E402,F401 - registers the video_backbone role
 from curation.models import resolve  # noqa: E402
-from model.train.latent_cache import CacheConfig, ExampleBuilder, LatentEncoder, cache_meta, claim  # noqa: E402
+from model.train.latent_cache import (  # noqa: E402
+    SAMPLE_FILES,
+    CacheConfig,
+    ExampleBuilder,
+    LatentEncoder,
+    cache_meta,
+    claim,
+)
 from pipelines.cli import UserError, cli  # noqa: E402
 from pipelines.job import StageJob  # noqa: E402
+from pipelines.lookup import files_for  # noqa: E402
 from pipelines.stages import Stage  # noqa: E402
 from pipelines.wiring import map_operator  # noqa: E402
+from schemas.io import Location, file_index  # noqa: E402
 
 CACHE = Stage("latents", "latents", "cache_latents", "samples", "sample_id",
               input_columns=("sample_id",), roles=("video_backbone",))
@@ -45,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         todo = job.pending(job.read_input())
-        if todo.num_rows:
+        if todo.num_rows:  # each task reads only the files its samples are in (index: once per job)
+            index = file_index(Location.of(samples), "samples", "sample_id")
+            todo = todo.append_column(SAMPLE_FILES, files_for(todo.column("sample_id").combine_chunks(), index,
+                                                              "sample_id"))
             ds = job.dataset(todo, rows_per_block=cfg.decode.pool.batch_size)
             ds = map_operator(ds, ExampleBuilder, cfg.decode.pool, config=cfg.decode, data=cfg.data,
                               samples=samples)

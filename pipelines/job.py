@@ -17,7 +17,6 @@ block invariant.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -32,10 +31,10 @@ from pipelines.cli import parse_args
 from pipelines.config import to_dict
 from pipelines.ledger import RunDir, clean_orphans, commit, totals
 from pipelines.report import Report, versions
-from pipelines.run_lock import StageLock
+from pipelines.run_lock import StageLock, update_run_record
 from pipelines.stages import Stage
 from pipelines.wiring import init_ray
-from schemas.io import read_manifest, write_bytes
+from schemas.io import read_manifest
 from schemas.tables import INPUT
 
 
@@ -143,19 +142,18 @@ class StageJob:
                 self.report.add(summary)
 
     def _write_run_json(self) -> None:
-        path = self.run.root.join("run.json")
-        fs = self.run.root.fs
-        state: dict[str, Any] = {"stages": {}}
-        if path.exists():
-            with fs.open_input_stream(path.path) as stream:
-                state = json.loads(stream.read().decode() or "{}") or {"stages": {}}
+        """This stage's entry of ``run.json``, written under the run-level lock (stages run at once)."""
         last = {**self.report.as_dict(), "finished": datetime.now(timezone.utc).isoformat(),
                 "argv": self.argv, "input": self.args.input, "models": self.models}
-        entry = state.setdefault("stages", {}).setdefault(self.stage.name, {})
-        entry.update({"table": self.table, "config": to_dict(self.config), "versions": versions(),
-                      "last_run": last, "totals": totals(self.run.read_ledger(self.stage.name))})
-        entry["history"] = (entry.get("history", []) + [last])[-20:]
-        write_bytes(path, json.dumps(state, indent=2, default=str).encode())
+        record = {"table": self.table, "config": to_dict(self.config), "versions": versions(),
+                  "last_run": last, "totals": totals(self.run.read_ledger(self.stage.name))}
+
+        def change(state: dict[str, Any]) -> None:
+            entry = state.setdefault("stages", {}).setdefault(self.stage.name, {})
+            entry.update(record)
+            entry["history"] = (entry.get("history", []) + [last])[-20:]
+
+        update_run_record(self.run.root, change)
 
 
 def _first_index(values: list[Any]) -> list[int]:

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary_line(waiting):
             print(f"[pairs] {summary_line(waiting)}", flush=True)
         if todo.num_rows:
+            todo = ClipReferences.lookups(job.run, todo)  # where each clip's rows are: once per job
             ds = job.dataset(todo, rows_per_block=cfg.references.batch_size)
             ds = map_operator(ds, ClipReferences, cfg.references, run_uri=job.run.root.uri(),
                               scope=cfg.variants.scope, variants=cfg.variants.enabled,

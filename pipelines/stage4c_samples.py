@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary_line(waiting):
             print(f"[samples] {summary_line(waiting)}", flush=True)
         if todo.num_rows:
+            todo = ClipSamples.lookups(job.run, todo, cfg.cross_clip_variants)  # once per job, not per task
             ds = job.dataset(todo, rows_per_block=cfg.pool.batch_size)
             ds = map_operator(ds, ClipSamples, cfg.pool, run_uri=job.run.root.uri(), config=cfg)
             job.write(ds)

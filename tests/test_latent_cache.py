@@ -35,7 +35,8 @@ def run(tmp_path_factory, ray_session) -> Path:
 
 def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
     from model.tiny import tiny_components
-    from model.train.data import DataConfig, SamplesTable, make_example
+    from model.train.data import DataConfig, make_example
+    from model.train.samples_reader import SamplesTable
     from model.train.latent_cache import open_cache
     from model.train.latents import encode_examples, read_entry
     from schemas.io import Location, read_table
@@ -50,7 +51,7 @@ def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
     pipe = tiny_components("cpu")
     data = DataConfig(num_frames=9, min_frames=5, buckets=((64, 48),), augmentations=2)
     table = SamplesTable(str(run / "samples"))
-    row = table.row(table.sample_ids.index("s1"))
+    row = table.row(table.index_of("s1"))
     online = encode_examples(pipe, [make_example(row, 1, data, pipe.tokenizer)])
     cached = read_entry(str(run), dataset.entries[("s1", 1)])
     for name in ("latents", "condition", "prompt_embeds", "image_embeds"):

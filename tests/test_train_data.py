@@ -16,13 +16,13 @@ from model.train.data import (
     BadRecord,
     DataConfig,
     SamplesDataset,
-    SamplesTable,
     cover_size,
     frame_count,
     make_example,
     nearest_bucket,
     window_times,
 )
+from model.train.samples_reader import SamplesTable
 
 SMALL = DataConfig(num_frames=9, min_frames=5, buckets=((64, 48), (48, 64)))
 
@@ -217,19 +217,25 @@ def test_a_part_with_the_wrong_schema_is_skipped_and_counted(tmp_path: Path) -> 
 
 def test_stream_shards_ranks_and_resumes_exactly(tmp_path: Path, tokenizer) -> None:
     path = samples_table(tmp_path, count=4, frames=16)
+    pq.write_table(pq.read_table(path), path, row_group_size=1)  # four row groups: dealt to ranks
     dataset = SamplesDataset(SamplesTable(str(path)), SMALL, tokenizer)
 
     def ids(stream, n):
         it = iter(stream)
         return [[e.sample_id for e in next(it)] for _ in range(n)]
 
-    # One rank with batch 2 sees, per epoch, exactly the union of two ranks with batch 1.
-    single = ids(BatchStream(dataset, 2, SMALL.augmentation, seed=1), 4)
-    r0 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=0, world=2), 4)
-    r1 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=1, world=2), 4)
-    assert [sorted(b) for b in single] == [sorted(a + b) for a, b in zip(r0, r1)]
-    order = epoch_order(4, 1, 0)
+    # Two ranks with batch 1 read disjoint row groups; per epoch they see every sample once.
+    r0 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=0, world=2), 2)
+    r1 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=1, world=2), 2)
+    assert sorted(sum(r0 + r1, [])) == ["s0", "s1", "s2", "s3"]
+    single = ids(BatchStream(dataset, 2, SMALL.augmentation, seed=1), 2)
+    assert sorted(sum(single, [])) == ["s0", "s1", "s2", "s3"]
+    order = dataset.epoch_order(1, 0, 0, 1)
     assert single[0] == [dataset.sample_id(int(order[0])), dataset.sample_id(int(order[1]))]
+    # Fewer row groups than ranks: the stream deals rows of a seeded permutation instead.
+    one_group = SamplesDataset(SamplesTable(str(samples_table(tmp_path / "one", count=4, frames=16))), SMALL, tokenizer)
+    a = ids(BatchStream(one_group, 1, SMALL.augmentation, seed=1, rank=0, world=2), 2)
+    assert sum(a, []) == [one_group.sample_id(int(i)) for i in epoch_order(4, 1, 0)[0::2]]
     # Resume: the state after 3 batches continues with the 4th, 5th, ... batch.
     stream = BatchStream(dataset, 1, SMALL.augmentation, seed=1, workers=2)
     it = iter(stream)

@@ -40,14 +40,29 @@ def losses(out: Path) -> list[tuple[str, str]]:
         return [(r["step"], r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("mode", ["full", "lora"])
-def test_resume_is_exact(mode: str, table: Path, tmp_path: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def grouped_table(tmp_path_factory) -> Path:
+    """4 samples in 2 parts of row groups of 1: the streamed reader's row-group order."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("grouped")
+    rows = pq.read_table(samples_table(root, count=4, frames=16))
+    (root / "samples").mkdir()
+    for n in range(2):
+        pq.write_table(rows.slice(2 * n, 2), root / "samples" / f"part-{n}.parquet", row_group_size=1)
+    return root / "samples"
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "row-groups"])
+def test_resume_is_exact(mode: str, table: Path, grouped_table: Path, tmp_path: Path, capsys) -> None:
     """6 steps straight == 3 steps + resume + 3 steps: same losses, same weights, same CSV.
 
     Global batch 2 as 2 micro-batches of 1 (gradient accumulation), a cosine restart every
     4 steps (the resume lands inside a cycle, the restart comes after it), 2 decode threads.
     LoRA checkpoints hold only adapters + alphas; the frozen base comes from --base again.
+    ``row-groups``: a table of many row groups, read streamed (the order deals row groups).
     """
+    table = grouped_table if mode == "row-groups" else table
     extra = ["--lora-rank", "4", "--lr", "1e-2"] if mode == "lora" else ["--lr", "1e-3"]
     weights = "lora.safetensors" if mode == "lora" else "model.safetensors"
     args = ["--manifest", str(table), "--base", "tiny", "--batch-size", "2", *extra,
@@ -171,7 +186,8 @@ def test_overfitting_one_sample_then_sampling_reproduces_it(tmp_path: Path) -> N
     """
     from curation.models import load
     from model.sample import main as sample_main
-    from model.train.data import DataConfig, SamplesTable, make_example
+    from model.train.data import DataConfig, make_example
+    from model.train.samples_reader import SamplesTable
     from model.train.latent_cache import cache_samples
     from model.train.latents import encode_examples, load_encoders
 

@@ -23,10 +23,9 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
 from curation.decode import open_video, stream_fps
@@ -34,10 +33,10 @@ from curation.frames import TIME_EPS, at_times, read_clip_frames
 from curation.images import IMAGE_ERRORS, read_image
 from model.conditioning import MAX_REFERENCES, Canvas, check_video_size, compose_canvas
 from model.disentangle import SubjectGuidance, SubjectWordError, word_spans
-from schemas.io import Location, list_parts
 from schemas.samples import sample_references
-from schemas.tables import schema_for
-from schemas.validate import SchemaError, validate
+
+if TYPE_CHECKING:  # the reader imports BadRecord from here
+    from model.train.samples_reader import SamplesTable
 
 # Wan2.1-480P's three shapes: landscape, portrait, square (each side a multiple of 16).
 DEFAULT_BUCKETS: tuple[tuple[int, int], ...] = ((832, 480), (480, 832), (624, 624))
@@ -317,51 +316,6 @@ def example_from_bytes(blob: bytes) -> Example:
                        meta["prompt"], [tuple(s) for s in meta["subjects"]])
 
 
-class SamplesTable:
-    """A samples table (file or folder, local or pyarrow URI), read part by part.
-
-    A part that does not match the schema is skipped whole and its rows counted under
-    ``schema``, with the file and column in ``problems``; the other parts still train.
-    Rows are ordered by ``sample_id`` so an index means the same sample everywhere.
-    """
-
-    def __init__(self, path: str) -> None:
-        import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
-
-        self.path = path
-        self.skipped_rows = 0
-        self.problems: list[str] = []
-        loc = Location.of(path)
-        info = loc.fs.get_file_info(loc.path)
-        if info.type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"samples table {path!r} does not exist")
-        files = list_parts(loc) if info.type == pafs.FileType.Directory else [loc.path]
-        parts = []
-        for file in files:
-            try:
-                part = pq.read_table(file, filesystem=loc.fs)
-            except (pa.ArrowInvalid, OSError) as exc:
-                self.problems.append(f"{file}: unreadable Parquet file: {exc}")
-                continue
-            try:
-                parts.append(validate(part, "samples", source=file))
-            except SchemaError as exc:
-                self.skipped_rows += part.num_rows
-                self.problems.append(str(exc))
-        if parts:
-            self.table = pa.concat_tables(parts).sort_by("sample_id")
-        else:
-            self.table = schema_for("samples").empty_table()
-        self.sample_ids: list[str] = self.table.column("sample_id").to_pylist()
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def row(self, index: int) -> dict[str, Any]:
-        return self.table.slice(index, 1).to_pylist()[0]
-
-
 class SamplesDataset:
     """Index → example for a samples table; the loader (``model.train.batching``) drives it.
 
@@ -369,7 +323,7 @@ class SamplesDataset:
     two threads at once ("Already borrowed"), so guidance is built under a lock (it is fast).
     """
 
-    def __init__(self, table: SamplesTable, config: DataConfig, tokenizer: Any = None) -> None:
+    def __init__(self, table: "SamplesTable", config: DataConfig, tokenizer: Any = None) -> None:
         import threading
 
         self.table, self.config, self.tokenizer = table, config, tokenizer
@@ -379,7 +333,11 @@ class SamplesDataset:
         return len(self.table)
 
     def sample_id(self, index: int) -> str:
-        return self.table.sample_ids[index]
+        return self.table.sample_id(index)
+
+    def epoch_order(self, seed: int, epoch: int, rank: int, world: int) -> np.ndarray | None:
+        """The table's order: by row group, then rows in a bounded buffer (``samples_reader``)."""
+        return self.table.epoch_order(seed, epoch, rank, world)
 
     def load(self, index: int, augmentation: int) -> Example:
         example = make_example(self.table.row(index), augmentation, self.config)

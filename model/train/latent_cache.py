@@ -23,22 +23,22 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+import model.roles  # noqa: F401 - registers video_backbone
 from curation.envelope import apply_to_live, error_row, per_input, run_isolated, to_table
 from curation.models import pick_device, resolve
 from curation.operator import ActorPool, TaskPool
-import model.roles  # noqa: F401 - registers video_backbone
 from model.train.data import (
     BadRecord,
     DataConfig,
     Example,
-    SamplesTable,
     attach_guidance,
     example_bytes,
     example_from_bytes,
     make_example,
 )
 from model.train.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
-from schemas.io import Location, read_manifest, read_table, write_bytes, write_part
+from model.train.samples_reader import SamplesTable
+from schemas.io import Location, read_files, read_manifest, read_table, write_bytes, write_part
 from schemas.tables import INPUT, schema_for
 
 META = "cache.json"
@@ -204,11 +204,16 @@ def cache_samples(manifest: str, pipe: Any, root: str, data: DataConfig, base: s
     return {"entries": len(index), "skipped": skipped}
 
 
+SAMPLE_FILES = "_samples_files"  # private column: the samples files holding a sample's row
+
+
 class ExampleBuilder:
     """CPU step of the cache job: sample ids -> one row per (sample, augmentation) example.
 
     Reads its samples' full rows itself (filter pushed down to Parquet), so reference PNGs
-    never pass through the driver. A sample that cannot become an example is an error row.
+    never pass through the driver, and only from the files the driver's index names for
+    them (column ``SAMPLE_FILES``), so a task opens O(1) files, not every part of the
+    table. A sample that cannot become an example is an error row.
     """
 
     def __init__(self, config: DecodeStep, data: DataConfig, samples: str) -> None:
@@ -219,8 +224,13 @@ class ExampleBuilder:
 
     def _build(self, live: pa.Table) -> pa.Table:
         ids = live.column(INPUT).to_pylist()
-        rows = {r["sample_id"]: r for r in read_manifest(
-            self.samples, "samples", filter=[("sample_id", "in", ids)]).to_pylist()}
+        where = [("sample_id", "in", ids)]
+        if SAMPLE_FILES in live.column_names:
+            files = sorted({f for found in live.column(SAMPLE_FILES).to_pylist() for f in found or []})
+            found = read_files(Location.of(self.samples).fs, files, "samples", filter=where)
+        else:
+            found = read_manifest(self.samples, "samples", filter=where)
+        rows = {r["sample_id"]: r for r in found.to_pylist()}
 
         def build(row: dict[str, Any]) -> list[dict[str, Any]]:
             return [{EXAMPLE: example_bytes(make_example(row, a, self.data)), "status": "kept"}

@@ -37,7 +37,8 @@ from model.train import checkpoints, distributed
 from model.train import log as train_log
 from model.train.batching import BatchStream, NoUsableSamples, StreamState
 from model.train.config import TrainConfig, UsageError, config_from_args, micro_batching, with_cache_data
-from model.train.data import SamplesDataset, SamplesTable
+from model.train.data import SamplesDataset
+from model.train.samples_reader import SamplesTable
 from model.train.latent_cache import open_cache, read_meta
 from model.train.latents import ModelInputs, encode_examples
 from model.train.optim import make_optimizer, make_scheduler
