@@ -19,13 +19,11 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from pipelines.cli import Parser, UserError, cli  # noqa: E402
-from pipelines.ledger import RunDir  # noqa: E402
-from pipelines.stages import STAGES  # noqa: E402
-from schemas.tables import key_of  # noqa: E402
-from schemas.validate import SchemaError  # noqa: E402
+from pipelines.cli import Parser, UserError, cli
+from pipelines.ledger import RunDir
+from pipelines.stages import STAGES
+from schemas.tables import key_of
+from schemas.validate import SchemaError
 
 
 def inspect(run: RunDir) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -31,26 +32,35 @@ from curation.models import resolve
 from pipelines.cli import parse_args
 from pipelines.config import to_dict
 from pipelines.ledger import RunDir, clean_orphans, commit, totals
+from pipelines.progress import Progress
 from pipelines.report import Report, versions
 from pipelines.run_lock import StageLock
 from pipelines.stages import Stage
-from pipelines.wiring import init_ray
+from pipelines.wiring import GPU_STEPS, USE_GPUS, init_ray, use_gpus
+from schemas.command import LOG, configure_logging
 from schemas.io import read_manifest
 from schemas.tables import INPUT
+
+# A job whose GPU steps find no GPU after this long says so (once): an autoscaler that
+# cannot start the node type, or --gpus on where no GPU exists, would otherwise wait silently.
+GPU_WAIT_S = float(os.environ.get("MAGREF_GPU_WAIT_S", "600"))
 
 
 class StageJob:
     """One stage run: ``with StageJob(...) as job:`` brackets the lock, Ray, resume and the report."""
 
     def __init__(self, stage: Stage, config_cls: type, description: str | None,
-                 argv: list[str] | None = None, input_help: str | None = None):
+                 argv: list[str] | None = None, input_help: str | None = None, models_flag: str = "--models"):
         self.stage = stage
         self.argv = list(sys.argv[1:] if argv is None else argv)
-        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help)
+        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help,
+                                            models_flag)
         self.run = RunDir.of(self.args.run_dir)
         self.report = Report(stage.name)
         self.lock = StageLock(self.run.root, stage.name)
         self._owns_ray = False
+        self._gpus: bool | None = None
+        configure_logging(self.args.verbose)
         for role in stage.roles:  # a wrong model source fails here, not inside a Ray actor
             resolve(role, self.models)
 
@@ -62,14 +72,14 @@ class StageJob:
         self._started = time.perf_counter()
         note = self.lock.acquire()
         if note:
-            print(note, flush=True)
+            LOG.info(note)
         try:
             removed = clean_orphans(self.run, self.stage.name, self.table)
         except BaseException:
             self.lock.release()
             raise
         if removed:
-            print(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run", flush=True)
+            LOG.info(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -84,6 +94,14 @@ class StageJob:
                 import ray
 
                 ray.shutdown()
+
+    @property
+    def gpus(self) -> bool:
+        """Whether this job's model steps ask for their declared GPUs (``--gpus``, decided once)."""
+        if self._gpus is None:
+            self._owns_ray = init_ray(self.args.address, self.args.verbose) or self._owns_ray
+            self._gpus = use_gpus(self.args.gpus)
+        return self._gpus
 
     @property
     def models(self) -> str | dict[str, str]:
@@ -125,20 +143,32 @@ class StageJob:
         """
         import ray.data
 
-        self._owns_ray = init_ray(self.args.address) or self._owns_ray
+        gpus = self.gpus  # starts or joins Ray, then the one GPU decision
         step = max(1, rows_per_block)
         ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
         ds.context.target_max_block_size = None
+        ds.context.set_config(USE_GPUS, gpus)
+        ds.context.set_config(GPU_STEPS, [])
         return ds
 
     def write(self, ds) -> None:
-        """Commit every block (outputs, errors, ledger) and tally the report."""
+        """Commit every block (outputs, errors, ledger), tally the report, advance the progress display."""
         committed = ds.map_batches(commit, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage.name,
                                                       "table": self.table},
                                    batch_size=None, batch_format="pyarrow", num_cpus=0.25)
-        for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for summary in batch.to_pylist():
-                self.report.add(summary)
+        label = f"[{self.args.step_of}] {self.stage.name}" if self.args.step_of else self.stage.name
+        progress = Progress(label, self.report.selected, self.args.progress)
+        watchdog = threading.Timer(GPU_WAIT_S, _warn_no_gpu, (self.stage.name, ds.context.get_config(GPU_STEPS, [])))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for summary in batch.to_pylist():
+                    self.report.add(summary)
+                    progress.update(summary["inputs"])
+        finally:
+            watchdog.cancel()
+            progress.close()
 
     def _write_run_json(self) -> None:
         path = self.run.root.join("run.json")
@@ -158,6 +188,15 @@ class StageJob:
         with fs.open_output_stream(tmp.path) as stream:
             stream.write(json.dumps(state, indent=2, default=str).encode())
         fs.move(tmp.path, path.path)
+
+
+def _warn_no_gpu(stage: str, steps: list[str]) -> None:
+    """One line when the job's GPU steps have waited ``GPU_WAIT_S`` and the cluster still has no GPU."""
+    import ray
+
+    if steps and ray.is_initialized() and not ray.cluster_resources().get("GPU", 0):
+        LOG.warning(f"[{stage}] waited {GPU_WAIT_S:.0f} s for a GPU for step(s) {', '.join(steps)}: none is up "
+                    "(can the autoscaler start a GPU node type? --gpus off runs them on CPU)")
 
 
 def _first_index(values: list[Any]) -> list[int]:

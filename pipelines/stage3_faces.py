@@ -15,20 +15,17 @@ clip whose frames fail to decode is one ``errors`` row.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.faces.config import FacesConfig  # noqa: E402
-from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.faces.config import FacesConfig
+from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
 
 
 @dataclass

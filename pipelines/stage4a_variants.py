@@ -15,20 +15,17 @@ rows. Cross-clip identity pairs (``stage4b_cross_pairs.py``) and the samples tab
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.operator import TaskPool  # noqa: E402
-from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds  # noqa: E402
-from curation.pairs.variants import Variants, VariantsConfig  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.joins import ClipReferences, ready, summary_line  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.operator import TaskPool
+from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds
+from curation.pairs.variants import Variants, VariantsConfig
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.joins import ClipReferences, ready, summary_line
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
 
 
 @dataclass

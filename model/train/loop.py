@@ -43,6 +43,7 @@ from model.train.latents import ModelInputs, encode_examples
 from model.train.optim import make_optimizer, make_scheduler
 from model.train.trainable import MagrefModel, load_transformer, trainable_parameters
 from model.weights.lora import add_lora, lora_config
+from schemas.command import LOG, run_command
 
 WAN_TIMESTEPS = 1000  # Wan's num_train_timesteps: transformer timestep = 1000 * sigma
 
@@ -315,14 +316,16 @@ def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m model.train``: the command-line mistakes are one line and exit 2 (``schemas/command.py``)."""
+    return run_command(_train_command, argv, (UsageError, FileNotFoundError))
+
+
+def _train_command(argv: list[str] | None) -> int:
+    config = config_from_args(argv)
     try:
-        config = config_from_args(argv)
         train(config)
-    except (UsageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except NoUsableSamples as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        LOG.error(f"error: {exc}")
         return 1
     return 0
 
