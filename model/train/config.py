@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from model.train.data import DEFAULT_BUCKETS, DataConfig
 from model.train.optim import OptimConfig
-from schemas.command import UserError
+from schemas.command import Parser, UserError
 
 TIMESTEP_SAMPLING = ("shift", "uniform", "logit-normal")
 # Options that may change between a run and its resume without changing the result.
@@ -77,7 +77,7 @@ def _bucket(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     d, o, dd = TrainConfig(out=""), OptimConfig(), DataConfig()
-    p = argparse.ArgumentParser(prog="python -m model.train",
+    p = Parser(prog="python -m model.train",
                                 description="Train MAGREF on a samples table (flow matching, Eq. 8-10).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--manifest", help="samples table: Parquet file or folder (local or pyarrow URI)")
