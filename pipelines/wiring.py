@@ -144,10 +144,11 @@ def gpu_capacity() -> float:
         declared = (state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)
     except Exception:  # an older Ray, or no autoscaler: nothing declared
         declared = 0
-    return declared or _bootstrap_config_gpus()
+    return declared or declared_gpus()
 
 
-def _bootstrap_config_gpus() -> float:
+def declared_gpus() -> float:
+    """GPUs the v1 autoscaler's config lets it start: GPU per node type times its max_workers."""
     import yaml
 
     path = os.path.expanduser(os.environ.get("MAGREF_CLUSTER_CONFIG") or BOOTSTRAP_CONFIG)

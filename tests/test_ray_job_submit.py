@@ -118,3 +118,52 @@ def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as http:  # the job API itself, no token at all
         urllib.request.urlopen(f"{address}/api/jobs/", timeout=30)
     assert http.value.code == 401
+
+
+def readme_self_started_head() -> list[str]:
+    """README's commands for a cluster you start yourself (On a cluster), continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("A cluster you start yourself", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_self_started_head_commands_run_as_written(corpus, tmp_path):
+    """The README's `ray start --head` + `ray job submit` lines, with only ports, paths and HOME changed."""
+    start, submit = readme_self_started_head()
+    assert start.startswith("RAY_AUTH_MODE=token ray start --head") and "RAY_AUTH_MODE=token" in submit
+    temp_dir = f"/tmp/magref-ray-{secrets.token_hex(4)}"
+    dashboard = free_port()
+    ports = ["--port", "--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--runtime-env-agent-port", "--metrics-export-port"]
+    start += f" --dashboard-port {dashboard} " + " ".join(f"{flag} {free_port()}" for flag in ports)
+    start += f" --num-cpus 2 --disable-usage-stats --temp-dir {temp_dir}"
+    run = tmp_path / "run"
+    submit = (submit.replace("8265", str(dashboard)).replace("/data/raw_videos", str(corpus["root"]))
+              .replace("/data/runs/r1", str(run)))
+    home = tmp_path / "home"  # ~/.ray/auth_token is written here by the head, read by get-auth-token
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", MARKER: temp_dir}
+    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    try:
+        started = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stderr[-2000:]
+        assert (home / ".ray" / "auth_token").exists()
+        deadline = time.time() + 120
+        while True:  # the head's job agent comes up a few seconds after `ray start` returns
+            job = subprocess.run(["bash", "-c", submit], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=300)
+            if "No available agent" not in job.stderr or time.time() > deadline:
+                break
+            time.sleep(2)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "every input accounted for" in job.stdout
+        assert RunDir.of(str(run)).read("videos").num_rows == 6
+    finally:
+        for pid in pids_under(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
