@@ -26,7 +26,7 @@ class Progress:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "plain"
         self.label, self.total, self.mode = label, total, mode
-        self.done = 0
+        self.done = self._shown_done = 0
         self._start = self._shown = time.perf_counter()
         self._bar = None
         if mode == "bar":
@@ -44,11 +44,12 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self.mode == "plain":
+        elif self.mode == "plain" and (self._shown_done != self.done or not self.done):
             self._plain()
 
     def _plain(self) -> None:
         self._shown = now = time.perf_counter()
+        self._shown_done = self.done
         elapsed = now - self._start
         rate = self.done / elapsed if elapsed else 0.0
         left = (self.total - self.done) / rate if rate else float("nan")

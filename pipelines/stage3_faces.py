@@ -26,6 +26,7 @@ from pipelines.cli import cli
 from pipelines.job import StageJob
 from pipelines.stages import STAGE
 from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
@@ -41,7 +42,7 @@ def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
         videos = job.run.read("videos", ["video_id", "duration_s"])
         durations = dict(zip(videos.column("video_id").to_pylist(), videos.column("duration_s").to_pylist()))
     elif job.config.faces.margin_s > 0:
-        print(f"[faces] {job.run.root.uri()} has no videos table: no segment after a clip is searched", flush=True)
+        LOG.warning(f"[faces] {job.run.root.uri()} has no videos table: no segment after a clip is searched")
     values = [durations.get(v) for v in clips.column("video_id").to_pylist()]
     return clips.append_column(DURATION, pa.array(values, pa.float64()))
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = job.config.faces
     note = check_weights(cfg, job.models)  # missing dlib weights: one line, exit 2, before Ray starts
     if note:
-        print(f"[faces] {note}", flush=True)
+        LOG.info(f"[faces] {note}")
     with job:
         todo = job.pending(job.read_input())
         if todo.num_rows:

@@ -26,6 +26,7 @@ from pipelines.job import StageJob
 from pipelines.joins import ClipReferences, ready, summary_line
 from pipelines.stages import STAGE
 from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         clips, waiting = ready(job.run, job.read_input(), cfg.after)
         todo = job.pending(clips)
         if summary_line(waiting):
-            print(f"[pairs] {summary_line(waiting)}", flush=True)
+            LOG.info(f"[pairs] {summary_line(waiting)}")
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.references.batch_size)
             ds = map_operator(ds, ClipReferences, cfg.references, run_uri=job.run.root.uri(),

@@ -21,6 +21,7 @@ from pipelines.job import StageJob
 from pipelines.joins import ClipSamples, ready, summary_line, wait_for_identities
 from pipelines.stages import STAGE
 from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             clips, waiting["cross_clip"] = wait_for_identities(job.run, clips)
         todo = job.pending(clips)
         if summary_line(waiting):
-            print(f"[samples] {summary_line(waiting)}", flush=True)
+            LOG.info(f"[samples] {summary_line(waiting)}")
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.pool.batch_size)
             ds = map_operator(ds, ClipSamples, cfg.pool, run_uri=job.run.root.uri(), config=cfg)

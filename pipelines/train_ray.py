@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines.cli import Parser, cli
 from pipelines.wiring import GPU_MODES, init_ray, use_gpus
+from schemas.command import LOG
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = trainer.fit()
     if result.error:
-        print(f"error: training failed: {result.error}", file=sys.stderr)
+        LOG.error(f"error: training failed: {result.error}")
         return 1
     print(f"done: last step {result.metrics}; weights, loss.csv and summary.json in {out}")
     return 0
