@@ -144,6 +144,7 @@ def test_gpu_node_starts_on_demand_with_gpus_auto_and_not_with_gpus_off(fake_clu
     assert cpu.returncode == 0, cpu.stderr[-3000:]
     assert watcher.gpu_node is None  # nothing asked for a GPU: no GPU node started
 
+    watcher.actors.clear()  # the CPU run's actors (all on the head) are gone
     requested = time.time()
     gpu = job(env, *stage1, "--run-dir", str(auto), "--gpus", "auto")
     watcher.stopped.set()
@@ -151,8 +152,8 @@ def test_gpu_node_starts_on_demand_with_gpus_auto_and_not_with_gpus_off(fake_clu
     assert gpu.returncode == 0, gpu.stderr[-3000:]
     assert watcher.gpu_node, "the autoscaler never started the gpu node type"
     node, node_up = watcher.gpu_node
-    placed = {name: info for name, info in watcher.actors.items() if "Captioner" in name or "ClipSplitter" in name
-              or "ClipScorer" in name}
+    placed = {name: info for name, info in watcher.actors.items()
+              if any(step in name for step in ("Captioner", "ClipSplitter", "ClipScorer"))}
     assert placed and all(where == node for where, _ in placed.values()), (node, watcher.actors)
     assert any("Captioner" in name for name in placed)  # TransNetV2 ran there too: detector auto -> transnetv2
     assert rows(off) == rows(auto)  # same clips either way (the splitter differs only in where it runs)
