@@ -7,7 +7,7 @@ Reads RUN/videos (or --input), each ``video_id`` once (the same file at two path
 video). Every candidate clip becomes a ``clips`` row: ``kept`` with its scores, caption
 and subjects, or filtered with its reason (``transition``, ``blank``, ``too_short``,
 ``motion``, ``aesthetic``) and its scores; a video that fails to decode is one ``errors``
-row and no clips. Shot boundaries: TransNetV2 on GPU actors where the cluster has GPUs,
+row and no clips. Shot boundaries: TransNetV2 on GPU actors when the job uses GPUs (--gpus),
 the classical CPU ensemble otherwise (``--set scenes.detector=...``). Clips are
 filtered *before* captioning (the paper captions first): the VLM is the expensive step,
 so it only sees clips that survive the cheap filters.

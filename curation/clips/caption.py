@@ -61,7 +61,7 @@ class CaptionConfig:
     max_new_tokens: int = 256  # caption length cap (greedy decoding)
     max_subjects: int = 8  # nouns kept from the Subjects: line
     prompt: str = PROMPT  # the instruction; {max_subjects} is filled in
-    # batch_size = clips per generate call; one GPU per actor when the cluster has GPUs
+    # batch_size = clips per generate call; one GPU per actor when the job uses GPUs (--gpus)
     pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
     # the CPU step before it that decodes the clips' frames (Ray tasks)
     decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))

@@ -17,7 +17,7 @@ dissolve, or blank frames teaches the model something no shot does. So:
 Detectors (``scenes.detector``): ``classical`` (PySceneDetect's detectors named in
 ``classical`` plus our lagged colour-histogram ``gradual`` detector; CPU, a fraction of a
 decode) or ``transnetv2`` (learned, on an actor, the GPU's default); ``auto`` picks
-TransNetV2 where the cluster has GPUs. The README's stage 1 table gives the measurements
+TransNetV2 when the job uses GPUs (--gpus). The README's stage 1 table gives the measurements
 behind the defaults.
 """
 
@@ -46,7 +46,7 @@ WINDOWS = ("fixed", "even")
 class ScenesConfig:
     """Shot boundaries and the clip policy. PySceneDetect thresholds are in its own units."""
 
-    detector: str = "auto"  # "auto": transnetv2 where the cluster has GPUs, else "classical"
+    detector: str = "auto"  # "auto": transnetv2 when the job uses GPUs (--gpus), else "classical"
     # classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points)
     # and "gradual" (colour histograms gradual_seconds apart: fades, dissolves)
     classical: list[str] = field(default_factory=lambda: ["adaptive", "gradual"])

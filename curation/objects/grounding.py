@@ -51,7 +51,7 @@ class GroundingConfig:
     max_faces: int = 8  # face boxes kept per keyframe, for the face filter
     face_query: str = FACE_QUERY  # what GroundingDINO is asked for the face masks (Eq. 15)
     images_per_forward: int = 12  # keyframes per forward pass; bounds activation memory
-    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
+    # batch_size = clips per call; one GPU per actor when the job uses GPUs (--gpus)
     pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
     # the CPU step before it that decodes the keyframes (Ray tasks)
     decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))

@@ -68,7 +68,7 @@ class LabelsConfig:
     extra: list[str] = field(default_factory=list)  # looked for in every clip after its own labels (a corpus's known things)
     max_new_tokens: int = 64  # answer length cap (greedy decoding)
     prompt: str = LABEL_PROMPT  # the instruction; {caption} and {max_labels} are filled in
-    # batch_size = captions per generate call; one GPU per actor when the cluster has GPUs
+    # batch_size = captions per generate call; one GPU per actor when the job uses GPUs (--gpus)
     pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0))
 
     def __post_init__(self) -> None:

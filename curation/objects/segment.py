@@ -34,7 +34,7 @@ class SegmentConfig:
     mask_threshold: float = 0.0  # on SAM2's mask logits (its processor's default)
     images_per_forward: int = 8  # keyframes per image-encoder pass
     boxes_per_forward: int = 64  # boxes per mask-decoder pass (each holds its image's features)
-    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
+    # batch_size = clips per call; one GPU per actor when the job uses GPUs (--gpus)
     pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
 
     def __post_init__(self) -> None:
