@@ -10,7 +10,8 @@ and ``model/`` need it and ``model/`` may not import ``pipelines``. Every entry 
 * anything else is a bug and keeps its traceback.
 
 Project messages go through ``logging.getLogger("magref")`` (or a child), configured once
-by :func:`configure_logging`: plain ``message`` lines, INFO by default, DEBUG with ``--verbose``.
+by :func:`configure_logging`: plain ``message`` lines, INFO and below on stdout (with the
+job's report), warnings and errors on stderr; DEBUG with ``--verbose``.
 """
 
 from __future__ import annotations
@@ -35,15 +36,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is now (a test's capture, a redirected stream)."""
+class _ConsoleHandler(logging.StreamHandler):
+    """INFO to stdout beside the job's report, warnings and errors to stderr; always the streams
+    ``sys`` holds now (a test's capture, a redirected stream), not the ones at configuration."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
+        self._level = logging.INFO
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._level = record.levelno
+        super().emit(record)
 
     @property
     def stream(self):  # type: ignore[override]
-        return sys.stderr
+        return sys.stdout if self._level < logging.WARNING else sys.stderr
 
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler assigns it; the property always answers sys.stderr
@@ -51,9 +58,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(verbose: bool = False) -> logging.Logger:
-    """Give the ``magref`` logger one stderr handler (once per process) and its level."""
-    if not any(isinstance(h, _StderrHandler) for h in LOG.handlers):
-        handler = _StderrHandler()
+    """Give the ``magref`` logger one console handler (once per process) and its level."""
+    if not any(isinstance(h, _ConsoleHandler) for h in LOG.handlers):
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOG.addHandler(handler)
         LOG.propagate = False

@@ -69,8 +69,8 @@ def test_demo_output_is_quiet_and_shows_progress(readme_demo):
 
     stages = available_stages()
     for i, stage in enumerate(stages, 1):
-        assert f"stage {i} of {len(stages)}: {stage.name}" in result.stderr
-    assert re.search(r"\[1/\d+\] probe: 11/11 inputs committed", result.stderr)  # not a tty: plain lines
+        assert f"stage {i} of {len(stages)}: {stage.name}" in text
+    assert re.search(r"\[1/\d+\] probe: 11/11 inputs committed", text)  # not a tty: plain lines
 
 
 def reference_hashes(run: RunDir) -> dict[str, list]:
