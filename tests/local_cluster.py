@@ -58,6 +58,10 @@ def kill_marked(marker: str) -> int:
     return len(pids)
 
 
+# A loaded CI machine can take longer than Ray's 60 s to register a node: give it 180.
+SLOW_START = {"RAY_raylet_start_wait_time_s": "180"}
+
+
 def new_temp_dir() -> str:
     return f"/tmp/magref-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
 
@@ -69,7 +73,7 @@ def start_head(env: dict[str, str], temp_dir: str, *extra: str) -> tuple[int, in
         [str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
          "--dashboard-port", str(dashboard), *[item for flag in PORT_FLAGS for item in (flag, str(free_port()))],
          "--disable-usage-stats", "--temp-dir", temp_dir, *extra],
-        env=env, capture_output=True, text=True, timeout=180)
+        env={**env, **SLOW_START}, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
     return port, dashboard
 
@@ -80,7 +84,7 @@ def start_worker(env: dict[str, str], gcs_port: int, *extra: str) -> None:
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs_port}",
          *[item for flag in ports for item in (flag, str(free_port()))], "--disable-usage-stats", *extra],
-        env=env, capture_output=True, text=True, timeout=180)
+        env={**env, **SLOW_START}, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
 
 

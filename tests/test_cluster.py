@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 from conftest import ROOT, script_env
-from local_cluster import BIN, MARKER, PORT_FLAGS, free_port, kill_marked, new_temp_dir, start_head, start_worker, stop
+from local_cluster import BIN, MARKER, PORT_FLAGS, SLOW_START, free_port, kill_marked, new_temp_dir, start_head, start_worker, stop
 
 from curation import synthetic
 from pipelines.ledger import RunDir
@@ -96,7 +96,7 @@ def _start_fake_head(env, temp_dir, gcs, config):
          "--dashboard-port", str(dashboard), *[item for flag in PORT_FLAGS for item in (flag, str(free_port()))],
          "--disable-usage-stats", "--temp-dir", temp_dir, f"--autoscaling-config={config}",
          "--num-cpus", "2", "--num-gpus", "0"],
-        env=env, capture_output=True, text=True, timeout=180)
+        env={**env, **SLOW_START}, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
     return gcs, dashboard
 

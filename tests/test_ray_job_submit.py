@@ -124,13 +124,14 @@ def readme_self_started_head() -> list[str]:
     """README's commands for a cluster you start yourself (On a cluster), continuation lines joined."""
     text = (ROOT / "README.md").read_text()
     block = text.split("A cluster you start yourself", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return [line.split("  #")[0].strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
 @pytest.mark.slow
 def test_readme_self_started_head_commands_run_as_written(corpus, tmp_path):
     """The README's `ray start --head` + `ray job submit` lines, with only ports, paths and HOME changed."""
-    start, submit = readme_self_started_head()
+    generate, start, submit = readme_self_started_head()
+    assert generate == "ray get-auth-token --generate"
     assert start.startswith("RAY_AUTH_MODE=token ray start --head") and "RAY_AUTH_MODE=token" in submit
     temp_dir = f"/tmp/magref-ray-{secrets.token_hex(4)}"
     dashboard = free_port()
@@ -143,10 +144,13 @@ def test_readme_self_started_head_commands_run_as_written(corpus, tmp_path):
               .replace("/data/runs/r1", str(run)))
     home = tmp_path / "home"  # ~/.ray/auth_token is written here by the head, read by get-auth-token
     home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", MARKER: temp_dir}
+    env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", MARKER: temp_dir,
+           "RAY_raylet_start_wait_time_s": "180"}  # a loaded CI machine: Ray's 60 s is not always enough
     for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(key, None)
     try:
+        made = subprocess.run(["bash", "-c", generate], env=env, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr[-2000:]
         started = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True, timeout=180)
         assert started.returncode == 0, started.stderr[-2000:]
         assert (home / ".ray" / "auth_token").exists()
