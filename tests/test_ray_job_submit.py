@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from local_cluster import MARKER, PORT_FLAGS, free_port, pids_under
+from local_cluster import MARKER, PORT_FLAGS, SLOW_START, free_port, pids_under
 
 from pipelines.ledger import RunDir
 
@@ -30,7 +30,7 @@ def head_node(tmp_path_factory):
     token_file = base / "token"
     token_file.write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **SLOW_START}
     env.pop("RAY_ADDRESS", None)
     temp_dir = f"/tmp/magref-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
     env[MARKER] = temp_dir
@@ -120,7 +120,7 @@ def test_readme_self_started_head_commands_run_as_written(corpus, tmp_path):
     home = tmp_path / "home"  # ~/.ray/auth_token is written here by the head, read by get-auth-token
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", MARKER: temp_dir,
-           "RAY_raylet_start_wait_time_s": "180"}  # a loaded CI machine: Ray's 60 s is not always enough
+           **SLOW_START}
     for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(key, None)
     try:
