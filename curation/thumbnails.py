@@ -1,6 +1,6 @@
 """Small pictures for people looking at a run: clip frame strips and image thumbnails.
 
-The contact sheet (``python -m pipelines.inspect_run RUN --html out.html``) inlines every
+The contact sheet (``python -m pipelines.inspect_run --run-dir RUN --html out.html``) inlines every
 picture, so each must be small: frames are decoded straight to thumbnail height (swscale
 scales in the decode path) and stored references are shrunk before they are inlined.
 JPEG for frames (photos, no transparency), PNG for references (cut-outs keep their alpha).

@@ -17,7 +17,9 @@ block invariant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -30,12 +32,18 @@ from curation.models import resolve
 from pipelines.cli import parse_args
 from pipelines.config import to_dict
 from pipelines.ledger import RunDir, clean_orphans, commit, totals
+from pipelines.progress import Progress
 from pipelines.report import Report, versions
 from pipelines.run_lock import StageLock, update_run_record
 from pipelines.stages import Stage
-from pipelines.wiring import init_ray
+from pipelines.wiring import GPU_STEPS, USE_GPUS, init_ray, use_gpus
+from schemas.command import LOG, configure_logging
 from schemas.io import read_manifest
 from schemas.tables import INPUT
+
+# A job whose GPU steps find no GPU after this long says so (once): an autoscaler that
+# cannot start the node type, or --gpus on where no GPU exists, would otherwise wait silently.
+GPU_WAIT_S = float(os.environ.get("MAGREF_GPU_WAIT_S", "600"))
 
 
 class StageJob:
@@ -43,15 +51,18 @@ class StageJob:
 
     def __init__(self, stage: Stage, config_cls: type, description: str | None,
                  argv: list[str] | None = None, input_help: str | None = None,
-                 add_arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+                 add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 models_flag: str = "--models"):
         self.stage = stage
         self.argv = list(sys.argv[1:] if argv is None else argv)
         self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help,
-                                            add_arguments)
+                                            add_arguments, models_flag)
         self.run = RunDir.of(self.args.run_dir)
         self.report = Report(stage.name)
         self.lock = StageLock(self.run.root, stage.name)
         self._owns_ray = False
+        self._gpus: bool | None = None
+        configure_logging(self.args.verbose)
         for role in stage.roles:  # a wrong model source fails here, not inside a Ray actor
             resolve(role, self.models)
 
@@ -63,14 +74,14 @@ class StageJob:
         self._started = time.perf_counter()
         note = self.lock.acquire()
         if note:
-            print(note, flush=True)
+            LOG.info(note)
         try:
             removed = clean_orphans(self.run, self.stage.name, self.table)
         except BaseException:
             self.lock.release()
             raise
         if removed:
-            print(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run", flush=True)
+            LOG.info(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -85,6 +96,14 @@ class StageJob:
                 import ray
 
                 ray.shutdown()
+
+    @property
+    def gpus(self) -> bool:
+        """Whether this job's model steps ask for their declared GPUs (``--gpus``, decided once)."""
+        if self._gpus is None:
+            self._owns_ray = init_ray(self.args.address, self.args.verbose) or self._owns_ray
+            self._gpus = use_gpus(self.args.gpus)
+        return self._gpus
 
     @property
     def models(self) -> str | dict[str, str]:
@@ -127,19 +146,31 @@ class StageJob:
         """
         import ray.data
 
-        self._owns_ray = init_ray(self.args.address) or self._owns_ray
+        gpus = self.gpus  # starts or joins Ray, then the one GPU decision
         ds = ray.data.from_arrow(_blocks(table, max(1, rows_per_block), together))
         ds.context.target_max_block_size = None
+        ds.context.set_config(USE_GPUS, gpus)
+        ds.context.set_config(GPU_STEPS, [])
         return ds
 
     def write(self, ds) -> None:
-        """Commit every block (outputs, errors, ledger) and tally the report."""
+        """Commit every block (outputs, errors, ledger), tally the report, advance the progress display."""
         committed = ds.map_batches(commit, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage.name,
                                                       "table": self.table},
                                    batch_size=None, batch_format="pyarrow", num_cpus=0.25)
-        for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for summary in batch.to_pylist():
-                self.report.add(summary)
+        label = f"[{self.args.step_of}] {self.stage.name}" if self.args.step_of else self.stage.name
+        progress = Progress(label, self.report.selected, self.args.progress)
+        watchdog = threading.Timer(GPU_WAIT_S, _warn_no_gpu, (self.stage.name, ds.context.get_config(GPU_STEPS, [])))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for summary in batch.to_pylist():
+                    self.report.add(summary)
+                    progress.update(summary["inputs"])
+        finally:
+            watchdog.cancel()
+            progress.close()
 
     def _write_run_json(self) -> None:
         """This stage's entry of ``run.json``, written under the run-level lock (stages run at once)."""
@@ -154,6 +185,15 @@ class StageJob:
             entry["history"] = (entry.get("history", []) + [last])[-20:]
 
         update_run_record(self.run.root, change)
+
+
+def _warn_no_gpu(stage: str, steps: list[str]) -> None:
+    """One line when the job's GPU steps have waited ``GPU_WAIT_S`` and the cluster still has no GPU."""
+    import ray
+
+    if steps and ray.is_initialized() and not ray.cluster_resources().get("GPU", 0):
+        LOG.warning(f"[{stage}] waited {GPU_WAIT_S:.0f} s for a GPU for step(s) {', '.join(steps)}: none is up "
+                    "(can the autoscaler start a GPU node type? --gpus off runs them on CPU)")
 
 
 def _first_index(values: list[Any]) -> list[int]:

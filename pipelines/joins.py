@@ -25,8 +25,15 @@ from curation.envelope import per_input, put_column, to_table
 from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_per_identity
 from curation.pairs.requests import requests_for_clip
 from pipelines.ledger import RunDir
-from pipelines.lookup import (FILES, PARTNER_FILES, PARTNER_OBJECT_FILES, attach_files, attach_partners,
-                              partners_of, rows_in)
+from pipelines.lookup import (
+    FILES,
+    PARTNER_FILES,
+    PARTNER_OBJECT_FILES,
+    attach_files,
+    attach_partners,
+    partners_of,
+    rows_in,
+)
 from schemas.tables import INPUT, KEPT, SAMPLES
 
 UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip

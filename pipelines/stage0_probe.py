@@ -9,21 +9,18 @@ file ends as a ``videos`` row or an ``errors`` row naming the file and the reaso
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from curation.operator import setting  # noqa: E402
-from curation.sources import list_inputs  # noqa: E402
-from curation.video import ProbeConfig, VideoProber  # noqa: E402
-from pipelines.cli import UserError, cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.operator import setting
+from curation.sources import list_inputs
+from curation.video import ProbeConfig, VideoProber
+from pipelines.cli import UserError, cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
 
 
 @dataclass

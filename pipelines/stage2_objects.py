@@ -15,25 +15,22 @@ do not decode or whose label answer is malformed is one ``errors`` row.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.frames import FrameReader  # noqa: E402
-from curation.objects.filters import FilterConfig  # noqa: E402
-from curation.objects.grounding import Grounder, GroundingConfig, keyframe_request  # noqa: E402
-from curation.objects.labels import Labeler, LabelsConfig  # noqa: E402
-from curation.objects.morphology import MorphologyConfig  # noqa: E402
-from curation.objects.references import ObjectReferences, ReferencesConfig  # noqa: E402
-from curation.objects.segment import SegmentConfig, Segmenter  # noqa: E402
-from curation.operator import setting  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
-from schemas.tables import CLIPS  # noqa: E402
+from curation.frames import FrameReader
+from curation.objects.filters import FilterConfig
+from curation.objects.grounding import Grounder, GroundingConfig, keyframe_request
+from curation.objects.labels import Labeler, LabelsConfig
+from curation.objects.morphology import MorphologyConfig
+from curation.objects.references import ObjectReferences, ReferencesConfig
+from curation.objects.segment import SegmentConfig, Segmenter
+from curation.operator import setting
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.tables import CLIPS
 
 
 @dataclass

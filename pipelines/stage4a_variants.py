@@ -15,20 +15,18 @@ rows. Cross-clip identity pairs (``stage4b_cross_pairs.py``) and the samples tab
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.operator import TaskPool, setting  # noqa: E402
-from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds  # noqa: E402
-from curation.pairs.variants import Variants, VariantsConfig  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.joins import ClipReferences, ready, summary_line  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.operator import TaskPool, setting
+from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds
+from curation.pairs.variants import Variants, VariantsConfig
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.joins import ClipReferences, ready, summary_line
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
@@ -46,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         clips, waiting = ready(job.run, job.read_input(), cfg.after)
         todo = job.pending(clips)
         if summary_line(waiting):
-            print(f"[pairs] {summary_line(waiting)}", flush=True)
+            LOG.info(f"[pairs] {summary_line(waiting)}")
         if todo.num_rows:
             todo = ClipReferences.lookups(job.run, todo)  # where each clip's rows are: once per job
             ds = job.dataset(todo, rows_per_block=cfg.references.batch_size)

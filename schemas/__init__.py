@@ -2,8 +2,7 @@
 
 from schemas.ids import clip_id, face_id, object_id, sample_id, video_id_of
 from schemas.io import Location, list_parts, read_manifest, read_table, write_part, write_table
-from schemas.tables import (ERROR_COLUMNS, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, KEPT, SCHEMAS,
-                            key_of, schema_for)
+from schemas.tables import ERROR_COLUMNS, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, KEPT, SCHEMAS, key_of, schema_for
 from schemas.validate import SchemaError, validate
 
 __all__ = [

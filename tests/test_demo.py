@@ -56,6 +56,22 @@ def test_demo_command_runs_offline_end_to_end(readme_demo):
     assert any(f["selected"] for f in faces) and {f["clip_id"] for f in faces} <= {c["clip_id"] for c in kept}
 
 
+@pytest.mark.slow
+def test_demo_output_is_quiet_and_shows_progress(readme_demo):
+    """No Ray INFO (plans, progress dumps, C++ lines, workers' logs); stage i of N and committed counts."""
+    result, _ = readme_demo
+    text = result.stdout + result.stderr
+    assert not re.search(r"\bINFO\b", text), [line for line in text.splitlines() if "INFO" in line][:5]
+    assert not re.search(r"^\[[\d\- :,]+ [IWE] \d+ \d+\]", text, re.M)  # Ray's C++ log lines
+    assert "MapWorker(" not in text and "Execution plan" not in text
+    from pipelines.run_all import available_stages
+
+    stages = available_stages()
+    for i, stage in enumerate(stages, 1):
+        assert f"stage {i} of {len(stages)}: {stage.name}" in text
+    assert re.search(r"\[1/\d+\] probe: 11/11 inputs committed", text)  # not a tty: plain lines
+
+
 def reference_hashes(run: RunDir) -> dict[str, list]:
     """Per sample: hashes of every reference, variant and background, in canvas order."""
     def h(data):

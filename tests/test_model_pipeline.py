@@ -231,7 +231,7 @@ def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
     assert [(r.word, r.kind, r.image) for r in found] == [("man", "face", png[0]), ("dog", "object", png[0])]
     assert [r.kind for r in sample_references(rows[1])] == ["object", "background"]
 
-    rc = main(["--base", "tiny", "--device", "cpu", "--samples", str(tmp_path / "samples.parquet"),
+    rc = main(["--base", "tiny", "--device", "cpu", "--manifest", str(tmp_path / "samples.parquet"),
                "--out-dir", str(tmp_path / "s"), "--height", str(H), "--width", str(W),
                "--frames", "5", "--steps", "1", "--drop-first", "0"])
     assert rc == 1  # s3 has no reference: reported, the others still made
@@ -243,7 +243,7 @@ def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
 
     pq.write_table(pa.table({"sample_id": ["x"]}), buf)
     (tmp_path / "bad.parquet").write_bytes(buf.getvalue())
-    assert main(["--base", "tiny", "--samples", str(tmp_path / "bad.parquet")]) == 2
+    assert main(["--base", "tiny", "--manifest", str(tmp_path / "bad.parquet")]) == 2
 
 
 def test_low_memory_mode_runs_the_same_code_path_with_offload_hooks() -> None:

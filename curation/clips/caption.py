@@ -61,7 +61,7 @@ class CaptionConfig:
     max_subjects: int = setting(8, help="nouns kept from the Subjects: line")
     prompt: str = setting(PROMPT, help="the instruction; {max_subjects} is filled in")
     pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
-        "batch_size = clips per generate call; one GPU per actor when the cluster has GPUs")
+        "batch_size = clips per generate call; one GPU per actor when the job uses GPUs (--gpus)")
     decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help=
         "the CPU step before it that decodes the clips' frames (Ray tasks)")
 

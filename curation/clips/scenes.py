@@ -17,7 +17,7 @@ dissolve, or blank frames teaches the model something no shot does. So:
 Detectors (``scenes.detector``): ``classical`` (PySceneDetect's detectors named in
 ``classical`` plus our lagged colour-histogram ``gradual`` detector; CPU, a fraction of a
 decode) or ``transnetv2`` (learned, on an actor, the GPU's default); ``auto`` picks
-TransNetV2 where the cluster has GPUs. The README's stage 1 table gives the measurements
+TransNetV2 when the job uses GPUs (--gpus). The README's stage 1 table gives the measurements
 behind the defaults.
 """
 
@@ -41,7 +41,7 @@ WINDOWS = ("fixed", "even")
 class ScenesConfig:
     """Shot boundaries and the clip policy. PySceneDetect thresholds are in its own units."""
 
-    detector: str = setting("auto", help='"auto": transnetv2 where the cluster has GPUs, else "classical"')
+    detector: str = setting("auto", help='"auto": transnetv2 when the job uses GPUs (--gpus), else "classical"')
     classical: list[str] = setting(factory=lambda: ["adaptive", "gradual"], help=
         "classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points) and "
         '"gradual" (colour histograms gradual_seconds apart: fades, dissolves)')
@@ -68,7 +68,7 @@ class ScenesConfig:
     transnet_pool: ActorPool = setting(
         factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
                                                                        num_gpus=0.25), help=
-        "transnetv2: actors that keep the model loaded (a GPU share each where the cluster has GPUs)")
+        "transnetv2: actors that keep the model loaded (a GPU share each where the job uses GPUs)")
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:

@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.envelope import run_isolated, to_table
 from curation.faces import FacesConfig
 from curation.faces.identities import NO_IDENTITY, assign_identities
 from curation.faces.measure import CLIP, SEGMENTS
 from curation.faces.quality import KEPT
 from curation.faces.select import ranks, spread_over_yaw
-from curation.envelope import run_isolated, to_table
 from schemas.ids import child_id, face_id
 from schemas.tables import FACES, INPUT
 

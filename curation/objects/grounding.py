@@ -55,7 +55,7 @@ class GroundingConfig:
     face_query: str = setting(FACE_QUERY, help="what GroundingDINO is asked for the face masks (Eq. 15)")
     images_per_forward: int = setting(12, help="keyframes per forward pass; bounds activation memory")
     pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
-        "batch_size = clips per call; one GPU per actor when the cluster has GPUs")
+        "batch_size = clips per call; one GPU per actor when the job uses GPUs (--gpus)")
     decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help=
         "the CPU step before it that decodes the keyframes (Ray tasks)")
 

@@ -59,7 +59,7 @@ class LabelsConfig:
     max_new_tokens: int = setting(64, help="answer length cap (greedy decoding)")
     prompt: str = setting(LABEL_PROMPT, help="the instruction; {caption} and {max_labels} are filled in")
     pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0), help=
-        "batch_size = captions per generate call; one GPU per actor when the cluster has GPUs")
+        "batch_size = captions per generate call; one GPU per actor when the job uses GPUs (--gpus)")
 
     def __post_init__(self) -> None:
         if min(self.max_labels, self.max_new_tokens) < 1:

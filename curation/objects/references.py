@@ -33,7 +33,6 @@ from curation.operator import TaskPool, setting
 from schemas.ids import object_id
 from schemas.tables import INPUT, KEPT, OBJECTS
 
-
 PRIVATE = (FRAMES, DETECTIONS, MASKS, LABELS)  # columns the steps before pass along, dropped here
 
 

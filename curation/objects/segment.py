@@ -36,7 +36,7 @@ class SegmentConfig:
     images_per_forward: int = setting(8, help="keyframes per image-encoder pass")
     boxes_per_forward: int = setting(64, help="boxes per mask-decoder pass (each holds its image's features)")
     pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
-        "batch_size = clips per call; one GPU per actor when the cluster has GPUs")
+        "batch_size = clips per call; one GPU per actor when the job uses GPUs (--gpus)")
 
     def __post_init__(self) -> None:
         if min(self.images_per_forward, self.boxes_per_forward) < 1:

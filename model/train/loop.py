@@ -38,12 +38,13 @@ from model.train import log as train_log
 from model.train.batching import BatchStream, NoUsableSamples, StreamState
 from model.train.config import TrainConfig, UsageError, config_from_args, micro_batching, with_cache_data
 from model.train.data import SamplesDataset
-from model.train.samples_reader import SamplesTable
 from model.train.latent_cache import open_cache, read_meta
 from model.train.latents import ModelInputs, encode_examples
 from model.train.optim import make_optimizer, make_scheduler
+from model.train.samples_reader import SamplesTable
 from model.train.trainable import MagrefModel, load_transformer, trainable_parameters
 from model.weights.lora import add_lora, lora_config
+from schemas.command import LOG, run_command
 
 WAN_TIMESTEPS = 1000  # Wan's num_train_timesteps: transformer timestep = 1000 * sigma
 
@@ -324,14 +325,16 @@ def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m model.train``: the command-line mistakes are one line and exit 2 (``schemas/command.py``)."""
+    return run_command(_train_command, argv, (UsageError, FileNotFoundError))
+
+
+def _train_command(argv: list[str] | None) -> int:
+    config = config_from_args(argv)
     try:
-        config = config_from_args(argv)
         train(config)
-    except (UsageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except NoUsableSamples as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        LOG.error(f"error: {exc}")
         return 1
     return 0
 
