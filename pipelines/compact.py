@@ -25,19 +25,17 @@ import posixpath
 import sys
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from pipelines.cli import Parser, UserError, cli  # noqa: E402
-from pipelines.ledger import LEDGER, MERGED, RunDir, block_hash, stage_folders  # noqa: E402
-from pipelines.run_lock import StageLock  # noqa: E402
-from pipelines.stages import STAGES  # noqa: E402
-from schemas.io import TMP_PREFIX, Location, list_parts, read_files, remove_temporaries  # noqa: E402
-from schemas.swap import finish_swaps, write_journals  # noqa: E402
-from schemas.tables import key_of  # noqa: E402
+from pipelines.cli import Parser, UserError, cli
+from pipelines.ledger import LEDGER, MERGED, RunDir, block_hash, stage_folders
+from pipelines.run_lock import StageLock
+from pipelines.stages import STAGES
+from schemas.io import TMP_PREFIX, Location, list_parts, read_files, remove_temporaries
+from schemas.swap import finish_swaps, write_journals
+from schemas.tables import key_of
 
 MB = 1 << 20
 STOP_AT = "MAGREF_COMPACT_STOP_AT"  # tests: SIGKILL this process at a named step

@@ -21,16 +21,14 @@ import os
 import sys
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import pyarrow.parquet as pq
 
-import pyarrow.parquet as pq  # noqa: E402
-
-from curation.opens2v.export import sample_entry  # noqa: E402
-from pipelines.cli import Parser, UserError, cli  # noqa: E402
-from pipelines.ledger import RunDir  # noqa: E402
-from schemas.hf import dataset_card, to_hf  # noqa: E402
-from schemas.io import list_parts  # noqa: E402
-from schemas.validate import validate  # noqa: E402
+from curation.opens2v.export import sample_entry
+from pipelines.cli import Parser, UserError, cli
+from pipelines.ledger import RunDir
+from schemas.hf import dataset_card, to_hf
+from schemas.io import list_parts
+from schemas.validate import validate
 
 OBJECT_COLUMNS = ["object_id", "label", "frame", "box", "mask", "score"]
 

@@ -23,21 +23,19 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from curation.envelope import empty_row, error_row, to_table  # noqa: E402
-from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists  # noqa: E402
-from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys  # noqa: E402
+from curation.envelope import empty_row, error_row, to_table
+from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists
+from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys
 from curation.operator import setting
-from pipelines import stage4c_samples  # noqa: E402
-from pipelines.cli import UserError, cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.ledger import RunDir, clean_orphans, commit  # noqa: E402
-from pipelines.stages import IMPORT_CROSS, IMPORT_OPENS2V  # noqa: E402
-from schemas.io import read_table  # noqa: E402
-from schemas.tables import INPUT, KEPT, schema_for  # noqa: E402
+from pipelines import stage4c_samples
+from pipelines.cli import UserError, cli
+from pipelines.job import StageJob
+from pipelines.ledger import RunDir, clean_orphans, commit
+from pipelines.stages import IMPORT_CROSS, IMPORT_OPENS2V
+from schemas.io import read_table
+from schemas.tables import INPUT, KEPT, schema_for
 
 # (stage, table, the column that is that stage's input) in commit order.
 CHAIN = (("probe", "videos", "uri"), ("clips", "clips", "video_id"), ("objects", "objects", "clip_id"),
