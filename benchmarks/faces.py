@@ -39,10 +39,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from curation.decode import decode_all, read_frames  # noqa: E402
+from curation.decode import decode_all  # noqa: E402
 from curation.faces import synthetic  # noqa: E402
-from curation.faces.config import DlibConfig, FacesConfig, InsightFaceConfig  # noqa: E402
+from curation.faces import FacesConfig  # noqa: E402
+from curation.faces.detect import InsightFaceConfig  # noqa: E402
+from curation.faces.dlib_backend import DlibConfig  # noqa: E402
 from curation.faces.measure import CLIP, measure_faces  # noqa: E402
+from curation.frames import read_clip_frames, uniform  # noqa: E402
 from curation.synthetic import write_video  # noqa: E402
 
 
@@ -128,7 +131,7 @@ def main() -> int:
     video = make_video(folder, args.frames, args.width, args.height)
     decode_s, count = timed(lambda: decode_all(str(video)))
     decode_fps = count / decode_s
-    frames = np.stack(read_frames(str(video), range(args.frames)))
+    frames = read_clip_frames(str(video), 0, args.frames, 0.0, args.frames / synthetic.FPS, uniform(args.frames)).images
     print(f"{args.frames} frames {args.width}x{args.height}, 2 faces each; plain decode {decode_fps:.0f} frames/s")
 
     rows = []

@@ -107,7 +107,7 @@ def time_rounds(paths: list[Path], videos: pa.Table, splitter, scorer, repeats: 
 
 def recording_splitter(*args, **kwargs):
     """The ClipSplitter operator, keeping each video's scan (its boundaries) for the quality line."""
-    from curation.clips.scenes import ClipSplitter
+    from curation.clips.splitter import ClipSplitter
 
     class Recording(ClipSplitter):
         def scan(self, video):

@@ -37,11 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.model_forward import REAL_14B, SMALL  # noqa: E402
-from model import distributed  # noqa: E402
+from model.train import distributed  # noqa: E402
 from model.train.config import TrainConfig  # noqa: E402
 from model.train.loop import flow_matching_loss  # noqa: E402
-from model.train.optim import OptimConfig, make_optimizer
-from model.train.trainable import MagrefModel, make_scheduler  # noqa: E402
+from model.train.optim import OptimConfig, make_optimizer, make_scheduler  # noqa: E402
+from model.train.trainable import MagrefModel  # noqa: E402
 
 # Wan2.1's 1.3B shape with the I2V input (36 channels, CLIP image context), as Wan2.1-Fun-1.3B-InP.
 REAL_1_3B = dict(REAL_14B, num_attention_heads=12, ffn_dim=8960, num_layers=30, added_kv_proj_dim=1536)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, mode: str, cached: bool, cluster) -> dict:
     model = MagrefModel(transformer, disentangler).to(device).train()
     model = distributed.wrap(model, cluster, shard=not lora)
     optimizer = make_optimizer(distributed.unwrap(model), OptimConfig(), cluster.device)
-    scheduler = make_scheduler(optimizer, OptimConfig())
+    scheduler = make_scheduler(optimizer, OptimConfig(), args.warmup + args.steps)
     params = [p for p in model.parameters() if p.requires_grad]
     config = TrainConfig(out="-")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()

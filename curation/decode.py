@@ -1,14 +1,10 @@
-"""Decoding frames with PyAV: a frame range at a target fps and size, threaded, with seeks.
+"""Opening videos for decoding with PyAV: strict error handling, threads, output sizes.
 
 Kept apart from ``curation/video.py`` (the stage 0 probe) so each module reads whole.
-Two access patterns matter for throughput:
-
-* ``iter_frames`` walks a range once, in order. Stage 1's scan uses it on the whole
-  video, so a video is decoded once for scenes, motion and aesthetics together.
-* ``prefetched`` runs a frame iterator in a thread ahead of a consumer that does
-  per-frame work (the scan), so decoding and that work overlap.
-* ``read_frames`` fetches chosen frames of a clip (the captioner's samples), seeking to
-  the keyframe before the range instead of decoding from the start of the video.
+Frames are chosen by ``curation/frames.py`` (presentation times, right on variable frame
+rate) and by stage 1's scan (``curation/clips/scan.py``); ``prefetched`` runs a frame
+iterator in a thread ahead of a consumer that does per-frame work (the scan), so decoding
+and that work overlap.
 
 Scaling happens in the decode path: ``VideoFrame.reformat`` hands the YUV frame to
 swscale, which converts and scales in one pass, so a 720p frame never exists as a
@@ -22,15 +18,13 @@ count its header promised raises ``IncompleteVideoError``.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Iterator, Sequence, TypeVar
+from typing import Iterator, TypeVar
 
 import av
-import numpy as np
 
 from curation.sources import open_binary
 
@@ -46,11 +40,21 @@ class IncompleteVideoError(RuntimeError):
     """A video whose frames stop, or fail to decode, before its header says they end."""
 
 
+def open_container(uri: str) -> av.container.InputContainer:
+    """Open ``uri`` (local path or pyarrow URI) for reading: the one place videos are opened.
+
+    Container and stream metadata are decoded with replacement: real footage (QuickTime
+    writers) carries handler names in legacy code pages, and PyAV's strict default turns
+    such a valid file into a ``UnicodeDecodeError`` before any frame is read.
+    """
+    source = uri if "://" not in uri else open_binary(uri)
+    return av.open(source, mode="r", metadata_errors="replace")
+
+
 @contextmanager
 def open_video(uri: str, threads: int = 0, strict: bool = True):
     """Open ``uri`` (local path or pyarrow URI) and yield ``(container, video_stream)``."""
-    source = uri if "://" not in uri else open_binary(uri)
-    container = av.open(source, mode="r")
+    container = open_container(uri)
     try:
         if not container.streams.video:
             raise IncompleteVideoError(f"{uri}: no video stream")
@@ -72,96 +76,12 @@ def stream_fps(stream: av.video.stream.VideoStream) -> float:
     raise IncompleteVideoError("the video stream declares no frame rate")
 
 
-def frame_index(frame: av.VideoFrame, stream: av.video.stream.VideoStream, fps: float) -> int | None:
-    """The frame's index counted from the stream start, from its timestamp (seek-proof)."""
-    pts = frame.pts if frame.pts is not None else frame.dts
-    if pts is None or stream.time_base is None:
-        return None
-    start = stream.start_time or 0
-    return int(round(float((pts - start) * stream.time_base) * fps))
-
-
 def target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     """(width, height) with the short side scaled to ``short_side``, even sizes, aspect kept."""
     if not short_side or min(width, height) <= short_side:
         return width - width % 2 or width, height - height % 2 or height
     scale = short_side / min(width, height)
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
-
-
-def pick_indices(start: int, end: int, source_fps: float, fps: float | None) -> list[int]:
-    """Frame indices in [start, end) that sample the range at ``fps`` (all frames if None)."""
-    if not fps or fps >= source_fps:
-        return list(range(start, end))
-    step = source_fps / fps
-    count = max(1, int(math.floor((end - start) / step)))
-    return sorted({min(end - 1, start + int(round(k * step))) for k in range(count)})
-
-
-def iter_frames(uri: str, start_frame: int = 0, end_frame: int | None = None, *,
-                fps: float | None = None, short_side: int | None = None,
-                size: tuple[int, int] | None = None, format: str = "rgb24",
-                expected_frames: int | None = None, strict: bool = True, threads: int = 0,
-                interpolation: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, array)`` for frames in ``[start_frame, end_frame)``.
-
-    ``fps`` subsamples to a target rate; ``size=(w, h)`` or ``short_side`` scales in the
-    decode path. A range that does not start at 0 seeks to the keyframe before it.
-    ``expected_frames`` (the probe's count) turns a stream that stops early into an
-    ``IncompleteVideoError`` when the range runs to the end.
-    """
-    with open_video(uri, threads=threads, strict=strict) as (container, stream):
-        source_fps = stream_fps(stream)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        out_w, out_h = size or target_size(width, height, short_side)
-        last = end_frame if end_frame is not None else (expected_frames or 1 << 40)
-        wanted = set(pick_indices(start_frame, last, source_fps, fps)) if fps else None
-        if start_frame > 0:
-            seconds = start_frame / source_fps + (stream.start_time or 0) * float(stream.time_base)
-            container.seek(int(seconds / float(stream.time_base)), stream=stream, backward=True)
-        previous, reached_end = -1, False
-        try:
-            for frame in container.decode(stream):
-                index = frame_index(frame, stream, source_fps)
-                index = previous + 1 if index is None or index <= previous else index
-                previous = index
-                if index >= last:
-                    reached_end = True
-                    break
-                if index < start_frame or (wanted is not None and index not in wanted):
-                    continue
-                yield index, frame.to_ndarray(width=out_w, height=out_h, format=format, interpolation=interpolation)
-        except av.error.FFmpegError as err:
-            raise IncompleteVideoError(f"{uri}: decoding failed after frame {previous} "
-                                       f"({type(err).__name__}: {err})") from err
-        if reached_end:
-            return
-        declared = end_frame if end_frame is not None else expected_frames
-        if declared and previous + 1 < declared * (1 - FRAME_COUNT_TOLERANCE):
-            raise IncompleteVideoError(f"{uri}: the stream ends at frame {previous + 1}, "
-                                       f"before frame {declared} that was expected")
-
-
-def read_frames(uri: str, indices: Sequence[int], *, short_side: int | None = None,
-                size: tuple[int, int] | None = None, format: str = "rgb24",
-                strict: bool = True, interpolation: str | None = None) -> list[np.ndarray]:
-    """The frames at ``indices`` (sorted, unique), with one seek to the first of them.
-
-    Raises ``IncompleteVideoError`` if any asked-for frame is missing.
-    """
-    wanted = sorted(set(int(i) for i in indices))
-    if not wanted:
-        return []
-    got: dict[int, np.ndarray] = {}
-    targets = set(wanted)
-    for index, array in iter_frames(uri, wanted[0], wanted[-1] + 1, short_side=short_side,
-                                    size=size, format=format, strict=strict, interpolation=interpolation):
-        if index in targets:
-            got[index] = array
-    missing = [i for i in wanted if i not in got]
-    if missing:
-        raise IncompleteVideoError(f"{uri}: frames {missing[:5]} did not decode")
-    return [got[i] for i in wanted]
 
 
 def decode_all(uri: str, threads: int = 0) -> int:

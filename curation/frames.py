@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from curation.decode import IncompleteVideoError, open_video, stream_fps, target_size
 from curation.envelope import apply_to_live, put_column, settle_failures
+from schemas.tables import INPUT
 
 FRAMES = "_frames"  # the private column: npz bytes, see encode_frames
 DEFAULT_SET = "frames"
@@ -394,8 +395,6 @@ class FrameReader:
         return settle_failures(result, failed, self.schema)
 
     def _read(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
-        from schemas.tables import INPUT
-
         missing = [c for c in CLIP_COLUMNS if c not in live.column_names]
         if missing:
             raise KeyError(f"FrameReader needs clip columns {missing}; the stage must read them")

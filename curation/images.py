@@ -9,11 +9,21 @@ reads those PNGs back; doing it in one place keeps the conventions one: boxes ar
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 Box = tuple[float, float, float, float]  # x, y, w, h in source pixels
+
+# What PIL raises on a file that is not an image, is truncated or is not bytes at all:
+# callers catch these to turn a bad image into their own error naming the record.
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, TypeError, ValueError)
+
+# The OpenAI CLIP normalisation (transformers' ``OPENAI_CLIP_MEAN`` / ``OPENAI_CLIP_STD``),
+# shared by Qwen2.5-VL's vision tower and Wan2.1's CLIP image encoder.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def encode_png(array: np.ndarray, compress_level: int = 3) -> bytes:
@@ -46,12 +56,20 @@ def encode_mask(mask: np.ndarray, compress_level: int = 3) -> bytes:
     return buffer.getvalue()
 
 
+def read_image(source: bytes | str | Path) -> Image.Image:
+    """PNG (or any image PIL reads) bytes or a file, read whole now: a bad image fails here,
+    with one of ``IMAGE_ERRORS``, not later inside a model."""
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+        image.load()
+        return image.copy()
+
+
 def decode_png(data: bytes, mode: str | None = None) -> np.ndarray:
     """PNG (or any image PIL reads) bytes -> array; ``mode`` converts ("RGB", "RGBA", "L")."""
-    with Image.open(io.BytesIO(data)) as image:
-        if mode and image.mode != mode:
-            image = image.convert(mode)
-        return np.asarray(image).copy()
+    image = read_image(data)
+    if mode and image.mode != mode:
+        image = image.convert(mode)
+    return np.asarray(image).copy()
 
 
 def mask_box(mask: np.ndarray) -> Box | None:

@@ -19,6 +19,7 @@ dataclass holding model + processor).
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 from dataclasses import dataclass
@@ -167,5 +168,12 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """``python -m curation.models``: the roles and their default sources, one a line."""
+    argparse.ArgumentParser(description="List the model roles the registry knows and their defaults.").parse_args(argv)
     print(describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,8 +9,9 @@ and each number has one owner:
 * ``TaskPool``: a step with no model to keep loaded runs as plain Ray tasks, which start
   in milliseconds (an actor pool costs seconds). It has no ``actors`` or ``num_gpus``.
 * ``ActorPool``: a step that loads a model runs on up to ``actors`` actors, each loading
-  it once; ``num_gpus`` is asked for only when the cluster has GPUs, so one config runs
-  anywhere.
+  it once; ``num_gpus`` is its declaration, asked for when the job's ``--gpus`` decides
+  GPUs (``pipelines/wiring.py``: on a cluster that has or can start GPU nodes), so one
+  config runs anywhere.
 
 ``batch_size`` is the rows per call, or, for an operator that declares
 ``whole_inputs = True``, the *inputs* per call: the wiring then hands it every row of
@@ -19,16 +20,28 @@ each input together (see ``pipelines/job.py``, ``map_operator``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import MISSING, dataclass, field
+from typing import Any, Callable, ClassVar
+
+
+def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None) -> Any:
+    """A config field with its ``--help`` text in the field's metadata.
+
+    ``pipelines/config.py`` ``key_help`` lists every key with this text, so the meaning is
+    written once, on the field, where code and help cannot drift apart. ``factory`` is
+    ``default_factory`` (nested configs, lists); neither default nor factory: a required key.
+    """
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TaskPool:
     """Stateless step: plain Ray tasks of ``batch_size`` rows (or inputs), ``num_cpus`` each."""
 
-    batch_size: int = 8  # rows (or whole inputs) per task
-    num_cpus: float = 0.5  # CPUs each task asks of Ray
+    batch_size: int = setting(8, help="rows (or whole inputs) per task")
+    num_cpus: float = setting(0.5, help="CPUs each task asks of Ray")
 
     # Keys of ActorPool that mean nothing here; the config loader says why when one is set.
     REJECTED: ClassVar[dict[str, str]] = {
@@ -42,12 +55,12 @@ class TaskPool:
 
 @dataclass
 class ActorPool:
-    """Model step: up to ``actors`` actors, each asking ``num_cpus`` and (when GPUs exist) ``num_gpus``."""
+    """Model step: up to ``actors`` actors, each asking ``num_cpus`` and (when the job uses GPUs) ``num_gpus``."""
 
-    actors: int = 1  # at most this many actors, each loading the model once
-    batch_size: int = 8  # rows (or whole inputs) per call: the model's batch
-    num_cpus: float = 0.5  # CPUs each actor asks of Ray
-    num_gpus: float = 0.0  # GPUs each actor asks, only when the cluster has GPUs (fractions share one)
+    actors: int = setting(1, help="at most this many actors, each loading the model once")
+    batch_size: int = setting(8, help="rows (or whole inputs) per call: the model's batch")
+    num_cpus: float = setting(0.5, help="CPUs each actor asks of Ray")
+    num_gpus: float = setting(0.0, help="GPUs each actor asks when the job uses GPUs (--gpus; fractions share one)")
 
     def __post_init__(self) -> None:
         _check(self.batch_size, self.num_cpus)

@@ -415,3 +415,23 @@ def object_frames(count: int, height: int, width: int, seed: int = 0) -> Iterabl
 def objects_video(path: str | os.PathLike, seconds: float = 2.0, height: int = 96, width: int = 128,
                   seed: int = 0, fps: int = FPS) -> Path:
     return write_video(path, object_frames(int(seconds * fps), height, width, seed), fps=fps)
+
+
+def legacy_handler_video(path: str | os.PathLike, seconds: float = 1.0, **kwargs) -> Path:
+    """A valid H.264 mp4 whose ``hdlr`` handler names are bytes in a legacy code page.
+
+    QuickTime-written stock footage does this; PyAV's strict metadata decoding then
+    refuses a file every decoder plays. The names keep their length, so the file stays valid.
+    """
+    path = moving_video(path, seconds=seconds, **kwargs)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"hdlr")
+    while at >= 4:
+        size = int.from_bytes(data[at - 4:at], "big")
+        name_start, name_end = at + 28, at - 4 + size  # type, flags, pre_defined, handler type, reserved
+        for i in range(name_start, name_end):
+            if data[i]:
+                data[i] = 0xE9  # 'é' in Latin-1; not valid UTF-8 on its own
+        at = data.find(b"hdlr", at + 4)
+    path.write_bytes(bytes(data))
+    return path

@@ -13,9 +13,9 @@ from typing import Any
 import av
 import pyarrow as pa
 
-from curation.decode import IncompleteVideoError, stream_fps
+from curation.decode import IncompleteVideoError, open_container, stream_fps
 from curation.envelope import per_input, to_table
-from curation.operator import TaskPool
+from curation.operator import TaskPool, setting
 from curation.sources import open_binary, size_of
 from schemas.ids import video_id_of
 from schemas.tables import VIDEOS
@@ -29,8 +29,8 @@ class BadVideoError(ValueError):
 class ProbeConfig:
     """Stage 0 settings. ``min_side`` rejects videos too small to hold a subject."""
 
-    min_side: int = 16  # pixels; a smaller frame cannot hold a subject
-    decode_check: bool = True  # decode the first frame too: headers lie
+    min_side: int = setting(16, help="pixels; a smaller frame cannot hold a subject")
+    decode_check: bool = setting(True, help="decode the first frame too: headers lie")
     pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=0.5))
 
     def __post_init__(self) -> None:
@@ -46,7 +46,7 @@ def probe_video(uri: str, config: ProbeConfig = ProbeConfig()) -> dict[str, Any]
     with open_binary(uri) as stream:
         video_id = video_id_of(stream)
     try:
-        container = av.open(uri if "://" not in uri else open_binary(uri), mode="r")
+        container = open_container(uri)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise BadVideoError(f"{uri}: not a readable video container ({type(err).__name__}: {err})") from err
     with container:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from curation.images import CLIP_MEAN, CLIP_STD  # OpenAI CLIP's, which Wan's CLIP image encoder uses
 from schemas.samples import MAX_REFERENCES  # noqa: F401 - the canvas limit has one owner: the samples contract
 
 # Smallest grid (count of cells) that holds n references, and its (cols, rows).
@@ -40,9 +41,6 @@ WHITE = (255, 255, 255)
 VAE_STRIDE = 8          # Wan VAE spatial compression
 VAE_TEMPORAL_STRIDE = 4  # Wan VAE temporal compression; also the number of mask channels
 SIZE_MULTIPLE = 16       # VAE stride 8 × transformer patch 2
-# OpenAI CLIP's normalisation, which Wan's CLIP (open-clip XLM-RoBERTa ViT-H/14) uses.
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ConditioningError(ValueError):
@@ -176,8 +174,8 @@ def canvas_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def clip_canvas_pixels(canvas: Image.Image | torch.Tensor, size: int,
-                       mean: Sequence[float] = OPENAI_CLIP_MEAN,
-                       std: Sequence[float] = OPENAI_CLIP_STD) -> torch.Tensor:
+                       mean: Sequence[float] = CLIP_MEAN,
+                       std: Sequence[float] = CLIP_STD) -> torch.Tensor:
     """The CLIP encoder's input as the release builds it: the *whole* canvas, squashed.
 
     Wan's ``CLIPModel.visual`` (used unchanged by MAGREF) resizes the [-1, 1] canvas to

@@ -35,10 +35,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from curation.images import CLIP_MEAN, CLIP_STD
 from curation.models import pick_device
 from model.conditioning import (
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
     VAE_STRIDE,
     VAE_TEMPORAL_STRIDE,
     Canvas,
@@ -202,8 +201,8 @@ class MagrefPipeline(DiffusionPipeline):
         if clip_input == "squash":
             if self.image_encoder is None:
                 raise ValueError("clip_input='squash' needs the pipeline's image_encoder")
-            mean = getattr(self.image_processor, "image_mean", None) or OPENAI_CLIP_MEAN
-            std = getattr(self.image_processor, "image_std", None) or OPENAI_CLIP_STD
+            mean = getattr(self.image_processor, "image_mean", None) or CLIP_MEAN
+            std = getattr(self.image_processor, "image_std", None) or CLIP_STD
             return clip_canvas_pixels(image, self.image_encoder.config.image_size, mean, std)
         if clip_input == "crop":
             if self.image_processor is None:

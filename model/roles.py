@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from curation.models import Role, describe, register
+from curation.models import Role, main, register
 
 VIDEO_BACKBONE = register(Role(
     name="video_backbone",
@@ -32,5 +32,5 @@ CURRICULARFACE = register(Role(
     loader="model.evaluate.faces:load_curricularface", tiny="model.evaluate.faces:tiny_curricularface",
     doc="evaluation: OpenS2V FaceSim-Cur (CurricularFace IR-101; user-supplied weights, not built in yet)"))
 
-if __name__ == "__main__":
-    print(describe())
+if __name__ == "__main__":  # curation's listing, now with model's roles registered
+    raise SystemExit(main())

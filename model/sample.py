@@ -8,7 +8,7 @@ Single video::
 Batch: ``--prompt-file FILE`` (the release's ``key@@prompt@@img1@@img2...`` lines; image
 paths relative to the working directory as in the release's ``assets/*.txt``, or to the
 file's folder; an image may be written ``word=path`` to make ``word`` its subject) or
-``--samples T.parquet``
+``--manifest T.parquet``
 (a table of the ``samples`` schema: faces, objects and background become the references,
 their labels the subject words; ``--variants`` takes the generated variants), with
 ``--out-dir DIR``; the model loads once, videos
@@ -20,7 +20,6 @@ Each video is an H.264 mp4 (PyAV) with its canvas beside it as ``NAME.canvas.png
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -29,8 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from curation.images import IMAGE_ERRORS
+from curation.images import read_image as open_image
 from curation.models import load, pick_device
 from model.conditioning import MAX_REFERENCES, ConditioningError, check_video_size
 from model.disentangle import word_spans
@@ -46,7 +47,8 @@ from model.tiny import TINY_DEFAULTS
 from model.tiny import TINY_DEFAULTS as t
 from model.weights.checkpoint import CheckpointError
 from model.weights.lora import load_lora
-from schemas.io import read_manifest
+from schemas.command import Parser, run_command
+from schemas.io import Location, atomic_write, read_manifest
 from schemas.samples import sample_references
 from schemas.validate import SchemaError
 
@@ -72,19 +74,15 @@ def read_image(path: str | os.PathLike, what: str = "reference image") -> Image.
     if not path.is_file():
         raise SampleInputError(f"{what} {str(path)!r} does not exist")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return open_image(path)
+    except IMAGE_ERRORS as exc:
         raise SampleInputError(f"cannot read {what} {str(path)!r}: {exc}") from exc
 
 
 def image_from_bytes(data: bytes, what: str) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, TypeError) as exc:
+        return open_image(data)
+    except IMAGE_ERRORS as exc:
         raise SampleInputError(f"cannot read {what}: {exc}") from exc
 
 
@@ -192,21 +190,14 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """uint8 [F, H, W, 3] → H.264 mp4, written to a temp name and renamed when complete."""
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18"}
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(Location.of(str(path))) as tmp, av.open(tmp.path, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
 
 
 def canvas_path(video: Path) -> Path:
@@ -222,8 +213,8 @@ def preset_defaults(base: str) -> SamplingDefaults:
 
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = argparse.ArgumentParser(prog="python -m model.sample", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m model.sample", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--base", default=DEFAULT_BASE, help="diffusers Wan2.1 I2V dir, hub id, or 'tiny'")
     p.add_argument("--checkpoint",
                    help="MAGREF safetensors file, or a folder: the release as shipped, or what "
@@ -232,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--ref", action="append", default=[], help="reference image (1-8), repeatable")
     src.add_argument("--prompt-file", help="lines key@@prompt@@img1@@img2...")
-    src.add_argument("--samples", help="a samples table (Parquet file or folder, the schemas.tables.SAMPLES schema)")
+    src.add_argument("--manifest", help="a samples table (Parquet file or folder, the schemas.tables.SAMPLES schema)")
+    src.add_argument("--samples", dest="manifest", help=argparse.SUPPRESS)  # the old spelling of --manifest
     p.add_argument("--variants", action="store_true",
-                   help="with --samples: use the generated variants I' where present (default: the originals)")
+                   help="with --manifest: use the generated variants I' where present (default: the originals)")
     p.add_argument("--prompt", help="text prompt (single mode)")
     p.add_argument("--subject", action="append", default=[], help="WORD=REF, repeatable (Eq. 6)")
     p.add_argument("--out", default="out.mp4", help="output mp4 (single mode)")
@@ -268,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def gather_jobs(args: argparse.Namespace) -> list[Job | tuple[str, str]]:
-    modes = [bool(args.ref), bool(args.prompt_file), bool(args.samples)]
+    modes = [bool(args.ref), bool(args.prompt_file), bool(args.manifest)]
     if sum(modes) != 1:
-        raise SampleInputError("give exactly one of --ref (single video), --prompt-file or --samples")
+        raise SampleInputError("give exactly one of --ref (single video), --prompt-file or --manifest")
     if args.ref:
         if not args.prompt:
             raise SampleInputError("--prompt is required with --ref")
@@ -283,9 +275,9 @@ def gather_jobs(args: argparse.Namespace) -> list[Job | tuple[str, str]]:
         if not Path(args.prompt_file).is_file():
             raise SampleInputError(f"prompt file {args.prompt_file!r} does not exist")
         return jobs_from_prompt_file(args.prompt_file, Path(args.out_dir))
-    if not Path(args.samples).exists():
-        raise SampleInputError(f"samples table {args.samples!r} does not exist")
-    return jobs_from_samples(args.samples, Path(args.out_dir), use_variants=args.variants)
+    if not Path(args.manifest).exists():
+        raise SampleInputError(f"--manifest {args.manifest!r} does not exist")
+    return jobs_from_samples(args.manifest, Path(args.out_dir), use_variants=args.variants)
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
@@ -308,6 +300,11 @@ def load_pipeline(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m model.sample``: a user's mistake is one line and exit 2 (``schemas/command.py``)."""
+    return run_command(_sample_command, argv, (SampleInputError, ConditioningError, CheckpointError))
+
+
+def _sample_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     preset = preset_defaults(args.base)
     for arg, field_ in (("height", "height"), ("width", "width"), ("frames", "num_frames"),
@@ -323,9 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lora and not Path(args.lora).is_file():
             raise SampleInputError(f"LoRA file {args.lora!r} does not exist")
         items = gather_jobs(args)
-    except (SampleInputError, ConditioningError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ConditioningError as exc:
+        raise SampleInputError(str(exc)) from None
     single = bool(args.ref)
     jobs = [j for j in items if isinstance(j, Job)]
     failed = [j for j in items if not isinstance(j, Job)]
@@ -337,8 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipe = load_pipeline(args)
             check_rope_capacity(pipe.transformer, args.height, args.width, args.frames)
         except (CheckpointError, ConditioningError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise SampleInputError(str(exc)) from None
     start, written = time.time(), 0
     for n, job in enumerate(todo, 1):
         try:

@@ -10,41 +10,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any, Callable
 
 from curation.models import ROLES, ModelSourceError
 from pipelines.config import ConfigError, key_help, load_config, to_yaml
 from pipelines.run_lock import LockHeld
+from pipelines.wiring import GPU_MODES
+from schemas.command import Parser, UserError, run_command
 from schemas.validate import SchemaError
 
-
-class UserError(Exception):
-    """A mistake the user can fix (missing table, wrong path, bad key): one line, exit 2."""
-
+PROGRESS_MODES = ("auto", "bar", "plain", "off")
 
 USER_ERRORS = (UserError, ConfigError, ModelSourceError, LockHeld, FileNotFoundError, SchemaError)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (usage stays in --help)."""
-
-    def error(self, message: str):  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a job's ``main`` as a command: user mistakes become one stderr line and exit 2.
 
-    Anything else (a bug) keeps its traceback.
+    The one handler every entry point shares (``schemas/command.py``), with the pipelines'
+    own user errors; anything else (a bug) keeps its traceback.
     """
-    try:
-        return main(argv)
-    except USER_ERRORS as err:
-        prog = os.path.basename(sys.argv[0]) or "magref"
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
+    return run_command(main, argv, USER_ERRORS)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every Ray job shares (stages, ``run_all``, the cache job): cluster, GPUs, output."""
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address or 'auto'; default: RAY_ADDRESS if set, else an embedded Ray")
+    parser.add_argument("--gpus", choices=GPU_MODES, default="auto",
+                        help="model steps ask for their declared GPUs (STEP.pool.num_gpus): 'on' always (an "
+                             "autoscaler starts GPU nodes), 'off' never (CPU), 'auto' when the cluster has GPUs "
+                             "or can start GPU nodes (default)")
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                        help="'bar' (tqdm), 'plain' (a line every few seconds, for logs), 'off'; "
+                             "'auto': a bar on a terminal, plain lines otherwise")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own INFO output (execution plans, Ray Data progress, worker logs)")
 
 
 def config_epilog(config_cls: type) -> str:
@@ -59,9 +60,15 @@ def config_epilog(config_cls: type) -> str:
 
 
 def parse_args(stage: str, config_cls: type, description: str | None,
-               argv: list[str] | None = None, input_help: str | None = None) -> tuple[argparse.Namespace, Any]:
+               argv: list[str] | None = None, input_help: str | None = None,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               models_flag: str = "--models") -> tuple[argparse.Namespace, Any]:
+    """A stage's command line: the stage flags, a job's own (``add_arguments``) and the resolved
+    config. ``models_flag``: ``--base`` for jobs whose one model is the backbone."""
     parser = Parser(prog=stage, description=description, epilog=config_epilog(config_cls),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--run-dir", help="run directory (local path or pyarrow filesystem URI); required")
     parser.add_argument("--input", help=input_help or "input table (default: the previous stage's table in RUN)")
     parser.add_argument("--config", help="YAML file with config keys (see --set)")
@@ -69,10 +76,14 @@ def parse_args(stage: str, config_cls: type, description: str | None,
                         help="override one config key, e.g. --set caption.pool.actors=4 (repeatable)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML (which --config reads back) and exit")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster address or 'auto'; default: RAY_ADDRESS if set, else an embedded Ray")
-    parser.add_argument("--models", action="append", default=[], metavar="SOURCE|ROLE=SOURCE",
-                        help="'tiny' (offline random models), 'default' (hub ids), or ROLE=id/dir (repeatable)")
+    add_run_arguments(parser)
+    parser.add_argument("--step-of", help=argparse.SUPPRESS)  # "i/N" when run_all runs this stage
+    if models_flag == "--base":
+        parser.add_argument("--base", dest="models", action="append", default=[], metavar="SOURCE",
+                            help="the backbone: 'tiny' (offline random), a diffusers dir or hub id")
+    else:
+        parser.add_argument("--models", action="append", default=[], metavar="SOURCE|ROLE=SOURCE",
+                            help="'tiny' (offline random models), 'default' (hub ids), or ROLE=id/dir (repeatable)")
     parser.add_argument("--limit", type=int, default=None, help="process at most this many new inputs")
     args = parser.parse_args(argv)
     try:

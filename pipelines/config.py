@@ -11,9 +11,6 @@ expected type and where the value came from.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-import re
 import types
 import typing
 from typing import Any, Mapping
@@ -40,42 +37,21 @@ def flat_keys(cls: type, prefix: str = "") -> list[str]:
 def key_help(cls: type) -> list[tuple[str, Any, str]]:
     """``(dotted key, default, meaning)`` for every settable key, for ``--help``.
 
-    The meaning is the comment written beside (or just above) the field in its dataclass,
-    so the help and the code cannot drift apart.
+    The meaning is the field's ``help`` metadata (``curation.operator.setting``), written on
+    the field itself, so the help and the code cannot drift apart.
     """
     return _help(cls(), "")
 
 
 def _help(config: Any, prefix: str) -> list[tuple[str, Any, str]]:
     rows = []
-    notes = _field_comments(type(config))
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
             rows.extend(_help(value, f"{prefix}{field.name}."))
         else:
-            rows.append((f"{prefix}{field.name}", value, notes.get(field.name, "")))
+            rows.append((f"{prefix}{field.name}", value, field.metadata.get("help", "")))
     return rows
-
-
-@functools.lru_cache(maxsize=None)
-def _field_comments(cls: type) -> dict[str, str]:
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return {}
-    notes: dict[str, str] = {}
-    above: list[str] = []
-    for line in lines[1:]:
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            above.append(stripped.lstrip("# "))
-            continue
-        match = re.match(r"\s+(\w+)\s*:[^=#]*(?:=[^#]*)?(?:#\s*(.*))?$", line)
-        if match and not stripped.startswith(("def ", "@", "return", "if ", "raise")):
-            notes[match.group(1)] = " ".join(filter(None, [*above, match.group(2) or ""])).strip()
-        above = []
-    return notes
 
 
 def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:

@@ -1,6 +1,6 @@
 """The contact sheet of a run: one self-contained HTML file to look at what a run made.
 
-    python -m pipelines.inspect_run RUN --html out.html [--html-samples 100] [--per-reason 4]
+    python -m pipelines.inspect_run --run-dir RUN --html out.html [--html-samples 100] [--per-reason 4]
 
 Per sample a card: a strip of the clip's frames, the caption with its subject words
 highlighted, each reference beside its variant (with where the variant came from), the

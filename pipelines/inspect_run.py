@@ -1,8 +1,8 @@
 """Check a run directory's books: every input in exactly one place, every part readable.
 
-    python -m pipelines.inspect_run RUN [--json]
-    python -m pipelines.inspect_run RUN --html out.html   # the contact sheet (pipelines/contact_sheet.py)
-    python -m pipelines.inspect_run RUN --sample SAMPLE_ID  # one training record, readably
+    python -m pipelines.inspect_run --run-dir RUN [--json]
+    python -m pipelines.inspect_run --run-dir RUN --html out.html   # the contact sheet (pipelines/contact_sheet.py)
+    python -m pipelines.inspect_run --run-dir RUN --sample SAMPLE_ID  # one training record, readably
 
 For each stage that has run: its inputs as the stage declares them (``pipelines/job.py``
 ``STAGES``: e.g. stages 2-4 take kept clips only; stage 0 the uris it was pointed at), the ledger rows, the output rows by status and the error
@@ -19,13 +19,14 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from pipelines.cli import Parser, UserError, cli  # noqa: E402
-from pipelines.ledger import RunDir  # noqa: E402
-from pipelines.stages import STAGES  # noqa: E402
-from schemas.tables import key_of  # noqa: E402
-from schemas.validate import SchemaError  # noqa: E402
+from curation.sources import list_inputs
+from curation.thumbnails import thumbnail
+from pipelines.cli import Parser, UserError, cli
+from pipelines.contact_sheet import contact_sheet
+from pipelines.ledger import RunDir
+from pipelines.stages import STAGES
+from schemas.tables import key_of, schema_for
+from schemas.validate import SchemaError
 
 
 def inspect(run: RunDir) -> dict:
@@ -87,8 +88,6 @@ def _first_broken(run: RunDir, stage, ledger_rows: list[dict]) -> str | None:
     """
     import pyarrow.parquet as pq
 
-    from schemas.tables import schema_for
-
     folder = run.table(stage.table)
     by_part: dict[str, list[dict]] = collections.defaultdict(list)
     for row in ledger_rows:
@@ -121,8 +120,6 @@ def _inputs_of(run: RunDir, stage) -> set[str] | None:
         source = state.get("stages", {}).get(stage.name, {}).get("last_run", {}).get("input")
         if not source:
             return None
-        from curation.sources import list_inputs
-
         try:
             return set(list_inputs(source))
         except FileNotFoundError:
@@ -164,7 +161,7 @@ def render_samples(run: RunDir, limit: int = 20) -> str:
                      f"{', '.join(row['subject_words'] or [])}")
     if total > len(rows):
         lines.append(f"  ... {total - len(rows)} more")
-    lines.append(f"  look at them: python -m pipelines.inspect_run {run.root.uri()} --html sheet.html "
+    lines.append(f"  look at them: python -m pipelines.inspect_run --run-dir {run.root.uri()} --html sheet.html "
                  f"(or --sample SAMPLE_ID)")
     return "\n".join(lines)
 
@@ -173,8 +170,6 @@ def describe_sample(run: RunDir, sample_id: str) -> str | None:
     """One ``samples`` row as text: clip, caption, words, each reference with its variant, provenance."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
-
-    from curation.thumbnails import thumbnail
 
     folder = run.table("samples")
     if not folder.exists():
@@ -207,13 +202,17 @@ def describe_sample(run: RunDir, sample_id: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir")
+    parser.add_argument("--run-dir", help="the run directory to check (required)")
+    parser.add_argument("run_dir_arg", nargs="?", help=argparse.SUPPRESS)  # the old positional form
     parser.add_argument("--json", action="store_true", help="print the books as JSON")
     parser.add_argument("--html", metavar="OUT.html", help="also write the run's contact sheet (self-contained HTML)")
     parser.add_argument("--html-samples", type=int, default=100, help="samples shown in the contact sheet")
     parser.add_argument("--per-reason", type=int, default=4, help="dropped rows shown per reason")
     parser.add_argument("--sample", metavar="SAMPLE_ID", help="print one sample record and exit")
     args = parser.parse_args(argv)
+    args.run_dir = args.run_dir or args.run_dir_arg
+    if not args.run_dir:
+        parser.error("the following arguments are required: --run-dir")
     run = RunDir.of(args.run_dir)
     if not run.root.exists():
         raise UserError(f"{args.run_dir}: no such run directory")
@@ -221,14 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         text = describe_sample(run, args.sample)
         if text is None:
             raise UserError(f"no sample {args.sample!r} in {run.table('samples').uri()}; see them all with "
-                            f"python -m pipelines.inspect_run {args.run_dir} --html sheet.html")
+                            f"python -m pipelines.inspect_run --run-dir {args.run_dir} --html sheet.html")
         print(text)
         return 0
     books = inspect(run)
     print(json.dumps(books, indent=2) if args.json else render(books))
     if args.html:
-        from pipelines.contact_sheet import contact_sheet
-
         with open(args.html, "w", encoding="utf-8") as out:
             out.write(contact_sheet(run, render(books), args.html_samples, args.per_reason))
         print(f"contact sheet: {os.path.abspath(args.html)}")

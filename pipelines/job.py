@@ -16,12 +16,13 @@ block invariant.
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
+import threading
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,26 +32,37 @@ from curation.models import resolve
 from pipelines.cli import parse_args
 from pipelines.config import to_dict
 from pipelines.ledger import RunDir, clean_orphans, commit, totals
+from pipelines.progress import Progress
 from pipelines.report import Report, versions
-from pipelines.run_lock import StageLock
+from pipelines.run_lock import StageLock, update_run_record
 from pipelines.stages import Stage
-from pipelines.wiring import init_ray
+from pipelines.wiring import GPU_STEPS, USE_GPUS, init_ray, use_gpus
+from schemas.command import LOG, configure_logging
 from schemas.io import read_manifest
 from schemas.tables import INPUT
+
+# A job whose GPU steps find no GPU after this long says so (once): an autoscaler that
+# cannot start the node type, or --gpus on where no GPU exists, would otherwise wait silently.
+GPU_WAIT_S = float(os.environ.get("MAGREF_GPU_WAIT_S", "600"))
 
 
 class StageJob:
     """One stage run: ``with StageJob(...) as job:`` brackets the lock, Ray, resume and the report."""
 
     def __init__(self, stage: Stage, config_cls: type, description: str | None,
-                 argv: list[str] | None = None, input_help: str | None = None):
+                 argv: list[str] | None = None, input_help: str | None = None,
+                 add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 models_flag: str = "--models"):
         self.stage = stage
         self.argv = list(sys.argv[1:] if argv is None else argv)
-        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help)
+        self.args, self.config = parse_args(stage.name, config_cls, description, self.argv, input_help,
+                                            add_arguments, models_flag)
         self.run = RunDir.of(self.args.run_dir)
         self.report = Report(stage.name)
         self.lock = StageLock(self.run.root, stage.name)
         self._owns_ray = False
+        self._gpus: bool | None = None
+        configure_logging(self.args.verbose)
         for role in stage.roles:  # a wrong model source fails here, not inside a Ray actor
             resolve(role, self.models)
 
@@ -62,14 +74,14 @@ class StageJob:
         self._started = time.perf_counter()
         note = self.lock.acquire()
         if note:
-            print(note, flush=True)
+            LOG.info(note)
         try:
             removed = clean_orphans(self.run, self.stage.name, self.table)
         except BaseException:
             self.lock.release()
             raise
         if removed:
-            print(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run", flush=True)
+            LOG.info(f"[{self.stage.name}] removed {removed} uncommitted part(s) left by an interrupted run")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -84,6 +96,14 @@ class StageJob:
                 import ray
 
                 ray.shutdown()
+
+    @property
+    def gpus(self) -> bool:
+        """Whether this job's model steps ask for their declared GPUs (``--gpus``, decided once)."""
+        if self._gpus is None:
+            self._owns_ray = init_ray(self.args.address, self.args.verbose) or self._owns_ray
+            self._gpus = use_gpus(self.args.gpus)
+        return self._gpus
 
     @property
     def models(self) -> str | dict[str, str]:
@@ -117,47 +137,63 @@ class StageJob:
         # first operator can already settle an input or hand it to a whole-input step.
         return put_column(todo, INPUT, todo.column(id_column).combine_chunks())
 
-    def dataset(self, table: pa.Table, rows_per_block: int):
+    def dataset(self, table: pa.Table, rows_per_block: int, together: str | None = None):
         """A Ray dataset of ``table`` cut into blocks, so a pool can share the work.
 
         Ray never re-cuts a block afterwards (``target_max_block_size=None``): that keeps
         all rows of an input together, which commits and whole-input operators rely on.
+        ``together`` names a column whose equal values (on adjacent rows) never span two blocks.
         """
         import ray.data
 
-        self._owns_ray = init_ray(self.args.address) or self._owns_ray
-        step = max(1, rows_per_block)
-        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        gpus = self.gpus  # starts or joins Ray, then the one GPU decision
+        ds = ray.data.from_arrow(_blocks(table, max(1, rows_per_block), together))
         ds.context.target_max_block_size = None
+        ds.context.set_config(USE_GPUS, gpus)
+        ds.context.set_config(GPU_STEPS, [])
         return ds
 
     def write(self, ds) -> None:
-        """Commit every block (outputs, errors, ledger) and tally the report."""
+        """Commit every block (outputs, errors, ledger), tally the report, advance the progress display."""
         committed = ds.map_batches(commit, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage.name,
                                                       "table": self.table},
                                    batch_size=None, batch_format="pyarrow", num_cpus=0.25)
-        for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for summary in batch.to_pylist():
-                self.report.add(summary)
+        label = f"[{self.args.step_of}] {self.stage.name}" if self.args.step_of else self.stage.name
+        progress = Progress(label, self.report.selected, self.args.progress)
+        watchdog = threading.Timer(GPU_WAIT_S, _warn_no_gpu, (self.stage.name, ds.context.get_config(GPU_STEPS, [])))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for batch in committed.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for summary in batch.to_pylist():
+                    self.report.add(summary)
+                    progress.update(summary["inputs"])
+        finally:
+            watchdog.cancel()
+            progress.close()
 
     def _write_run_json(self) -> None:
-        path = self.run.root.join("run.json")
-        fs = self.run.root.fs
-        state: dict[str, Any] = {"stages": {}}
-        if path.exists():
-            with fs.open_input_stream(path.path) as stream:
-                state = json.loads(stream.read().decode() or "{}") or {"stages": {}}
+        """This stage's entry of ``run.json``, written under the run-level lock (stages run at once)."""
         last = {**self.report.as_dict(), "finished": datetime.now(timezone.utc).isoformat(),
                 "argv": self.argv, "input": self.args.input, "models": self.models}
-        entry = state.setdefault("stages", {}).setdefault(self.stage.name, {})
-        entry.update({"table": self.table, "config": to_dict(self.config), "versions": versions(),
-                      "last_run": last, "totals": totals(self.run.read_ledger(self.stage.name))})
-        entry["history"] = (entry.get("history", []) + [last])[-20:]
-        fs.create_dir(self.run.root.path, recursive=True)
-        tmp = self.run.root.join(f".run.json.{os.getpid()}.tmp")
-        with fs.open_output_stream(tmp.path) as stream:
-            stream.write(json.dumps(state, indent=2, default=str).encode())
-        fs.move(tmp.path, path.path)
+        record = {"table": self.table, "config": to_dict(self.config), "versions": versions(),
+                  "last_run": last, "totals": totals(self.run.read_ledger(self.stage.name))}
+
+        def change(state: dict[str, Any]) -> None:
+            entry = state.setdefault("stages", {}).setdefault(self.stage.name, {})
+            entry.update(record)
+            entry["history"] = (entry.get("history", []) + [last])[-20:]
+
+        update_run_record(self.run.root, change)
+
+
+def _warn_no_gpu(stage: str, steps: list[str]) -> None:
+    """One line when the job's GPU steps have waited ``GPU_WAIT_S`` and the cluster still has no GPU."""
+    import ray
+
+    if steps and ray.is_initialized() and not ray.cluster_resources().get("GPU", 0):
+        LOG.warning(f"[{stage}] waited {GPU_WAIT_S:.0f} s for a GPU for step(s) {', '.join(steps)}: none is up "
+                    "(can the autoscaler start a GPU node type? --gpus off runs them on CPU)")
 
 
 def _first_index(values: list[Any]) -> list[int]:
@@ -165,3 +201,16 @@ def _first_index(values: list[Any]) -> list[int]:
     for i, value in enumerate(values):
         seen.setdefault(value, i)
     return sorted(seen.values())
+
+
+def _blocks(table: pa.Table, step: int, together: str | None) -> list[pa.Table]:
+    """``table`` in slices of about ``step`` rows; a run of equal ``together`` values stays in one."""
+    if together is None:
+        return [table.slice(i, step) for i in range(0, table.num_rows, step)]
+    values = table.column(together).to_pylist()
+    blocks, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or (i - start >= step and values[i] != values[i - 1]):
+            blocks.append(table.slice(start, i - start))
+            start = i
+    return blocks

@@ -2,9 +2,10 @@
 
 Stage 4 and the samples assembly need, per clip, its faces (stage 3), its objects (stage
 2), its variants and background (stage 4) and its identities' cross-clip partners. The
-driver hands out clip rows only; each task reads the rows of *its* clips with the clip
-ids pushed down into the Parquet reader, so images never pass through the driver and a
-task reads only what its clips need. ``curation/pairs`` then works on plain rows and
+driver hands out clip rows that carry the files their rows live in
+(``pipelines/lookup.py``, one index scan per table per job); each task opens only those
+files, with the clip ids pushed down into the Parquet reader, so images never pass
+through the driver and a task's cost does not grow with the run. ``curation/pairs`` then works on plain rows and
 knows nothing about tables.
 
 ``ready`` decides which clips a stage may take now: those that every stage it builds on
@@ -15,17 +16,25 @@ failure (a sample without its faces would be silently incomplete).
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.envelope import per_input, put_column, to_table
 from curation.pairs.assemble import AssembleConfig, assemble_sample, best_face_per_identity
-from curation.pairs.cross_clip import best_partners
 from curation.pairs.requests import requests_for_clip
 from pipelines.ledger import RunDir
-from schemas.tables import INPUT, SAMPLES
+from pipelines.lookup import (
+    FILES,
+    PARTNER_FILES,
+    PARTNER_OBJECT_FILES,
+    attach_files,
+    attach_partners,
+    partners_of,
+    rows_in,
+)
+from schemas.tables import INPUT, KEPT, SAMPLES
 
 UPSTREAM_ERROR = "_upstream_error"  # private column: why a stage this one builds on failed on the clip
 FACE_COLUMNS = ["face_id", "clip_id", "identity_id", "segment", "frame", "box", "det_score", "rank", "selected", "crop", "status",
@@ -74,13 +83,6 @@ def wait_for_identities(run: RunDir, clips: pa.Table) -> tuple[pa.Table, int]:
     return kept, clips.num_rows - kept.num_rows
 
 
-def _rows(run: RunDir, kind: str, columns: list[str], column: str, ids: list[str], **equal: Any) -> list[dict]:
-    if not ids or not run.has(kind):
-        return []
-    where = [(column, "in", ids)] + [(name, "==", value) for name, value in equal.items()]
-    return run.read(kind, columns, where).to_pylist()
-
-
 def _by_clip(rows: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for row in rows:
@@ -96,14 +98,19 @@ def _check_upstream(row: dict) -> None:
 class ClipReferences:
     """Stage 4, first step (CPU tasks): each clip's faces and objects -> rows for the editor and inpainter."""
 
-    def __init__(self, run_uri: str, scope: str = "used", variants: bool = True, background: bool = True):
+    def __init__(self, run_uri: str | RunDir, scope: str = "used", variants: bool = True, background: bool = True):
         self.run, self.scope, self.variants, self.background = RunDir.of(run_uri), scope, variants, background
+
+    @staticmethod
+    def lookups(run: RunDir, clips: pa.Table) -> pa.Table:
+        """Driver side, once per job: the files each clip's rows live in."""
+        return attach_files(run, clips, ("faces", "objects"))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         clips = batch.to_pylist()
         ids = [c["clip_id"] for c in clips]
-        faces = _by_clip(_rows(self.run, "faces", FACE_COLUMNS, "clip_id", ids))
-        objects = _by_clip(_rows(self.run, "objects", OBJECT_COLUMNS, "clip_id", ids))
+        faces = _by_clip(rows_in(self.run, clips, FILES["faces"], "faces", FACE_COLUMNS, "clip_id", ids))
+        objects = _by_clip(rows_in(self.run, clips, FILES["objects"], "objects", OBJECT_COLUMNS, "clip_id", ids))
 
         def requests(clip: dict) -> list[dict]:
             _check_upstream(clip)
@@ -116,16 +123,22 @@ class ClipReferences:
 class ClipSamples:
     """The samples assembly (CPU tasks): each clip's rows from stages 1-4 -> its Eq. 19 record."""
 
-    def __init__(self, run_uri: str, config: AssembleConfig):
+    def __init__(self, run_uri: str | RunDir, config: AssembleConfig):
         self.run, self.config = RunDir.of(run_uri), config
+
+    @staticmethod
+    def lookups(run: RunDir, clips: pa.Table, cross_clip: bool = True) -> pa.Table:
+        """Driver side, once per job: the files each clip's rows live in, and its partners."""
+        clips = attach_files(run, clips, ("faces", "objects", "pairs"))
+        return attach_partners(run, clips) if cross_clip else clips
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         clips = batch.to_pylist()
         ids = [c["clip_id"] for c in clips]
-        faces = _by_clip(_rows(self.run, "faces", FACE_COLUMNS, "clip_id", ids))
-        objects = _by_clip(_rows(self.run, "objects", OBJECT_COLUMNS, "clip_id", ids))
-        pairs = _by_clip(_rows(self.run, "pairs", PAIR_COLUMNS, "clip_id", ids))
-        partners, partner_faces = self._partners(faces)
+        faces = _by_clip(rows_in(self.run, clips, FILES["faces"], "faces", FACE_COLUMNS, "clip_id", ids))
+        objects = _by_clip(rows_in(self.run, clips, FILES["objects"], "objects", OBJECT_COLUMNS, "clip_id", ids))
+        pairs = _by_clip(rows_in(self.run, clips, FILES["pairs"], "pairs", PAIR_COLUMNS, "clip_id", ids))
+        partners, partner_faces = self._partners(clips)
 
         def sample(clip: dict) -> list[dict]:
             _check_upstream(clip)
@@ -135,19 +148,22 @@ class ClipSamples:
 
         return to_table(per_input(clips, INPUT, sample), SAMPLES)
 
-    def _partners(self, faces: dict[str, list[dict]]) -> tuple[dict, dict]:
-        """Each identity's best cross-clip partner, and the partners' reference faces."""
+    def _partners(self, clips: list[dict]) -> tuple[dict, dict]:
+        """Each identity's best cross-clip partner (chosen on the driver), and the partners'
+        reference faces (or, for imported object pairs, cut-outs), read from the partners'
+        clips' files only."""
         if not self.config.cross_clip_variants:
             return {}, {}
-        identities = sorted({f["identity_id"] for rows in faces.values() for f in rows if f.get("identity_id")})
-        columns = ["pair_id", "identity_a", "clip_a", "identity_b", "clip_b", "similarity", "status"]
-        found = {r["pair_id"]: r for side in ("identity_a", "identity_b")
-                 for r in _rows(self.run, "cross_pairs", columns, side, identities)}
-        mine = set(identities)
-        partners = {k: v for k, v in best_partners(found.values()).items() if k in mine}
+        partners = partners_of(clips)
         wanted = sorted({p[0] for p in partners.values()})
-        faces_of_partners = _rows(self.run, "faces", FACE_COLUMNS, "identity_id", wanted, selected=True)
-        return partners, best_face_per_identity(faces_of_partners)
+        faces_of_partners = rows_in(self.run, clips, PARTNER_FILES, "faces", FACE_COLUMNS, "identity_id", wanted,
+                                    selected=True)
+        found = best_face_per_identity(faces_of_partners)
+        # Imported datasets pair objects (the identity is the object id): the partner's cut-out.
+        for row in rows_in(self.run, clips, PARTNER_OBJECT_FILES, "objects", OBJECT_COLUMNS, "object_id", wanted,
+                           status=KEPT):
+            found[row["object_id"]] = row
+        return partners, found
 
 
 def summary_line(waiting: dict[str, int]) -> str | None:

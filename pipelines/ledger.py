@@ -38,17 +38,21 @@ import pyarrow.compute as pc
 
 from curation.envelope import drop_failed_siblings
 from schemas.io import Filter, Location, list_parts, read_table, remove_temporaries, write_part
+from schemas.swap import finish_swaps
 from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT, schema_for
 
 LEDGER = "_ledger"
+MERGED = "merged-"  # name of a part compaction wrote: part-<stage>-merged-<hash>
 
 @dataclass(frozen=True)
 class RunDir:
     root: Location
 
     @classmethod
-    def of(cls, uri: str) -> "RunDir":
-        return cls(Location.of(uri))
+    def of(cls, uri: "str | RunDir") -> "RunDir":
+        """The run at ``uri`` (a path or pyarrow URI); a ``RunDir`` passes through (tests hand
+        in a run on a wrapping filesystem)."""
+        return uri if isinstance(uri, RunDir) else cls(Location.of(uri))
 
     def table(self, kind: str) -> Location:
         return self.root.join(kind)
@@ -72,17 +76,31 @@ def block_hash(input_ids: Iterable[str]) -> str:
     return hashlib.blake2b("\n".join(sorted(input_ids)).encode(), digest_size=10).hexdigest()
 
 
+def stage_folders(run: RunDir, stage: str, table: str) -> list[Location]:
+    """The folders a stage writes, in the order a swap finishes them (its ledger last)."""
+    return [run.table(table), run.table("errors"), run.ledger(stage)]
+
+
 def clean_orphans(run: RunDir, stage: str, table: str) -> int:
-    """Delete temporaries and parts of ``stage`` that no ledger part commits."""
-    committed = {os.path.basename(p)[len("part-"):-len(".parquet")] for p in list_parts(run.ledger(stage))}
-    removed = 0
-    for folder in (run.table(table), run.table("errors"), run.ledger(stage)):
-        removed += remove_temporaries(folder)
+    """Delete temporaries and parts of ``stage`` that no ledger row commits.
+
+    First finishes a compaction a kill interrupted (``schemas/swap.py``), so the ledger and
+    the parts agree. Only this stage's own temporaries are touched: ``errors/`` is shared by
+    stages that may be running right now. Merged parts (``pipelines/compact.py``) are never
+    orphans: only a committed swap puts them in place.
+    """
+    folders = stage_folders(run, stage, table)
+    finish_swaps(folders, stage)
+    ledger = run.read_ledger(stage).column("part")
+    committed = set(ledger.unique().to_pylist())
     prefix = f"part-{stage}-"
-    for folder in (run.table(table), run.table("errors")):
+    removed = remove_temporaries(folders[0]) + remove_temporaries(folders[1], prefix)
+    removed += remove_temporaries(folders[2])
+    for folder in folders[:2]:
         for path in list_parts(folder):
             name = os.path.basename(path)
-            if name.startswith(prefix) and name[len(prefix):-len(".parquet")] not in committed:
+            key = name[len(prefix):-len(".parquet")]
+            if name.startswith(prefix) and not key.startswith(MERGED) and key not in committed:
                 folder.fs.delete_file(path)
                 removed += 1
     return removed

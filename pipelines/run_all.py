@@ -15,19 +15,18 @@ Per-stage settings: ``--stage-config clips=clips.yaml`` and ``--set clips.scenes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from pipelines.cli import Parser, UserError, cli  # noqa: E402
-from pipelines.inspect_run import inspect, render, render_samples  # noqa: E402
-from pipelines.ledger import RunDir  # noqa: E402
-from pipelines.stages import STAGES  # noqa: E402
-from pipelines.wiring import init_ray  # noqa: E402
+from curation import synthetic
+from pipelines.cli import Parser, UserError, add_run_arguments, cli
+from pipelines.inspect_run import inspect, render, render_samples
+from pipelines.ledger import RunDir
+from pipelines.stages import STAGES
+from pipelines.wiring import init_ray
+from schemas.command import LOG, configure_logging
 
 # --demo runs tiny random models on CPU (a --set of the user's comes later and wins):
 # * the tiny captioner writes no "Subjects:" line, so stage 2 is told what the demo's
@@ -40,14 +39,8 @@ DEMO_SETTINGS = ("objects.labels.extra=ball,box,person", "objects.filters.theta_
                  "pairs.background.steps=2", "pairs.background.max_masked=1.0")
 
 
-def available_stages() -> list:
-    return [s for s in STAGES if importlib.util.find_spec(f"pipelines.{s.script}") is not None]
-
-
 def make_demo_media(folder: Path) -> Path:
     """A small corpus with known answers: cuts, motion, stillness, a face, objects, and bad files."""
-    from curation import synthetic
-
     if (folder / ".done").exists():
         return folder
     synthetic.cuts_video(folder / "three_scenes.mp4", cuts=[72, 144], num_frames=216)
@@ -60,18 +53,37 @@ def make_demo_media(folder: Path) -> Path:
     return folder
 
 
+def stage_key(module, stage: str, key: str) -> str:
+    """``run_all``'s ``STAGE.STEP.KEY`` as the stage's own ``--set`` key.
+
+    A stage whose config is one section named after the stage (stage 3's ``faces.*``) takes
+    ``faces.pool.actors`` as is, so nobody types ``faces.faces.pool.actors``.
+    """
+    configs = [v for v in vars(module).values()
+               if dataclasses.is_dataclass(v) and isinstance(v, type) and v.__module__ == module.__name__]
+    names = [f.name for f in dataclasses.fields(configs[0])] if len(configs) == 1 else []
+    if names == [stage] and not key.startswith(f"{stage}."):
+        return f"{stage}.{key}"
+    return key
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--run-dir", required=True, help="run directory (local path or pyarrow filesystem URI)")
     parser.add_argument("--input", help="videos for stage 0 (folder, glob, list)")
     parser.add_argument("--demo", action="store_true", help="generate media into RUN/_media and use tiny models")
-    parser.add_argument("--models", action="append", default=[])
-    parser.add_argument("--address", default=None)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--stage-config", action="append", default=[], metavar="STAGE=FILE")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
+    parser.add_argument("--models", action="append", default=[], metavar="SOURCE|ROLE=SOURCE",
+                        help="'tiny', 'default' (hub ids), or ROLE=id/dir (repeatable), for every stage")
+    add_run_arguments(parser)
+    parser.add_argument("--limit", type=int, default=None, help="process at most this many new inputs per stage")
+    parser.add_argument("--stage-config", action="append", default=[], metavar="STAGE=FILE",
+                        help="a stage's YAML config, e.g. clips=clips.yaml (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.STEP.KEY=VALUE",
+                        help="one stage's config key, e.g. --set clips.caption.pool.actors=4, "
+                             "--set faces.pool.actors=2 (repeatable)")
     parser.add_argument("--stages", help="comma-separated subset of stage names to run")
     args = parser.parse_args(argv)
+    configure_logging(args.verbose)
 
     models = args.models or (["tiny"] if args.demo else [])
     if args.demo:
@@ -92,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"unknown stage in {unknown[0]!r}: --stages, --stage-config and --set name one of "
                         f"{', '.join(s.name for s in STAGES)} (e.g. --set clips.scenes.min_seconds=1)")
 
-    owns_ray = init_ray(args.address)
+    owns_ray = init_ray(args.address, args.verbose)
+    todo = [stage for stage in STAGES if not wanted or stage.name in wanted]
     try:
-        for stage in available_stages():
-            if wanted and stage.name not in wanted:
-                continue
-            stage_argv = ["--run-dir", args.run_dir]
+        for i, stage in enumerate(todo, 1):
+            stage_argv = ["--run-dir", args.run_dir, "--step-of", f"{i}/{len(todo)}", "--gpus", args.gpus,
+                          "--progress", args.progress, *(["--verbose"] if args.verbose else [])]
             if stage.input_table is None:
                 stage_argv += ["--input", args.input]
             if args.address:
@@ -108,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                 stage_argv += ["--limit", str(args.limit)]
             if stage.name in configs:
                 stage_argv += ["--config", configs[stage.name]]
+            module = importlib.import_module(f"pipelines.{stage.script}")
             for item in args.set:
                 prefix = f"{stage.name}."
                 if item.startswith(prefix):
-                    stage_argv += ["--set", item[len(prefix):]]
-            code = importlib.import_module(f"pipelines.{stage.script}").main(stage_argv)
+                    stage_argv += ["--set", stage_key(module, stage.name, item[len(prefix):])]
+            LOG.info(f"stage {i} of {len(todo)}: {stage.name}")
+            code = module.main(stage_argv)
             if code:
-                print(f"stage {stage.name} failed with exit code {code}; later stages not run", file=sys.stderr)
+                LOG.error(f"stage {stage.name} failed with exit code {code}; later stages not run")
                 return code
     finally:
         if owns_ray:

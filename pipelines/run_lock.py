@@ -20,13 +20,14 @@ import json
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.fs as pafs
 
-from schemas.io import Location
+from schemas.io import Location, write_json
 
 LOCKS = "_locks"
 
@@ -138,3 +139,35 @@ class StageLock:
         if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
             return False
         return not _alive(holder["pid"], holder.get("process_start"))
+
+
+RUN_RECORD = "run.json"
+
+
+def update_run_record(run_root: Location, change: Callable[[dict[str, Any]], None], wait_s: float = 120.0) -> None:
+    """Read ``RUN/run.json``, apply ``change`` to it and write it back, under a run-level lock.
+
+    Stages may run at once (2 and 3 do); each one's read-modify-write of the shared record
+    holds ``RUN/_locks/run.json.lock``, so neither loses the other's entry. The lock is held
+    for milliseconds: a second writer waits for it (a dead holder's lock is taken over).
+    """
+    lock = StageLock(run_root, RUN_RECORD)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lock.acquire()
+            break
+        except LockHeld:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    try:
+        path = run_root.join(RUN_RECORD)
+        state: dict[str, Any] = {"stages": {}}
+        if path.exists():
+            with run_root.fs.open_input_stream(path.path) as stream:
+                state = json.loads(stream.read().decode() or "{}") or {"stages": {}}
+        change(state)
+        write_json(run_root.fs, path.path, state)
+    finally:
+        lock.release()

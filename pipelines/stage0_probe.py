@@ -9,26 +9,24 @@ file ends as a ``videos`` row or an ``errors`` row naming the file and the reaso
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from curation.sources import list_inputs  # noqa: E402
-from curation.video import ProbeConfig, VideoProber  # noqa: E402
-from pipelines.cli import UserError, cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.operator import setting
+from curation.sources import list_inputs
+from curation.video import ProbeConfig, VideoProber
+from pipelines.cli import UserError, cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
 
 
 @dataclass
 class Stage0Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    extensions: list[str] | None = None  # e.g. [".mp4", ".mkv"]; default: every file in a folder
+    extensions: list[str] | None = setting(None, help='e.g. [".mp4", ".mkv"]; default: every file in a folder')
 
 
 def main(argv: list[str] | None = None) -> int:

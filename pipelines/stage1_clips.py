@@ -7,7 +7,7 @@ Reads RUN/videos (or --input), each ``video_id`` once (the same file at two path
 video). Every candidate clip becomes a ``clips`` row: ``kept`` with its scores, caption
 and subjects, or filtered with its reason (``transition``, ``blank``, ``too_short``,
 ``motion``, ``aesthetic``) and its scores; a video that fails to decode is one ``errors``
-row and no clips. Shot boundaries: TransNetV2 on GPU actors where the cluster has GPUs,
+row and no clips. Shot boundaries: TransNetV2 on GPU actors when the job uses GPUs (--gpus),
 the classical CPU ensemble otherwise (``--set scenes.detector=...``). Clips are
 filtered *before* captioning (the paper captions first): the VLM is the expensive step,
 so it only sees clips that survive the cheap filters.
@@ -19,29 +19,29 @@ the split to the write (``pipelines/ledger.py``), so the writer commits a video 
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.clips.caption import CaptionConfig, Captioner, frame_request  # noqa: E402
-from curation.clips.quality import ClipScorer, QualityConfig  # noqa: E402
-from curation.clips.scenes import ClipSplitter, ScenesConfig  # noqa: E402
-from curation.frames import FrameReader  # noqa: E402
-from curation.models import resolve  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import has_gpus, map_operator  # noqa: E402
-from schemas.tables import CLIPS  # noqa: E402
+from curation.clips.caption import CaptionConfig, Captioner, frame_request
+from curation.clips.quality import ClipScorer, QualityConfig
+from curation.clips.scenes import ScenesConfig
+from curation.clips.splitter import ClipSplitter
+from curation.frames import FrameReader
+from curation.models import resolve
+from curation.operator import setting
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.tables import CLIPS
 
 
 @dataclass
 class Stage1Config:
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)  # step 1: decode once, boundaries, clips, motion
-    quality: QualityConfig = field(default_factory=QualityConfig)  # step 2, actors: aesthetic score, motion + aesthetic filters
-    caption: CaptionConfig = field(default_factory=CaptionConfig)  # step 3: frames on CPU, then Qwen2.5-VL
+    scenes: ScenesConfig = setting(factory=ScenesConfig, help="step 1: decode once, boundaries, clips, motion")
+    quality: QualityConfig = setting(factory=QualityConfig, help=
+        "step 2, actors: aesthetic score, motion + aesthetic filters")
+    caption: CaptionConfig = setting(factory=CaptionConfig, help="step 3: frames on CPU, then Qwen2.5-VL")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = job.pending(job.read_input())  # keeps the first uri of each video_id
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.scenes.pool.batch_size)
-            scenes = cfg.scenes.resolved(has_gpus())  # detector "auto": TransNetV2 on GPU clusters
+            scenes = cfg.scenes.resolved(job.gpus)  # detector "auto": TransNetV2 when the job uses GPUs
             ds = map_operator(ds, ClipSplitter, scenes.step_pool(), config=scenes, quality=cfg.quality,
                               models=job.models)
             ds = map_operator(ds, ClipScorer, cfg.quality.pool, config=cfg.quality, models=job.models)

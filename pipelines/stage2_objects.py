@@ -15,34 +15,32 @@ do not decode or whose label answer is malformed is one ``errors`` row.
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.frames import FrameReader  # noqa: E402
-from curation.objects.filters import FilterConfig  # noqa: E402
-from curation.objects.grounding import Grounder, GroundingConfig, keyframe_request  # noqa: E402
-from curation.objects.labels import Labeler, LabelsConfig  # noqa: E402
-from curation.objects.morphology import MorphologyConfig  # noqa: E402
-from curation.objects.references import ObjectReferences, ReferencesConfig  # noqa: E402
-from curation.objects.segment import SegmentConfig, Segmenter  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
-from schemas.tables import CLIPS  # noqa: E402
+from curation.frames import FrameReader
+from curation.objects.filters import FilterConfig
+from curation.objects.grounding import Grounder, GroundingConfig, keyframe_request
+from curation.objects.labels import Labeler, LabelsConfig
+from curation.objects.morphology import MorphologyConfig
+from curation.objects.references import ObjectReferences, ReferencesConfig
+from curation.objects.segment import SegmentConfig, Segmenter
+from curation.operator import setting
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.tables import CLIPS
 
 
 @dataclass
 class Stage2Config:
-    labels: LabelsConfig = field(default_factory=LabelsConfig)  # step 1: subjects -> labels (+ optional Qwen pass)
-    grounding: GroundingConfig = field(default_factory=GroundingConfig)  # step 2: keyframes on CPU, GroundingDINO
-    segment: SegmentConfig = field(default_factory=SegmentConfig)  # step 3: SAM2 masks from the boxes
-    references: ReferencesConfig = field(default_factory=ReferencesConfig)  # step 4, CPU: refine, filter, cut out
-    morphology: MorphologyConfig = field(default_factory=MorphologyConfig)  # Eq. 13, in step 4
-    filters: FilterConfig = field(default_factory=FilterConfig)  # Eq. 14-16, in step 4
+    labels: LabelsConfig = setting(factory=LabelsConfig, help="step 1: subjects -> labels (+ optional Qwen pass)")
+    grounding: GroundingConfig = setting(factory=GroundingConfig, help="step 2: keyframes on CPU, GroundingDINO")
+    segment: SegmentConfig = setting(factory=SegmentConfig, help="step 3: SAM2 masks from the boxes")
+    references: ReferencesConfig = setting(factory=ReferencesConfig, help="step 4, CPU: refine, filter, cut out")
+    morphology: MorphologyConfig = setting(factory=MorphologyConfig, help="Eq. 13, in step 4")
+    filters: FilterConfig = setting(factory=FilterConfig, help="Eq. 14-16, in step 4")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,26 +15,27 @@ clip whose frames fail to decode is one ``errors`` row.
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.faces.config import FacesConfig  # noqa: E402
-from curation.faces.steps import DURATION, FaceDetector, FaceFrames, FaceReferences, check_weights  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.faces import FacesConfig
+from curation.faces.detector import FaceDetector, check_weights
+from curation.faces.references import FaceReferences
+from curation.faces.segments import DURATION, FaceFrames
+from curation.operator import setting
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
 class Stage3Config:
-    # decode (CPU tasks) -> detect + embed (actors) -> identities, filters, selection (CPU, whole clips)
-    faces: FacesConfig = field(default_factory=FacesConfig)
+    faces: FacesConfig = setting(factory=FacesConfig, help=
+        "decode (CPU tasks) -> detect + embed (actors) -> identities, filters, selection (CPU, whole clips)")
 
 
 def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
@@ -44,7 +45,7 @@ def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
         videos = job.run.read("videos", ["video_id", "duration_s"])
         durations = dict(zip(videos.column("video_id").to_pylist(), videos.column("duration_s").to_pylist()))
     elif job.config.faces.margin_s > 0:
-        print(f"[faces] {job.run.root.uri()} has no videos table: no segment after a clip is searched", flush=True)
+        LOG.warning(f"[faces] {job.run.root.uri()} has no videos table: no segment after a clip is searched")
     values = [durations.get(v) for v in clips.column("video_id").to_pylist()]
     return clips.append_column(DURATION, pa.array(values, pa.float64()))
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = job.config.faces
     note = check_weights(cfg, job.models)  # missing dlib weights: one line, exit 2, before Ray starts
     if note:
-        print(f"[faces] {note}", flush=True)
+        LOG.info(f"[faces] {note}")
     with job:
         todo = job.pending(job.read_input())
         if todo.num_rows:

@@ -15,28 +15,26 @@ rows. Cross-clip identity pairs (``stage4b_cross_pairs.py``) and the samples tab
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.operator import TaskPool  # noqa: E402
-from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds  # noqa: E402
-from curation.pairs.variants import Variants, VariantsConfig  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.joins import ClipReferences, ready, summary_line  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.operator import TaskPool, setting
+from curation.pairs.backgrounds import BackgroundConfig, BackgroundFrames, Backgrounds
+from curation.pairs.variants import Variants, VariantsConfig
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.joins import ClipReferences, ready, summary_line
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
 class Stage4Config:
-    after: list[str] = field(default_factory=lambda: ["objects", "faces"])  # stages that must have finished a clip
-    references: TaskPool = field(default_factory=lambda: TaskPool(batch_size=8, num_cpus=0.5))  # step 1: read refs
-    variants: VariantsConfig = field(default_factory=VariantsConfig)  # step 2, actors: the editor
-    background: BackgroundConfig = field(default_factory=BackgroundConfig)  # step 3: keyframe on CPU, then inpaint
+    after: list[str] = setting(factory=lambda: ["objects", "faces"], help="stages that must have finished a clip")
+    references: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=0.5), help="step 1: read refs")
+    variants: VariantsConfig = setting(factory=VariantsConfig, help="step 2, actors: the editor")
+    background: BackgroundConfig = setting(factory=BackgroundConfig, help="step 3: keyframe on CPU, then inpaint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         clips, waiting = ready(job.run, job.read_input(), cfg.after)
         todo = job.pending(clips)
         if summary_line(waiting):
-            print(f"[pairs] {summary_line(waiting)}", flush=True)
+            LOG.info(f"[pairs] {summary_line(waiting)}")
         if todo.num_rows:
+            todo = ClipReferences.lookups(job.run, todo)  # where each clip's rows are: once per job
             ds = job.dataset(todo, rows_per_block=cfg.references.batch_size)
             ds = map_operator(ds, ClipReferences, cfg.references, run_uri=job.run.root.uri(),
                               scope=cfg.variants.scope, variants=cfg.variants.enabled,

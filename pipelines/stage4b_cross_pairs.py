@@ -13,22 +13,20 @@ footage twice: recorded, not used).
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from curation.envelope import empty_row, to_table  # noqa: E402
-from curation.pairs.cross_clip import CrossClipConfig, centroids_from_sums, identity_sums, pair_new_identities  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.ledger import commit  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from schemas.io import Location, list_parts  # noqa: E402
-from schemas.tables import CROSS_PAIRS  # noqa: E402
+from curation.envelope import empty_row, to_table
+from curation.operator import setting
+from curation.pairs.cross_clip import CrossClipConfig, centroids_from_sums, identity_sums, pair_new_identities
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.ledger import commit
+from pipelines.stages import STAGE
+from schemas.io import Location, list_parts
+from schemas.tables import CROSS_PAIRS
 
 SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "embedding_model", "selected"]
 
@@ -36,7 +34,7 @@ SUM_COLUMNS = ["identity_id", "clip_id", "embedding", "embedding_model", "select
 @dataclass
 class CrossClipStageConfig:
     cross_clip: CrossClipConfig = field(default_factory=CrossClipConfig)
-    commit_every: int = 10000  # identities per committed part (the ledger's unit of progress)
+    commit_every: int = setting(10000, help="identities per committed part (the ledger's unit of progress)")
 
 
 def part_sums(batch: pa.Table) -> pa.Table:

@@ -12,18 +12,16 @@ processed with no sample; a clip an earlier stage failed on is an error row sayi
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from curation.pairs.assemble import AssembleConfig  # noqa: E402
-from pipelines.cli import cli  # noqa: E402
-from pipelines.job import StageJob  # noqa: E402
-from pipelines.joins import ClipSamples, ready, summary_line, wait_for_identities  # noqa: E402
-from pipelines.stages import STAGE  # noqa: E402
-from pipelines.wiring import map_operator  # noqa: E402
+from curation.pairs.assemble import AssembleConfig
+from pipelines.cli import cli
+from pipelines.job import StageJob
+from pipelines.joins import ClipSamples, ready, summary_line, wait_for_identities
+from pipelines.stages import STAGE
+from pipelines.wiring import map_operator
+from schemas.command import LOG
 
 
 @dataclass
@@ -40,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             clips, waiting["cross_clip"] = wait_for_identities(job.run, clips)
         todo = job.pending(clips)
         if summary_line(waiting):
-            print(f"[samples] {summary_line(waiting)}", flush=True)
+            LOG.info(f"[samples] {summary_line(waiting)}")
         if todo.num_rows:
+            todo = ClipSamples.lookups(job.run, todo, cfg.cross_clip_variants)  # once per job, not per task
             ds = job.dataset(todo, rows_per_block=cfg.pool.batch_size)
             ds = map_operator(ds, ClipSamples, cfg.pool, run_uri=job.run.root.uri(), config=cfg)
             job.write(ds)

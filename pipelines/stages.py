@@ -19,7 +19,7 @@ from schemas.io import Filter
 
 KEPT_ONLY: Filter = [("status", "==", "kept")]
 CLIP_COLUMNS = ("clip_id", "video_id", "uri", "start_frame", "end_frame", "start_s", "end_s", "fps",
-                "width", "height", "caption", "subjects")
+                "width", "height", "caption", "subjects", "crop")
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class Stage:
         return run.read(self.input_table, columns or list(self.input_columns) or None, self.filter)
 
 
-# The chain in order. run_all and inspect_run walk it; a stage whose script does not
-# exist yet is skipped by run_all. Stages 2-4 read kept clips only.
+# The chain in order. run_all and inspect_run walk it (tests/test_commands_help.py checks
+# that every script named here exists and parses --help). Stages 2-4 read kept clips only.
 STAGES = (
     Stage("probe", "videos", "stage0_probe", None, "uri"),
     Stage("clips", "clips", "stage1_clips", "videos", "video_id",
@@ -66,6 +66,13 @@ STAGES = (
     Stage("samples", "samples", "stage4c_samples", "clips", "clip_id", tuple(KEPT_ONLY), CLIP_COLUMNS),
 )
 STAGE = {stage.name: stage for stage in STAGES}
+
+# Imports stand beside the chain (run_all does not run them): one input per key of the
+# imported dataset. They write the chain's tables under the chain's stage names (so the
+# samples assembly and inspect_run read an imported run like a curated one) and their own
+# ``imports`` table, and the cross pairs under ``IMPORT_CROSS`` (keyed by pair id).
+IMPORT_OPENS2V = Stage("opens2v", "imports", "import_opens2v", None, "key")
+IMPORT_CROSS = "opens2v_cross"
 
 
 def _producer_hint(table: str, run: RunDir) -> str:

@@ -20,17 +20,16 @@ import os
 import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
-
-from pipelines.wiring import has_gpus, init_ray  # noqa: E402
+from model.train.config import UsageError, config_from_args
+from model.train.loop import train
+from pipelines.cli import Parser, cli
+from pipelines.wiring import GPU_MODES, init_ray, use_gpus
+from schemas.command import LOG
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the ``model.train`` loop, reporting every logged step."""
     import ray.train
-
-    from model.train.config import config_from_args
-    from model.train.loop import train
 
     config = config_from_args(loop_config["argv"])
 
@@ -42,10 +41,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="python pipelines/train_ray.py", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python pipelines/train_ray.py", description=__doc__.split("\n\n")[0],
                                 epilog="Arguments after -- are model.train's (see python -m model.train --help).")
     p.add_argument("--workers", type=int, default=1, help="training processes (one per GPU)")
-    p.add_argument("--gpus-per-worker", type=int, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--gpus", choices=GPU_MODES, default="auto",
+                   help="'on': each worker asks for a GPU (an autoscaler starts GPU nodes), 'off': CPU, "
+                        "'auto': GPUs when the cluster has them or can start them (default)")
+    p.add_argument("--gpus-per-worker", type=int, help="GPUs each worker asks for (default: 1 when --gpus decides GPUs)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own INFO output")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (data decoding threads)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded Ray)")
     p.add_argument("--storage", help="Ray Train's run storage (default: OUT/ray)")
@@ -56,23 +59,17 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.train.config import UsageError, config_from_args
-
     args, train_argv = parse(argv)
-    try:
-        if args.workers < 1:
-            raise UsageError("--workers must be >= 1")
-        config = config_from_args(train_argv)  # one-line errors on the driver, not in N workers
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    config = config_from_args(train_argv)  # one-line errors on the driver, not in N workers
     out = os.path.abspath(config.out)  # workers may run in another directory
     train_argv = [*train_argv, "--out", out]
-    init_ray(args.address)
+    init_ray(args.address, args.verbose)
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else int(has_gpus())
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else int(use_gpus(args.gpus))
     resources = {"CPU": args.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         train_worker, train_loop_config={"argv": train_argv},
@@ -82,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = trainer.fit()
     if result.error:
-        print(f"error: training failed: {result.error}", file=sys.stderr)
+        LOG.error(f"error: training failed: {result.error}")
         return 1
     print(f"done: last step {result.metrics}; weights, loss.csv and summary.json in {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

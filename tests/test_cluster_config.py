@@ -22,3 +22,12 @@ def test_cluster_yaml_validates_against_rays_schema_and_is_locked_down():
     assert any("pip install -e ." in c for c in config["setup_commands"])
     opened = [p["FromPort"] for p in config["provider"]["security_group"]["IpPermissions"]]
     assert opened == [22]
+
+
+def test_the_gpu_workers_declare_their_gpus_so_gpus_auto_asks_for_them(monkeypatch, tmp_path):
+    from pipelines.wiring import declared_gpus
+
+    monkeypatch.setenv("MAGREF_CLUSTER_CONFIG", str(ROOT / "ray_cluster.yaml"))
+    assert declared_gpus() == 8  # gpu_worker: GPU 1 x max_workers 8, none of them up at the start
+    monkeypatch.setenv("MAGREF_CLUSTER_CONFIG", str(tmp_path / "absent.yaml"))
+    assert declared_gpus() == 0

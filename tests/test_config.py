@@ -1,5 +1,9 @@
+from dataclasses import dataclass, field
+
 import pytest
 import yaml
+
+from curation.operator import TaskPool, setting
 
 from pipelines.cli import parse_models
 from pipelines.config import ConfigError, flat_keys, key_help, load_config, to_yaml
@@ -54,6 +58,31 @@ def test_help_lists_every_key_with_default_and_meaning():
     assert rows["caption.pool.batch_size"][0] == 4 and "per call" in rows["caption.pool.batch_size"][1]
     assert all(meaning for key, (_, meaning) in rows.items() if key != "caption.prompt"), \
         [key for key, (_, meaning) in rows.items() if not meaning]
+
+
+def test_help_text_is_the_fields_metadata_and_help_prints_it(capsys):
+    @dataclass
+    class Step:
+        speed: float = setting(1.5, help="how fast")
+        names: list = setting(factory=lambda: ["a"], help="which ones")
+        quiet: bool = False
+
+    @dataclass
+    class Toy:
+        step: Step = field(default_factory=Step)
+        pool: TaskPool = field(default_factory=TaskPool)
+
+    assert key_help(Toy) == [("step.speed", 1.5, "how fast"), ("step.names", ["a"], "which ones"),
+                             ("step.quiet", False, ""), ("pool.batch_size", 8, "rows (or whole inputs) per task"),
+                             ("pool.num_cpus", 0.5, "CPUs each task asks of Ray")]
+    from pipelines.stage1_clips import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    lines = out.splitlines()
+    assert any("scenes.min_seconds" in line and "shorter scenes become too_short rows" in line for line in lines)
 
 
 @pytest.mark.parametrize("config_cls", [Stage0Config, Stage1Config])

@@ -8,25 +8,16 @@ import os
 import numpy as np
 import pytest
 
-from curation.decode import read_frames
 from curation.faces import synthetic
-from curation.faces.config import FaceFilters, FacesConfig, InsightFaceConfig
+from curation.faces import FacesConfig
+from curation.faces.detect import InsightFaceConfig
 from curation.faces.measure import CLIP, measure_faces
 from curation.faces.pose import head_pose
+from curation.faces.quality import FaceFilters
 from curation.faces.references import clip_references
+from curation.frames import at_frames, read_clip_frames
 
 SIZE = (256, 256)
-
-
-class Frames:
-    """The ``ClipFrames`` shape measure_faces reads (images, indices, times)."""
-
-    def __init__(self, images, indices, fps=synthetic.FPS):
-        self.images, self.indices = np.stack(images), np.asarray(indices)
-        self.times = self.indices / fps
-
-    def __len__(self):
-        return len(self.indices)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,8 @@ def dlib_backend():
 
 
 def _faces(backend, path, indices, config):
-    frames = Frames(read_frames(str(path), indices), indices)
+    end = max(indices) + 1  # the clip: the video's first frames, read as every stage reads them
+    frames = read_clip_frames(str(path), 0, end, 0.0, end / synthetic.FPS, at_frames(indices))
     rows = measure_faces(backend, {CLIP: frames}, SIZE, config)
     return clip_references("clip", rows, config)
 

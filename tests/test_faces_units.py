@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from curation.faces import identities, pose, quality, select
-from curation.faces.config import FaceFilters, FacesConfig
+from curation.faces import FacesConfig
+from curation.faces.quality import FaceFilters
 from curation.faces.references import NOT_IN_CLIP, clip_references
 
 # dlib's 5 keypoints of the astronaut's face in scikit-image's photo (eye centres, nose, mouth corners)

@@ -3,7 +3,18 @@
 import numpy as np
 import pytest
 
-from curation.images import clip_box, crop_with_margin, decode_png, encode_png, mask_box, rgba_cutout
+from curation.images import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGE_ERRORS,
+    clip_box,
+    crop_with_margin,
+    decode_png,
+    encode_png,
+    mask_box,
+    read_image,
+    rgba_cutout,
+)
 
 
 def test_png_round_trips_every_layout():
@@ -40,3 +51,20 @@ def test_boxes_and_margins_stay_inside_the_frame():
     assert np.array_equal(crop, image[15:35, 0:40])
     with pytest.raises(ValueError, match="outside"):
         crop_with_margin(image, (200, 200, 5, 5), 0.1)
+
+
+def test_read_image_reads_bytes_and_files_whole_and_fails_with_image_errors(tmp_path):
+    png = encode_png(np.full((4, 6, 4), 7, np.uint8))
+    (tmp_path / "a.png").write_bytes(png)
+    for source in (png, tmp_path / "a.png", str(tmp_path / "a.png")):
+        image = read_image(source)
+        assert (image.size, image.mode) == ((6, 4), "RGBA")
+    for bad in (b"", b"not an image", png[: len(png) // 2]):
+        with pytest.raises(IMAGE_ERRORS):
+            read_image(bad)
+
+
+def test_clip_normalisation_is_transformers_openai_clip():
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    assert (CLIP_MEAN, CLIP_STD) == (tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD))

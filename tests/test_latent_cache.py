@@ -9,8 +9,9 @@ import pytest
 import torch
 from training_data import clip, sample_row, write_samples
 
-SETTINGS = ["--set", "data.num_frames=9", "--set", "data.min_frames=5", "--set", "data.buckets=[[64,48]]",
-            "--set", "data.augmentations=2", "--set", "encode.dtype=float32",
+# The data options are model.train's own flags (one vocabulary); the rest are the job's config keys.
+SETTINGS = ["--frames", "9", "--min-frames", "5", "--bucket", "64x48", "--augmentations", "2",
+            "--set", "encode.dtype=float32",
             "--set", "decode.pool.num_cpus=0.5", "--set", "encode.pool.num_cpus=0.5"]
 TRAIN = ["--base", "tiny", "--steps", "4", "--lr", "1e-3", "--batch-size", "2", "--micro-batch", "1",
          "--data-workers", "0"]
@@ -29,13 +30,14 @@ def run(tmp_path_factory, ray_session) -> Path:
     rows.append(sample_row("gone", str(root / "missing.mp4"), frames))
     (root / "samples").mkdir()
     write_samples(root / "samples" / "part-0.parquet", rows)
-    assert main(["--run-dir", str(root), "--models", "tiny", *SETTINGS]) == 0
+    assert main(["--run-dir", str(root), "--base", "tiny", *SETTINGS]) == 0
     return root
 
 
 def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
     from model.tiny import tiny_components
-    from model.train.data import DataConfig, SamplesTable, make_example
+    from model.train.data import DataConfig, make_example
+    from model.train.samples_reader import SamplesTable
     from model.train.latent_cache import open_cache
     from model.train.latents import encode_examples, read_entry
     from schemas.io import Location, read_table
@@ -50,7 +52,7 @@ def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
     pipe = tiny_components("cpu")
     data = DataConfig(num_frames=9, min_frames=5, buckets=((64, 48),), augmentations=2)
     table = SamplesTable(str(run / "samples"))
-    row = table.row(table.sample_ids.index("s1"))
+    row = table.row(table.index_of("s1"))
     online = encode_examples(pipe, [make_example(row, 1, data, pipe.tokenizer)])
     cached = read_entry(str(run), dataset.entries[("s1", 1)])
     for name in ("latents", "condition", "prompt_embeds", "image_embeds"):
@@ -63,13 +65,13 @@ def test_cache_job_resumes_and_refuses_other_settings(run: Path, capsys) -> None
     from pipelines.cache_latents import main
 
     before = sorted(p.name for p in (run / "latents").iterdir())
-    assert main(["--run-dir", str(run), "--models", "tiny", *SETTINGS]) == 0
+    assert main(["--run-dir", str(run), "--base", "tiny", *SETTINGS]) == 0
     assert "3 already done" in capsys.readouterr().out
     assert sorted(p.name for p in (run / "latents").iterdir()) == before
-    changed = [s.replace("augmentations=2", "augmentations=3") for s in SETTINGS]
+    changed = ["3" if i and SETTINGS[i - 1] == "--augmentations" else s for i, s in enumerate(SETTINGS)]
     from pipelines.cli import cli
 
-    assert cli(main, ["--run-dir", str(run), "--models", "tiny", *changed]) == 2
+    assert cli(main, ["--run-dir", str(run), "--base", "tiny", *changed]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other settings" in err[0] and "data" in err[0]
 

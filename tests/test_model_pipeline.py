@@ -31,6 +31,31 @@ def read_video(path: Path) -> tuple[int, int, int]:
     return len(frames), frames[0].shape[0], frames[0].shape[1]
 
 
+def observe(monkeypatch) -> dict:
+    """Wrap ``model.sample.load_pipeline`` (the real one) to record what reaches the models:
+    CLIP's pixel values, the transformer's timesteps, and the Eq. 6 guidance it runs with."""
+    import model.sample as sample
+
+    seen: dict = {"pixels": [], "timesteps": [], "guidance": []}
+    real = sample.load_pipeline
+
+    def load_and_watch(args):
+        pipe = real(args)
+        pipe.image_encoder.register_forward_pre_hook(
+            lambda m, a, kw: seen["pixels"].append(kw["pixel_values"].clone()), with_kwargs=True)
+
+        def transformer_input(m, a, kw):
+            seen["timesteps"].append(float(kw["timestep"].flatten()[0]))
+            seen["guidance"].append(pipe.disentangler.guidance)
+
+        pipe.transformer.register_forward_pre_hook(transformer_input, with_kwargs=True)
+        seen["pipe"] = pipe
+        return pipe
+
+    monkeypatch.setattr(sample, "load_pipeline", load_and_watch)
+    return seen
+
+
 @pytest.fixture()
 def refs(tmp_path: Path) -> list[Path]:
     return [save_ref(tmp_path / "a.png", 30, 40, 0), save_ref(tmp_path / "b.png", 20, 20, 1, "RGBA")]
@@ -78,8 +103,9 @@ def test_registry_tiny_and_loader_from_a_diffusers_directory(tmp_path: Path) -> 
     assert out.frames.shape == (4, H, W, 3) and out.frames.dtype == np.uint8
 
 
-def test_sample_cli_writes_playable_mp4_and_canvas(refs: list[Path], tmp_path: Path) -> None:
+def test_sample_cli_writes_playable_mp4_and_canvas(refs: list[Path], tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out" / "video.mp4"
+    seen = observe(monkeypatch)
     rc = main(["--base", "tiny", "--device", "cpu", "--ref", str(refs[0]), "--ref", str(refs[1]),
                "--prompt", "a man walks a dog", "--subject", "man=a.png", "--subject", f"dog={refs[1]}",
                "--height", str(H), "--width", str(W), "--frames", "9", "--steps", "2",
@@ -88,6 +114,20 @@ def test_sample_cli_writes_playable_mp4_and_canvas(refs: list[Path], tmp_path: P
     assert read_video(out) == (9 - 4, H, W)  # the release's default drops 4 frames
     canvas = Image.open(out.with_name("video.canvas.png"))
     assert canvas.size == (W, H)
+    # --subject man=a.png / dog=b.png reached the transformer as Eq. 6 guidance: each word's
+    # tokens, each on its own reference's cell of the canvas (a.png's pixels for "man").
+    guided = [g for g in seen["guidance"] if g is not None]
+    assert guided and guided[0].token_weights.shape[:2] == (1, 2)
+    assert bool((guided[0].token_weights[0].sum(-1) > 0.99).all())
+    from model.conditioning import compose_canvas
+    from model.sample import read_image
+
+    placed = compose_canvas([read_image(r) for r in refs], H, W)  # the CLI's canvas (no shuffle)
+    assert np.array_equal(np.asarray(canvas), np.asarray(placed.image))
+    for k in (0, 1):  # word k -> reference k's cell, pooled to 16x16 tokens here
+        cell = placed.subject_masks[k].reshape(H // 16, 16, W // 16, 16).any(axis=(1, 3)).reshape(-1)
+        assert np.array_equal(guided[0].token_masks[0, k].numpy() > 0, cell)
+    assert not torch.equal(guided[0].token_masks[0, 0], guided[0].token_masks[0, 1])
     rc = main(["--base", "tiny", "--device", "cpu", "--ref", str(refs[0]), "--prompt", "a man",
                "--height", str(H), "--width", str(W), "--frames", "5", "--steps", "1",
                "--drop-first", "0", "--out", str(out)])
@@ -191,7 +231,7 @@ def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
     assert [(r.word, r.kind, r.image) for r in found] == [("man", "face", png[0]), ("dog", "object", png[0])]
     assert [r.kind for r in sample_references(rows[1])] == ["object", "background"]
 
-    rc = main(["--base", "tiny", "--device", "cpu", "--samples", str(tmp_path / "samples.parquet"),
+    rc = main(["--base", "tiny", "--device", "cpu", "--manifest", str(tmp_path / "samples.parquet"),
                "--out-dir", str(tmp_path / "s"), "--height", str(H), "--width", str(W),
                "--frames", "5", "--steps", "1", "--drop-first", "0"])
     assert rc == 1  # s3 has no reference: reported, the others still made
@@ -203,7 +243,7 @@ def test_samples_table_batch(refs: list[Path], tmp_path: Path) -> None:
 
     pq.write_table(pa.table({"sample_id": ["x"]}), buf)
     (tmp_path / "bad.parquet").write_bytes(buf.getvalue())
-    assert main(["--base", "tiny", "--samples", str(tmp_path / "bad.parquet")]) == 2
+    assert main(["--base", "tiny", "--manifest", str(tmp_path / "bad.parquet")]) == 2
 
 
 def test_low_memory_mode_runs_the_same_code_path_with_offload_hooks() -> None:
@@ -284,19 +324,40 @@ def test_prompt_file_paths_relative_to_the_file_still_run(refs: list[Path], tmp_
     assert (tmp_path / "out" / "one.mp4").exists()
 
 
-def test_sample_cli_release_options(refs: list[Path], tmp_path: Path) -> None:
-    """--shuffle-refs SEED reproduces the canvas; --clip-input crop / --timesteps diffusers run."""
+def test_sample_cli_release_options(refs: list[Path], tmp_path: Path, monkeypatch) -> None:
+    """--shuffle-refs SEED reproduces the canvas; --clip-input crop gives CLIP the processor's
+    centre crop instead of the squashed canvas; --timesteps diffusers uses the scheduler's grid."""
     from model.conditioning import compose_canvas
     from model.sample import read_image
 
+    seen = observe(monkeypatch)
     images = [read_image(r) for r in refs]
     base = ["--base", "tiny", "--device", "cpu", "--ref", str(refs[0]), "--ref", str(refs[1]),
-            "--ref", str(refs[0]), "--prompt", "a man", "--frames", "5", "--steps", "1",
-            "--height", str(H), "--width", str(W)]
+            "--ref", str(refs[0]), "--prompt", "a man", "--frames", "5", "--steps", "3",
+            "--height", str(H), "--width", str(W), "--guidance", "1"]
+    runs = []
     for n, extra in enumerate((["--shuffle-refs", "5"], ["--clip-input", "crop", "--timesteps", "diffusers"])):
+        seen["pixels"].clear()
+        seen["timesteps"].clear()
         out = tmp_path / f"v{n}.mp4"
         assert main(base + extra + ["--out", str(out)]) == 0
         canvas = np.asarray(Image.open(out.with_name(f"v{n}.canvas.png")))
         rng = np.random.default_rng(5) if n == 0 else None
         expected = compose_canvas([images[0], images[1], images[0]], H, W, rng=rng)
         assert np.array_equal(canvas, np.asarray(expected.image))
+        runs.append((expected.image, seen["pixels"][0], list(seen["timesteps"])))
+    pipe = seen["pipe"]
+    (canvas0, squash, release), (canvas1, crop, grid) = runs
+    processor = pipe.image_processor(images=canvas1, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(crop, processor)                       # diffusers' crop
+    size = pipe.image_encoder.config.image_size
+    squashed = torch.nn.functional.interpolate(
+        torch.from_numpy(np.asarray(canvas0, np.float32) / 127.5 - 1).permute(2, 0, 1)[None],
+        size=(size, size), mode="bicubic", align_corners=False)
+    mean = torch.tensor(pipe.image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(pipe.image_processor.image_std).view(1, 3, 1, 1)
+    torch.testing.assert_close(squash, ((squashed + 1) / 2 - mean) / std, atol=1e-5, rtol=1e-5)
+    assert len(release) == len(grid) == 3 and release != grid
+    fresh = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    fresh.set_timesteps(3)
+    assert grid == [float(t) for t in fresh.timesteps]

@@ -8,9 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from curation.images import CLIP_MEAN, CLIP_STD
 from model.conditioning import (
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
     ConditioningError,
     clip_canvas_pixels,
     compose_canvas,
@@ -40,7 +39,7 @@ def clip_pipe():
         image_size=CLIP_SIZE, patch_size=32)).eval()
     pipe.image_processor = CLIPImageProcessor(
         size={"shortest_edge": CLIP_SIZE}, crop_size={"height": CLIP_SIZE, "width": CLIP_SIZE},
-        image_mean=list(OPENAI_CLIP_MEAN), image_std=list(OPENAI_CLIP_STD))
+        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
     return pipe
 
 
@@ -79,14 +78,14 @@ def test_clip_squash_geometry_and_normalisation(clip_pipe) -> None:
     flat = clip_pipe.clip_pixel_values(Image.new("RGB", (W, H), colour))
     assert flat.shape == (1, 3, CLIP_SIZE, CLIP_SIZE)
     for ch in range(3):
-        expected = (colour[ch] / 255 - OPENAI_CLIP_MEAN[ch]) / OPENAI_CLIP_STD[ch]
+        expected = (colour[ch] / 255 - CLIP_MEAN[ch]) / CLIP_STD[ch]
         assert torch.allclose(flat[0, ch], torch.full_like(flat[0, ch], expected), atol=1e-5)
     # Left half black, right half white: the boundary at canvas x=416 lands in the middle of
     # the square (no crop, no padding): output column j samples x = (j + 0.5) * 832/224 - 0.5.
     halves = np.zeros((H, W, 3), dtype=np.uint8)
     halves[:, W // 2:] = 255
     out = clip_canvas_pixels(Image.fromarray(halves), CLIP_SIZE)[0, 0]
-    black, white = (0 - OPENAI_CLIP_MEAN[0]) / OPENAI_CLIP_STD[0], (1 - OPENAI_CLIP_MEAN[0]) / OPENAI_CLIP_STD[0]
+    black, white = (0 - CLIP_MEAN[0]) / CLIP_STD[0], (1 - CLIP_MEAN[0]) / CLIP_STD[0]
     assert torch.allclose(out[:, :110], torch.full_like(out[:, :110], black), atol=1e-5)
     assert torch.allclose(out[:, 114:], torch.full_like(out[:, 114:], white), atol=1e-5)
 

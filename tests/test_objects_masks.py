@@ -140,6 +140,17 @@ def test_face_overlap_filter(target, status):
     assert verdict.face_iou == pytest.approx(target, abs=0.005)
 
 
+@pytest.mark.parametrize("overlap, status", [(40, KEPT), (41, OVERLAPS_FACE)])
+def test_face_overlap_at_the_eq16_boundary(overlap, status):
+    """Eq. 16 keeps IoU <= 0.25: exactly 0.25 (40 of 100 columns overlap: 2400 / 9600) is kept,
+    the next column (41: 0.2579) is ``overlaps_face``."""
+    w, h = 100, 60
+    obj, face = rect(50, 80, w, h), rect(50 + w - overlap, 80, w, h)
+    (verdict,) = judge([cand(obj)], {0: [face]}, H * W)
+    assert verdict.status == status
+    assert verdict.face_iou == (0.25 if overlap == 40 else pytest.approx(41 / 159))
+
+
 def test_face_masks_count_only_on_their_own_frame():
     obj, face = overlap_pair(0.6)
     (verdict,) = judge([cand(obj, frame=1)], {0: [face]}, H * W)

@@ -14,14 +14,19 @@ from schemas.io import write_table
 from schemas.samples import sample_references
 from schemas.validate import validate
 
-PNG_A = encode_png(np.full((8, 8, 3), 10, np.uint8))
 PNG_B = encode_png(np.full((8, 8, 3), 200, np.uint8))
 
 
-def generated(rows, kind, image=PNG_A):
+def generated(rows, kind, image=None):
+    """Stage 4's variant rows; each source gets its own PNG (a mix-up of variants cannot pass)."""
     return [{"pair_id": variant_id(r[f"{kind}_id"]), "clip_id": r["clip_id"], "kind": kind,
-             "source_id": r[f"{kind}_id"], "image": image, "status": "kept", "model": "tiny", "seed": 3,
-             "prompt": "p"} for r in rows]
+             "source_id": r[f"{kind}_id"], "image": image or variant_png(r[f"{kind}_id"]), "status": "kept",
+             "model": "tiny", "seed": 3, "prompt": "p"} for r in rows]
+
+
+def variant_png(source_id: str) -> bytes:
+    value = int.from_bytes(source_id.encode()[-4:], "little") % 251
+    return encode_png(np.full((8, 8, 3), value, np.uint8))
 
 
 def scene(caption="A man throws two red balls to his dogs"):
@@ -48,7 +53,9 @@ def test_words_are_the_captions_spelling_and_faces_take_their_persons_word():
     assert row["background"] == PNG_B and row["background_id"] == background_id(clip["clip_id"])
     refs = sample_references(row, use_variants=True)  # the order model/ reads: faces, objects, background
     assert [r.kind for r in refs] == ["face", "object", "object", "object", "background"]
-    assert all(r.image == PNG_A for r in refs[:4])
+    sources = [f["source_id"] for f in row["faces"]] + [o["source_id"] for o in row["objects"]]
+    assert [r.image for r in refs[:4]] == [variant_png(sid) for sid in sources]
+    assert len({r.image for r in refs[:4]}) == 4
 
 
 def test_caption_word_finds_spellings_and_says_none_when_absent():
@@ -56,6 +63,20 @@ def test_caption_word_finds_spellings_and_says_none_when_absent():
     assert caption_word("a red car parks", "red car") == "red car"
     assert caption_word("a boxer", "box") is None  # whole words only
     assert caption_word("a cat", "dog") is None
+
+
+@pytest.mark.parametrize("label, caption, word", [
+    ("woman", "Two Women talk", "Women"), ("man", "three men run", "men"), ("person", "people dance", "people"),
+    ("person", "two persons sit", "persons"), ("child", "children play", "children"),
+    ("goose", "geese fly", "geese"), ("mouse", "mice hide", "mice"), ("glasses", "his glasses shine", "glasses"),
+    ("jeans", "blue jeans hang", "jeans"), ("knife", "two knives", "knives"), ("woman", "a woman waves", "woman")])
+def test_subject_words_for_irregular_plurals_and_plural_only_nouns(label, caption, word):
+    """Labels are singular (``normalise_label``); the caption's word is found in its plural forms."""
+    from curation.objects.labels import normalise_label
+
+    assert normalise_label(word) == label      # caption word -> label
+    assert caption_word(caption, label) == word  # label -> caption word
+    assert caption_word("a glass of water", "glasses") is None  # "glasses" is not "glass"
 
 
 def test_generated_and_cross_clip_variants_are_recorded():
@@ -75,6 +96,41 @@ def test_generated_and_cross_clip_variants_are_recorded():
     off = assemble_sample(clip, faces, objects, pairs, {"P-i000": partner_face},
                           AssembleConfig(cross_clip_variants=False), partners)
     assert off["faces"][0]["variant_source"] == "generated"
+
+
+def solid(value: int) -> bytes:
+    return encode_png(np.full((8, 8, 3), value, np.uint8))
+
+
+def test_every_selected_face_of_an_identity_is_a_ranked_crop_with_its_own_variant():
+    """Distinct PNGs for every reference and variant, so a mix-up cannot pass."""
+    clip = clip_row(caption="a man waves")
+    identity = clip["clip_id"] + "-i000"
+    person = people(1)[0]
+    faces = [face_row(clip, i, identity, person, rank=r, det_score=0.9 - 0.01 * i)
+             for i, r in enumerate([2, 0, 1, 3])]
+    faces.append(face_row(clip, 4, identity, person, rank=4, selected=False))
+    obj = object_row(clip, 0, "man", (30, 0, 50, 90), 0.7)
+    pairs = generated([faces[1]], "face", solid(11)) + generated([faces[0]], "face", solid(12))
+    pairs += generated([obj], "object", solid(13))
+    row = assemble_sample(clip, faces, [obj], pairs, {}, AssembleConfig())
+    face = row["faces"][0]
+    assert (face["source_id"], face["ref"], face["variant"]) == (faces[1]["face_id"], faces[1]["crop"], solid(11))
+    assert [(c["face_id"], c["rank"], c["ref"], c["variant"]) for c in face["crops"]] == [
+        (faces[2]["face_id"], 1, faces[2]["crop"], None),            # no variant of its own
+        (faces[0]["face_id"], 2, faces[0]["crop"], solid(12)),       # its own generated variant
+        (faces[3]["face_id"], 3, faces[3]["crop"], None)]            # the unselected face is left out
+    assert row["objects"][0]["variant"] == solid(13)
+    validate(table("samples", [row]), "samples")
+    # Training's draw: face k of n, with the crop's own variant or else the identity's.
+    for k, (ref, var) in enumerate([(faces[1]["crop"], solid(11)), (faces[2]["crop"], solid(11)),
+                                    (faces[0]["crop"], solid(12)), (faces[3]["crop"], solid(11))]):
+        picked = sample_references(row, use_variants=False, pick_face=lambda i, n, k=k: k)[0]
+        varied = sample_references(row, use_variants=True, pick_face=lambda i, n, k=k: k)[0]
+        assert (picked.image, varied.image) == (ref, var), k
+    assert sample_references(row)[0].image == faces[1]["crop"]  # no picker: the best face
+    many = [face_row(clip, i, identity, person, rank=i) for i in range(14)]
+    assert len(assemble_sample(clip, many, [], [], {}, AssembleConfig())["faces"][0]["crops"]) == 9
 
 
 def test_at_most_eight_references_chosen_by_score():

@@ -11,7 +11,8 @@ from curation.pairs.cross_clip import (
     NEAR_DUPLICATE,
     CrossClipConfig,
     best_partners,
-    identity_centroids,
+    centroids_from_sums,
+    identity_sums,
     pair_new_identities,
 )
 from schemas.ids import cross_pair_id
@@ -74,7 +75,7 @@ def test_the_constructed_similarities_sit_where_the_test_needs_them():
 @pytest.mark.parametrize("index", ["numpy", "faiss", "faiss-hnsw"])
 def test_pairing_finds_exactly_the_same_person_in_other_clips(index):
     faces, identity_of, _ = corpus()
-    centroids = identity_centroids(faces)
+    centroids = centroids_from_sums([identity_sums(faces)])
     assert len(centroids) == len(identity_of)  # non-selected faces make no identity of their own
     rows = pair_new_identities(centroids, centroids.ids, CrossClipConfig(index=index))
     kept, near = expected_pairs(identity_of)
@@ -87,7 +88,7 @@ def test_pairing_finds_exactly_the_same_person_in_other_clips(index):
 
 def test_every_index_gives_the_same_rows_and_numbers():
     faces, _, _ = corpus(extra_clip=True)
-    centroids = identity_centroids(faces)
+    centroids = centroids_from_sums([identity_sums(faces)])
     results = [pair_new_identities(centroids, centroids.ids, CrossClipConfig(index=i))
                for i in ("numpy", "faiss", "faiss-hnsw")]
     assert results[0] == results[1] == results[2]
@@ -95,9 +96,9 @@ def test_every_index_gives_the_same_rows_and_numbers():
 
 def test_rerun_with_one_more_clip_adds_only_that_clips_pairs():
     faces, identity_of, _ = corpus()
-    first = pair_new_identities(identity_centroids(faces), identity_centroids(faces).ids, CrossClipConfig())
+    first = pair_new_identities(centroids_from_sums([identity_sums(faces)]), centroids_from_sums([identity_sums(faces)]).ids, CrossClipConfig())
     more_faces, more_identities, _ = corpus(extra_clip=True)
-    centroids = identity_centroids(more_faces)
+    centroids = centroids_from_sums([identity_sums(more_faces)])
     new_ids = {identity_of_new for key, identity_of_new in more_identities.items() if key[0] == "c6"}
     added = pair_new_identities(centroids, new_ids, CrossClipConfig())
     # Exactly the pairs between c6's people and the same people elsewhere.
@@ -116,15 +117,15 @@ def test_rerun_with_one_more_clip_adds_only_that_clips_pairs():
 def test_row_order_does_not_change_the_pairs():
     faces, _, _ = corpus(extra_clip=True)
     shuffled = faces.take(pa.array(np.random.default_rng(3).permutation(faces.num_rows)))
-    a = pair_new_identities(identity_centroids(faces), identity_centroids(faces).ids, CrossClipConfig())
-    b = pair_new_identities(identity_centroids(shuffled), identity_centroids(shuffled).ids, CrossClipConfig())
+    a = pair_new_identities(centroids_from_sums([identity_sums(faces)]), centroids_from_sums([identity_sums(faces)]).ids, CrossClipConfig())
+    b = pair_new_identities(centroids_from_sums([identity_sums(shuffled)]), centroids_from_sums([identity_sums(shuffled)]).ids, CrossClipConfig())
     assert [(r["pair_id"], r["status"]) for r in a] == [(r["pair_id"], r["status"]) for r in b]
     assert np.allclose([r["similarity"] for r in a], [r["similarity"] for r in b], atol=1e-6)
 
 
 def test_same_video_false_skips_clips_of_one_video():
     faces, identity_of, _ = corpus()
-    centroids = identity_centroids(faces)
+    centroids = centroids_from_sums([identity_sums(faces)])
     rows = pair_new_identities(centroids, centroids.ids, CrossClipConfig(same_video=False))
     c0, c5 = identity_of[("c0", 0)], identity_of[("c5", 0)]
     assert cross_pair_id(c0, c5) not in {r["pair_id"] for r in rows}
@@ -138,7 +139,7 @@ def test_embeddings_of_different_models_never_pair():
     if "embedding_model" in faces.column_names:  # faces schema v2 names the model
         faces = faces.drop_columns(["embedding_model"])
     faces = faces.append_column("embedding_model", pa.array(spaces))
-    centroids = identity_centroids(faces)
+    centroids = centroids_from_sums([identity_sums(faces)])
     rows = pair_new_identities(centroids, centroids.ids, CrossClipConfig())
     c1 = identity_of[("c1", 0)]
     assert "dlib" in centroids.spaces and rows
@@ -147,7 +148,7 @@ def test_embeddings_of_different_models_never_pair():
 
 def test_best_partner_is_the_most_similar_kept_one():
     faces, identity_of, _ = corpus()
-    centroids = identity_centroids(faces)
+    centroids = centroids_from_sums([identity_sums(faces)])
     rows = pair_new_identities(centroids, centroids.ids, CrossClipConfig())
     best = best_partners(rows)
     c0 = identity_of[("c0", 0)]

@@ -4,7 +4,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from local_cluster import MARKER, PORT_FLAGS, SLOW_START, free_port, pids_under
 
 from pipelines.ledger import RunDir
 
@@ -24,49 +24,20 @@ BIN = Path(sys.executable).parent
 ADDRESS = "RAY_API_SERVER_ADDRESS"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-MARKER = "MAGREF_TEST_RAY_CLUSTER"  # set in the head's environment: every process of the cluster inherits it
-
-
-def pids_under(marker: str) -> list[int]:
-    """Processes whose command line or environment names ``marker``: ours and only ours.
-
-    The environment matters: Ray's agents rename themselves (``ray::DashboardAgent``), so
-    their command line no longer names the cluster, and one left running keeps its ports
-    (the next head node's agent then never comes up: "No available agent").
-    """
-    found = []
-    needle = marker.encode()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if needle in (proc / "cmdline").read_bytes() or needle in (proc / "environ").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.fixture
 def head_node(tmp_path_factory):
     base = tmp_path_factory.mktemp("rayhead")
     token_file = base / "token"
     token_file.write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **SLOW_START}
     env.pop("RAY_ADDRESS", None)
     temp_dir = f"/tmp/magref-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
     env[MARKER] = temp_dir
     dashboard = free_port()
     # Every port free, not Ray's defaults: any other Ray on this machine (an embedded one in
     # someone's tests included) holds 8265 / 52365 and the like.
-    ports = ["--port", "--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-             "--runtime-env-agent-port", "--metrics-export-port"]
+    ports = ["--port", *PORT_FLAGS]
     start = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
          *[item for flag in ports for item in (flag, str(free_port()))], "--num-cpus", "2",
@@ -85,6 +56,19 @@ def head_node(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def submit_until_agent_answers(command: list[str], env: dict[str, str], run: Path) -> None:
+    """Submit stage 0 and check it finished: the head's job agent comes up a few seconds after `ray start`."""
+    deadline = time.time() + 120
+    while True:
+        job = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        if "No available agent" not in job.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "every input accounted for" in job.stdout
+    assert RunDir.of(str(run)).read("videos").num_rows == 6
+
+
 @pytest.mark.slow
 def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     env, base = head_node
@@ -98,15 +82,7 @@ def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     submit_env["RAY_AUTH_TOKEN"] = token  # what a user does with the token `ray get-auth-token` printed
     submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
               "python", "pipelines/stage0_probe.py", "--input", str(corpus["root"]), "--run-dir", str(run)]
-    deadline = time.time() + 120
-    while True:  # the head's job agent comes up a few seconds after `ray start` returns
-        job = subprocess.run(submit, cwd=ROOT, env=submit_env, capture_output=True, text=True, timeout=300)
-        if "No available agent" not in job.stderr or time.time() > deadline:
-            break
-        time.sleep(2)
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "every input accounted for" in job.stdout
-    assert RunDir.of(str(run)).read("videos").num_rows == 6
+    submit_until_agent_answers(submit, submit_env, run)
     assert RunDir.of(str(run)).read("errors").num_rows == 6
 
     wrong = {**submit_env, "RAY_AUTH_TOKEN": secrets.token_hex(32), "HOME": str(tmp_path)}
@@ -118,3 +94,46 @@ def test_job_submit_with_token_and_refused_without(head_node, corpus, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as http:  # the job API itself, no token at all
         urllib.request.urlopen(f"{address}/api/jobs/", timeout=30)
     assert http.value.code == 401
+
+
+def readme_self_started_head() -> list[str]:
+    """README's commands for a cluster you start yourself (On a cluster), continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("A cluster you start yourself", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_self_started_head_commands_run_as_written(corpus, tmp_path):
+    """The README's `ray start --head` + `ray job submit` lines, with only ports, paths and HOME changed."""
+    generate, start, submit = readme_self_started_head()
+    assert generate == "ray get-auth-token --generate"
+    assert start.startswith("RAY_AUTH_MODE=token ray start --head") and "RAY_AUTH_MODE=token" in submit
+    temp_dir = f"/tmp/magref-ray-{secrets.token_hex(4)}"
+    dashboard = free_port()
+    ports = ["--port", *PORT_FLAGS]
+    start += f" --dashboard-port {dashboard} " + " ".join(f"{flag} {free_port()}" for flag in ports)
+    start += f" --num-cpus 2 --disable-usage-stats --temp-dir {temp_dir}"
+    run = tmp_path / "run"
+    submit = (submit.replace("8265", str(dashboard)).replace("/data/raw_videos", str(corpus["root"]))
+              .replace("/data/runs/r1", str(run)))
+    home = tmp_path / "home"  # ~/.ray/auth_token is written here by the head, read by get-auth-token
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", MARKER: temp_dir,
+           **SLOW_START}
+    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    try:
+        made = subprocess.run(["bash", "-c", generate], env=env, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr[-2000:]
+        started = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stderr[-2000:]
+        assert (home / ".ray" / "auth_token").exists()
+        submit_until_agent_answers(["bash", "-c", submit], env, run)
+    finally:
+        for pid in pids_under(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -9,14 +9,13 @@ from schemas import (
     clip_id,
     key_of,
     list_parts,
-    read_ids,
     read_manifest,
     read_table,
     validate,
     video_id_of,
     write_part,
 )
-from schemas.io import Location, remove_temporaries
+from schemas.io import Location, atomic_write, remove_temporaries, write_bytes
 
 
 def videos_rows(n=2, **override):
@@ -72,9 +71,22 @@ def test_parts_are_atomic_and_temporaries_invisible(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in list_parts(folder)] == ["part-a.parquet"]
     assert read_table(folder, "videos").num_rows == 2
     assert pq.read_table(tmp_path / "videos").num_rows == 2  # plain pyarrow skips it too
-    assert read_ids(folder, "videos") == {"/v/0.mp4", "/v/1.mp4"}
+    assert read_table(folder, "videos", columns=["uri"]).column("uri").to_pylist() == ["/v/0.mp4", "/v/1.mp4"]
     assert remove_temporaries(folder) == 1
     assert write_part(pa.table({}), folder, "videos") is None  # no empty files
+
+
+def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
+    final = Location.of(str(tmp_path / "deep" / "run.json"))
+    write_bytes(final, b"first")
+    with pytest.raises(RuntimeError), atomic_write(final) as tmp:
+        with tmp.fs.open_output_stream(tmp.path) as out:
+            out.write(b"half")
+        raise RuntimeError("killed mid-write")
+    assert (tmp_path / "deep" / "run.json").read_bytes() == b"first"
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["run.json"]  # no temporary left
+    write_bytes(final, b"second")
+    assert (tmp_path / "deep" / "run.json").read_bytes() == b"second"
 
 
 def test_a_corrupt_part_names_its_file(tmp_path):

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 from test_stage1_ops import partly_decodable, videos_table
 
 from curation import synthetic
-from curation.clips.scenes import ClipSplitter, ScenesConfig
+from curation.clips.scenes import ScenesConfig
+from curation.clips.splitter import ClipSplitter
 from pipelines.ledger import RunDir
 from pipelines.stage0_probe import main as probe
 from pipelines.stage1_clips import main as clips

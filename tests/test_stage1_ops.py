@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import cv2
@@ -10,12 +11,21 @@ import pyarrow as pa
 import pytest
 
 from curation import synthetic
-from curation.clips.caption import CaptionConfig, Captioner, frame_request, split_subjects
+from curation.clips.caption import (
+    CaptionConfig,
+    Captioner,
+    chat_prompt,
+    frame_request,
+    split_subjects,
+    tiny_tokenizer,
+)
 from curation.clips.quality import ClipScorer, QualityConfig
-from curation.clips.scenes import ClipSplitter, ScenesConfig, clip_ranges
-from curation.decode import IncompleteVideoError, iter_frames, read_frames
+from curation.clips.scenes import ClipPolicy, ScenesConfig
+from curation.clips.shots import Boundary
+from curation.clips.splitter import ClipSplitter
+from curation.decode import IncompleteVideoError
 from curation.envelope import to_table
-from curation.frames import FRAMES, FrameReader, decode_frames
+from curation.frames import FRAMES, FrameReader, at_frames, decode_frames, read_clip_frames
 from schemas.tables import CLIPS, ERROR, KEPT
 
 FPS = synthetic.FPS
@@ -62,40 +72,30 @@ def videos_table(*rows):
 # ----------------------------------------------------------------------------- decode
 
 
-def test_decode_seeks_and_scales(media):
-    uri = str(media["cuts"])
-    full = dict(iter_frames(uri, 0, 520, size=(128, 72)))
-    assert sorted(full) == list(range(520))
-    part = dict(iter_frames(uri, 300, 310, size=(128, 72)))  # seek past the keyframe at 0/200
-    assert sorted(part) == list(range(300, 310))
-    for index, frame in part.items():
-        assert frame.shape == (72, 128, 3) and np.array_equal(frame, full[index])
-    sampled = [i for i, _ in iter_frames(uri, 0, 96, fps=6, short_side=36)]
-    assert sampled == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 76, 80, 84, 88, 92]
-    frames = read_frames(uri, [450, 210, 450], short_side=72)
-    assert len(frames) == 2 and frames[0].shape == (72, 128, 3)
-    assert np.abs(frames[0].astype(int) - cv2.resize(full[210], (128, 72)).astype(int)).mean() < 8
-
-
 def test_partly_decodable_video_really_fails_mid_decode(media):
-    seen = []
-    with pytest.raises(IncompleteVideoError, match="decoding failed after frame"):
-        for index, _ in iter_frames(str(media["broken"]), short_side=36):
-            seen.append(index)
-    assert 50 < len(seen) < 240  # the first frames did decode
+    # Seeking, scaling and frame choice are tested against full decodes in test_frames.py.
+    with pytest.raises(IncompleteVideoError, match="decoding failed after") as failed:
+        read_clip_frames(str(media["broken"]), 0, 240, 0.0, 240 / FPS, at_frames(range(240), short_side=36))
+    stopped = float(re.search(r"after ([0-9.]+) s", str(failed.value)).group(1))
+    assert 50 / FPS < stopped < 239 / FPS  # the first frames did decode
 
 
 # ----------------------------------------------------------------------------- scenes
 
 
 def test_clip_policy():
+    def whole_video(cuts: list[int], num_frames: int, config: ScenesConfig) -> list[tuple[int, int, str]]:
+        """The policy fed all of a video's hard cuts at once, as the scan feeds it at its end."""
+        policy = ClipPolicy(config, 24.0)
+        return policy.add([Boundary(c, c, "cut") for c in cuts], num_frames) + policy.finish(num_frames)
+
     cfg = ScenesConfig(min_seconds=2, max_seconds=10, trim_frames=2)
-    ranges = clip_ranges([100, 130], 700, 24.0, cfg)
+    ranges = whole_video([100, 130], 700, cfg)
     assert ranges == [(0, 98, KEPT), (102, 128, "too_short"), (132, 372, KEPT), (372, 612, KEPT), (612, 700, KEPT)]
     # even: full windows while more than two remain, then the rest halved (none under half a window)
-    even = clip_ranges([], 600, 24.0, ScenesConfig(window="even"))
+    even = whole_video([], 600, ScenesConfig(window="even"))
     assert even == [(0, 240, KEPT), (240, 420, KEPT), (420, 600, KEPT)]
-    assert clip_ranges([10, 11], 100, 24.0, cfg)[1:] == [(13, 100, KEPT)]  # a 1-frame flash leaves no row
+    assert whole_video([10, 11], 100, cfg)[1:] == [(13, 100, KEPT)]  # a 1-frame flash leaves no row
     with pytest.raises(ValueError, match="detector"):
         ScenesConfig(detector="histogram")
     with pytest.raises(ValueError, match="classical"):
@@ -258,6 +258,19 @@ def test_subject_parsing_never_crashes():
     assert split_subjects("Subjects: a, b c, dd, ee, ff", 2)[1] == ["b c", "dd"]
 
 
+def test_chat_prompt_is_qwens_format_through_the_tokenizers_template():
+    tokenizer = tiny_tokenizer()
+    assert chat_prompt(tokenizer, "Describe.", video_tokens=3) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|video_pad|><|video_pad|><|video_pad|><|vision_end|>Describe.<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    assert chat_prompt(tokenizer, "Labels?") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nLabels?<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}]{% endfor %}"  # the model's own, whatever it is
+    assert chat_prompt(tokenizer, "x") == "[user]"
+
+
 def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     """The real loader path (from_pretrained + AutoTokenizer), offline, on a saved tiny model."""
     from curation.clips.caption import tiny_captioner
@@ -269,5 +282,6 @@ def test_captioner_loader_reads_a_saved_checkpoint(media, tmp_path):
     from_tiny = Captioner(config, models="tiny", device="cpu")
     from_disk = Captioner(config, models={"captioner": str(tmp_path), "aesthetic": "tiny"}, device="cpu")
     assert from_disk.captioner.tokenizer.padding_side == "left"
+    assert from_disk.captioner.tokenizer.chat_template == from_tiny.captioner.tokenizer.chat_template  # saved with it
     table = with_frames(config, to_table(clip_rows(media, 1), CLIPS))
     assert from_disk(table).column("caption").to_pylist() == from_tiny(table).column("caption").to_pylist()

@@ -11,7 +11,8 @@ from test_frames import full_decode
 from curation import synthetic
 from curation.clips.quality import AESTHETIC, QualityConfig
 from curation.clips.scan import scan_video
-from curation.clips.scenes import ClipSplitter, ScenesConfig
+from curation.clips.scenes import ScenesConfig
+from curation.clips.splitter import ClipSplitter
 from curation.frames import FRAMES, ClipFrames, decode_frame_sets, encode_frames, read_clip_frames, uniform
 from schemas.tables import KEPT
 
@@ -197,7 +198,8 @@ RSS_SCRIPT = """
 import resource, sys
 import pyarrow as pa
 from curation.clips.quality import QualityConfig
-from curation.clips.scenes import ClipSplitter, ScenesConfig
+from curation.clips.scenes import ScenesConfig
+from curation.clips.splitter import ClipSplitter
 out = ClipSplitter(ScenesConfig(detector="classical"), QualityConfig())(pa.table({"uri": [sys.argv[1]], "video_id": ["v"]}))
 kept = sum(s == "kept" for s in out.column("status").to_pylist())
 print(out.num_rows, kept, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

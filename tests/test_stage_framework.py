@@ -23,6 +23,8 @@ from pipelines.ledger import RunDir, commit
 from pipelines.run_lock import StageLock
 from pipelines.stages import STAGE
 from pipelines.wiring import map_operator
+from schemas import io as schemas_io
+from schemas.tables import schema_for
 from schemas.tables import CLIPS, INPUT, OBJECTS
 
 # ----------------------------------------------------------------------------- whole inputs
@@ -129,13 +131,16 @@ def test_a_stage_reads_only_its_declared_inputs_and_columns(ray_session, tmp_pat
     run = tmp_path / "run"
     kept = clips_run(run, kept=5, filtered=4)
     reads: list[tuple[str, list[str] | None]] = []
-    real_read = pq.read_table
+    real_read = schemas_io.read_files  # every table read (read_table, read_manifest) goes through it
 
-    def spy(source, *args, **kwargs):
-        reads.append((str(source), kwargs.get("columns")))
-        return real_read(source, *args, **kwargs)
+    def spy(fs, paths, kind, columns=None, filter=None, *args, **kwargs):
+        paths = list(paths)
+        wanted = list(columns or schema_for(kind).names)  # None reads every column of the schema
+        needed = wanted + [c for c, _, _ in filter or [] if c not in wanted]
+        reads.extend((str(path), needed) for path in paths)
+        return real_read(fs, paths, kind, columns, filter, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "read_table", spy)
+    monkeypatch.setattr(schemas_io, "read_files", spy)
     assert toy_stage2(["--run-dir", str(run)]) == 0
     assert "== stage objects: 5 inputs, 0 already done, 5 processed" in capsys.readouterr().out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,13 @@ from model.train.data import (
     BadRecord,
     DataConfig,
     SamplesDataset,
-    SamplesTable,
     cover_size,
     frame_count,
     make_example,
     nearest_bucket,
     window_times,
 )
+from model.train.samples_reader import SamplesTable
 
 SMALL = DataConfig(num_frames=9, min_frames=5, buckets=((64, 48), (48, 64)))
 
@@ -62,7 +63,7 @@ def test_a_slower_source_repeats_its_frames(tokenizer, tmp_path: Path) -> None:
 
     uri, frames = clip(tmp_path / "slow.mp4", frames=7, fps=8)
     example = make_example(sample_row("s", str(uri), frames, fps=8.0), 0,
-                           replace(SMALL, num_frames=13), tokenizer)
+                           replace(SMALL, num_frames=13, first_frame="clip"), tokenizer)
     got = example.frames
     assert got.shape[0] == 13
     for i in range(6):
@@ -86,9 +87,14 @@ def test_example_shapes_and_pixels_follow_the_clip(tokenizer, tmp_path: Path) ->
     assert example.frames.shape == (9, 48, 64, 3) and example.frames.dtype == np.uint8
     assert example.bucket == (64, 48, 9)
     assert example.canvas.image.size == (64, 48)
-    # The decoded frames are the clip's frames at the chosen source indices (lossy codec).
-    for got, i in zip(example.frames, [0, 1, 3, 4, 6, 7, 9, 10, 12]):
+    # Frame 0 of the target is the canvas (as the release was trained); the others are the
+    # clip's frames at the chosen source indices (lossy codec).
+    assert np.array_equal(example.frames[0], np.asarray(example.canvas.image))
+    for got, i in zip(example.frames[1:], [1, 3, 4, 6, 7, 9, 10, 12]):
         assert np.abs(got.astype(int) - frames[i].astype(int)).mean() < 6
+    own = make_example(row, 0, replace(SMALL, first_frame="clip"), tokenizer)
+    assert np.abs(own.frames[0].astype(int) - frames[0].astype(int)).mean() < 6
+    assert np.array_equal(own.frames[1:], example.frames[1:])
     assert example.prompt == CAPTION
     assert [w for w, _ in example.subjects] == ["man", "dog"]
     g = example.guidance
@@ -139,6 +145,31 @@ def test_variant_and_background_probabilities(one_clip, tokenizer) -> None:
     assert picks == {True, False}
 
 
+def test_epochs_draw_different_faces_of_an_identity(one_clip, tokenizer) -> None:
+    """Two epochs (augmentations) of one sample use two different ranked faces; three use all."""
+    from training_data import png
+
+    uri, frames = one_clip
+    row = sample_row("a", str(uri), frames, variant=False, background=False, objects=[])
+    row["faces"][0]["ref"] = png(np.full((24, 24, 3), 40, np.uint8))
+    row["faces"][0]["crops"] = [{"face_id": f"f{k}", "rank": k, "ref": png(np.full((24, 24, 3), 40 + 80 * k, np.uint8)),
+                                 "variant": None, "variant_id": None} for k in (1, 2)]
+    config = replace(SMALL, shuffle_refs=False)
+
+    seen = [face_value(row, a, config, tokenizer) for a in range(3)]
+    assert seen[0] != seen[1] and sorted(seen) == [40, 120, 200]
+    assert face_value(row, 3, config, tokenizer) == seen[0]  # then the cycle repeats
+    starts = [face_value(row, 0, replace(config, seed=s), tokenizer) for s in range(1, 6)]
+    assert len(set(starts)) > 1  # where the cycle starts is seeded
+
+
+def face_value(row: dict, augmentation: int, config: DataConfig, tokenizer) -> int:
+    """The mean grey of the (solid) face on the example's canvas: which crop was drawn."""
+    ex = make_example(row, augmentation, config, tokenizer)
+    x, y, w, h = ex.canvas.boxes[0]
+    return int(round(np.asarray(ex.canvas.image)[y:y + h, x:x + w].mean()))
+
+
 def test_caption_dropout_drops_words_and_subjects(one_clip, tokenizer) -> None:
     from dataclasses import replace
 
@@ -186,19 +217,25 @@ def test_a_part_with_the_wrong_schema_is_skipped_and_counted(tmp_path: Path) -> 
 
 def test_stream_shards_ranks_and_resumes_exactly(tmp_path: Path, tokenizer) -> None:
     path = samples_table(tmp_path, count=4, frames=16)
+    pq.write_table(pq.read_table(path), path, row_group_size=1)  # four row groups: dealt to ranks
     dataset = SamplesDataset(SamplesTable(str(path)), SMALL, tokenizer)
 
     def ids(stream, n):
         it = iter(stream)
         return [[e.sample_id for e in next(it)] for _ in range(n)]
 
-    # One rank with batch 2 sees, per epoch, exactly the union of two ranks with batch 1.
-    single = ids(BatchStream(dataset, 2, SMALL.augmentation, seed=1), 4)
-    r0 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=0, world=2), 4)
-    r1 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=1, world=2), 4)
-    assert [sorted(b) for b in single] == [sorted(a + b) for a, b in zip(r0, r1)]
-    order = epoch_order(4, 1, 0)
+    # Two ranks with batch 1 read disjoint row groups; per epoch they see every sample once.
+    r0 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=0, world=2), 2)
+    r1 = ids(BatchStream(dataset, 1, SMALL.augmentation, seed=1, rank=1, world=2), 2)
+    assert sorted(sum(r0 + r1, [])) == ["s0", "s1", "s2", "s3"]
+    single = ids(BatchStream(dataset, 2, SMALL.augmentation, seed=1), 2)
+    assert sorted(sum(single, [])) == ["s0", "s1", "s2", "s3"]
+    order = dataset.epoch_order(1, 0, 0, 1)
     assert single[0] == [dataset.sample_id(int(order[0])), dataset.sample_id(int(order[1]))]
+    # Fewer row groups than ranks: the stream deals rows of a seeded permutation instead.
+    one_group = SamplesDataset(SamplesTable(str(samples_table(tmp_path / "one", count=4, frames=16))), SMALL, tokenizer)
+    a = ids(BatchStream(one_group, 1, SMALL.augmentation, seed=1, rank=0, world=2), 2)
+    assert sum(a, []) == [one_group.sample_id(int(i)) for i in epoch_order(4, 1, 0)[0::2]]
     # Resume: the state after 3 batches continues with the 4th, 5th, ... batch.
     stream = BatchStream(dataset, 1, SMALL.augmentation, seed=1, workers=2)
     it = iter(stream)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,13 +33,12 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, drop_frames, uniform
-from curation.models import default_dtype
-from curation.operator import ActorPool, TaskPool
+from curation.images import CLIP_MEAN, CLIP_STD
+from curation.models import default_dtype, load
+from curation.operator import ActorPool, TaskPool, setting
 from schemas.tables import CLIPS
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SYSTEM = "You are a helpful assistant."
+SYSTEM = "You are a helpful assistant."  # the system turn Qwen's chat template adds
 PROMPT = (
     "Describe this video clip for training a video generation model. Focus on the main subjects "
     "(people, animals, objects): their appearance (clothing, colours, shapes), what they do, and how "
@@ -54,17 +53,17 @@ _WORD = re.compile(r"^[a-z][a-z' -]{0,38}[a-z]$")
 
 @dataclass
 class CaptionConfig:
-    enabled: bool = True  # False: clips are scored and filtered, captions left null
-    frames: int = 16  # sampled evenly over the clip; even, since Qwen2.5-VL pairs frames
-    min_pixels: int = 4 * 28 * 28  # per frame, after Qwen's resize to multiples of 28
-    max_pixels: int = 448 * 252  # per frame; ~144 visual tokens per frame pair
-    max_new_tokens: int = 256  # caption length cap (greedy decoding)
-    max_subjects: int = 8  # nouns kept from the Subjects: line
-    prompt: str = PROMPT  # the instruction; {max_subjects} is filled in
-    # batch_size = clips per generate call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
-    # the CPU step before it that decodes the clips' frames (Ray tasks)
-    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))
+    enabled: bool = setting(True, help="False: clips are scored and filtered, captions left null")
+    frames: int = setting(16, help="sampled evenly over the clip; even, since Qwen2.5-VL pairs frames")
+    min_pixels: int = setting(4 * 28 * 28, help="per frame, after Qwen's resize to multiples of 28")
+    max_pixels: int = setting(448 * 252, help="per frame; ~144 visual tokens per frame pair")
+    max_new_tokens: int = setting(256, help="caption length cap (greedy decoding)")
+    max_subjects: int = setting(8, help="nouns kept from the Subjects: line")
+    prompt: str = setting(PROMPT, help="the instruction; {max_subjects} is filled in")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = clips per generate call; one GPU per actor when the job uses GPUs (--gpus)")
+    decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help=
+        "the CPU step before it that decodes the clips' frames (Ray tasks)")
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.frames % 2:
@@ -104,7 +103,11 @@ def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels
 
 def video_inputs(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
     """``pixel_values_videos`` and ``video_grid_thw`` for (T, H, W, 3) uint8 clips already at a
-    ``smart_size``; the same layout as ``Qwen2VLVideoProcessor.patchify``."""
+    ``smart_size``; the same layout as ``Qwen2VLVideoProcessor.patchify``.
+
+    Ours stands in for ``Qwen2VLVideoProcessor``, which needs torchvision (it does not import
+    beside the CPU torch here); tests/test_preprocessing_parity.py checks it equals
+    ``Qwen2VLImageProcessorPil`` on a clip of identical frames."""
     import torch
 
     patch, merge, temporal = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
@@ -125,11 +128,18 @@ def video_inputs(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
     return torch.cat(flat), torch.tensor(grids, dtype=torch.long)
 
 
-def chat_text(prompt: str, video_tokens: int) -> str:
-    """Qwen's chat format with one video, its pad token repeated once per merged patch."""
-    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
-            f"<|vision_start|>{'<|video_pad|>' * video_tokens}<|vision_end|>{prompt}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
+def chat_prompt(tokenizer: Any, prompt: str, video_tokens: int = 0) -> str:
+    """One user turn (one video, if ``video_tokens``, then the prompt) through the model's own
+    chat template (``apply_chat_template``), ready for generation.
+
+    The template writes one ``<|video_pad|>`` per video; like ``Qwen2VLProcessor`` we repeat
+    it once per merged vision patch, since our ``video_inputs`` stands in for the processor's
+    video half (``Qwen2VLVideoProcessor`` needs torchvision, which does not import here).
+    """
+    content = ([{"type": "video"}] if video_tokens else []) + [{"type": "text", "text": prompt}]
+    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+    return text.replace(VIDEO_PAD, VIDEO_PAD * video_tokens, 1) if video_tokens else text
 
 
 def split_subjects(text: str, limit: int) -> tuple[str, list[str]]:
@@ -182,8 +192,6 @@ class Captioner:
 
     def __init__(self, config: CaptionConfig, models: Any = None, device: str | None = None,
                  model: CaptionModel | None = None):
-        from curation.models import load
-
         self.config = config
         self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0
@@ -214,7 +222,7 @@ class Captioner:
         pixels, grids = video_inputs([v for v, _ in videos], c.vision)
         merge = c.vision.spatial_merge_size ** 2
         prompt = self.config.prompt.format(max_subjects=self.config.max_subjects)
-        texts = [chat_text(prompt, int(g.prod()) // merge) for g in grids]
+        texts = [chat_prompt(c.tokenizer, prompt, int(g.prod()) // merge) for g in grids]
         inputs = c.tokenizer(texts, padding=True, return_tensors="pt").to(c.device)
         seconds = [c.vision.temporal_patch_size * spacing for _, spacing in videos]
         with torch.inference_mode():
@@ -230,8 +238,26 @@ class Captioner:
 # Registry builders: the real checkpoint, and the same class from a tiny config.
 # ---------------------------------------------------------------------------
 
+VIDEO_PAD = "<|video_pad|>"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]
+                  "<|image_pad|>", VIDEO_PAD]
+# Qwen2-VL / Qwen2.5-VL's chat template as the hub checkpoints ship it (tokenizer_config.json,
+# chat_template.json), given to the tiny tokenizer, which has no hub files; real checkpoints
+# use their own. Data, not code: the format lives in the template.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def load_captioner(source: str, device: str, dtype: Any = None) -> CaptionModel:
@@ -257,7 +283,7 @@ def tiny_tokenizer():
     corpus = [PROMPT, SYSTEM, "Subjects: woman, dog, red car", "A man walks a dog in a park. The camera pans left."]
     tok.train_from_iterator(corpus * 4, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   padding_side="left")
+                                   padding_side="left", chat_template=QWEN_VL_CHAT_TEMPLATE)
 
 
 def tiny_captioner(device: str) -> CaptionModel:

@@ -21,10 +21,11 @@ aesthetic frames; nothing is decoded twice.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -33,8 +34,8 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frame_sets, drop_frames
-from curation.models import default_dtype
-from curation.operator import ActorPool
+from curation.models import ModelSourceError, default_dtype, load
+from curation.operator import ActorPool, setting
 from schemas.tables import CLIPS, KEPT
 
 MOTION = "motion"
@@ -47,24 +48,25 @@ HEAD_ENV = "MAGREF_AESTHETIC_HEAD"
 class QualityConfig:
     """Filter thresholds and how many frames each score looks at."""
 
-    motion_method: str = "dis"  # OpenCV dense flow: "dis" (DIS, fast preset; ~1 ms a pair) or "farneback"
-    # % of the frame diagonal per second; below: a still shot (camera-like media: a locked-off
-    # camera with film grain scores 0.15-1.1, most under 0.7; the slowest pan, 1% of the width a second, 0.8-1.5)
-    motion_min: float = 0.8
-    motion_max: float = 40.0  # above: shaky or whip-panning footage (a pan of the full width a second scores ~80)
-    aesthetic_min: float = 4.5  # LAION scale 1-10; 4.5-5 is the usual cut for video corpora
-    motion_pairs: int = 4  # frame pairs per clip whose optical flow is averaged
-    motion_gap_s: float = 0.125  # time between the two frames of a pair
-    motion_grid_s: float = 0.5  # pair starts are kept every this many seconds during the scan
-    motion_short_side: int = 128  # flow is computed at this size, so scores do not depend on resolution
-    aesthetic_frames: int = 3  # frames per clip whose CLIP scores are averaged
-    aesthetic_grid_s: float = 1.0  # aesthetic frames are kept every this many seconds during the scan
-    aesthetic_short_side: int = 224  # CLIP's input size; its processor centre-crops (never upscaled here)
-    # aesthetic frames travel to the scorer as JPEG of this quality (0: raw); CLIP's score moves by
-    # less than its frame-to-frame spread, and a video's clips stay ~10-30x smaller in their Ray block
-    aesthetic_jpeg_quality: int = 90
-    # clips per call; all their aesthetic frames go through CLIP in one forward
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=32, num_cpus=0.5, num_gpus=0.25))
+    motion_method: str = setting("dis", help='OpenCV dense flow: "dis" (DIS, fast preset; ~1 ms a pair) or "farneback"')
+    motion_min: float = setting(0.8, help=
+        "% of the frame diagonal per second; below: a still shot (camera-like media: a locked-off camera with "
+        "film grain scores 0.15-1.1, most under 0.7; the slowest pan, 1% of the width a second, 0.8-1.5)")
+    motion_max: float = setting(40.0, help=
+        "above: shaky or whip-panning footage (a pan of the full width a second scores ~80)")
+    aesthetic_min: float = setting(4.5, help="LAION scale 1-10; 4.5-5 is the usual cut for video corpora")
+    motion_pairs: int = setting(4, help="frame pairs per clip whose optical flow is averaged")
+    motion_gap_s: float = setting(0.125, help="time between the two frames of a pair")
+    motion_grid_s: float = setting(0.5, help="pair starts are kept every this many seconds during the scan")
+    motion_short_side: int = setting(128, help="flow is computed at this size, so scores do not depend on resolution")
+    aesthetic_frames: int = setting(3, help="frames per clip whose CLIP scores are averaged")
+    aesthetic_grid_s: float = setting(1.0, help="aesthetic frames are kept every this many seconds during the scan")
+    aesthetic_short_side: int = setting(224, help="CLIP's input size; its processor centre-crops (never upscaled here)")
+    aesthetic_jpeg_quality: int = setting(90, help=
+        "aesthetic frames travel to the scorer as JPEG of this quality (0: raw); CLIP's score moves by less "
+        "than its frame-to-frame spread, and a video's clips stay ~10-30x smaller in their Ray block")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=32, num_cpus=0.5, num_gpus=0.25), help=
+        "clips per call; all their aesthetic frames go through CLIP in one forward")
 
     def __post_init__(self) -> None:
         if self.motion_method not in ("dis", "farneback"):
@@ -166,8 +168,6 @@ def head_path(source: str) -> str:
             return local
     path = os.path.expanduser(os.environ.get(HEAD_ENV, f"~/.cache/magref/{HEAD_FILE}"))
     if not os.path.exists(path):
-        from curation.models import ModelSourceError
-
         raise ModelSourceError(
             f"aesthetic head not found (looked in {source!r}/{HEAD_FILE} and {path}). Download "
             "sac+logos+ava1-l14-linearMSE.pth from github.com/christophschuhmann/improved-aesthetic-predictor, "
@@ -232,8 +232,6 @@ class ClipScorer:
     """
 
     def __init__(self, config: QualityConfig, models: Any = None, device: str | None = None):
-        from curation.models import load
-
         self.config = config
         self.predictor = load(AESTHETIC, models, device=device)
 
@@ -270,11 +268,19 @@ class ClipScorer:
         return status or KEPT
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m curation.clips.quality convert-head IN.pth OUT.safetensors``."""
+    parser = argparse.ArgumentParser(prog="python -m curation.clips.quality",
+                                     description="Convert the released aesthetic head to safetensors.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert-head", help=convert_head.__doc__)
+    convert.add_argument("pth", help="sac+logos+ava1-l14-linearMSE.pth, the released state dict")
+    convert.add_argument("out", help="the .safetensors file to write")
+    args = parser.parse_args(argv)
+    convert_head(args.pth, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "convert-head":
-        convert_head(sys.argv[2], sys.argv[3])
-        print(f"wrote {sys.argv[3]}")
-    else:
-        print("usage: python -m curation.clips.quality convert-head "
-              "sac+logos+ava1-l14-linearMSE.pth OUT.safetensors")
-        sys.exit(2)
+    sys.exit(main())

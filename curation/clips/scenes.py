@@ -17,24 +17,19 @@ dissolve, or blank frames teaches the model something no shot does. So:
 Detectors (``scenes.detector``): ``classical`` (PySceneDetect's detectors named in
 ``classical`` plus our lagged colour-histogram ``gradual`` detector; CPU, a fraction of a
 decode) or ``transnetv2`` (learned, on an actor, the GPU's default); ``auto`` picks
-TransNetV2 where the cluster has GPUs. The README's stage 1 table gives the measurements
+TransNetV2 when the job uses GPUs (--gpus). The README's stage 1 table gives the measurements
 behind the defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import pyarrow as pa
-
-from curation.clips.quality import QualityConfig
 from curation.clips.shots import BLANK, CLASSICAL, TRANSITION, Boundary, ClassicalBoundaries, Detection
-from curation.envelope import per_input, to_table
-from curation.frames import FRAMES
-from curation.operator import ActorPool, TaskPool
-from schemas.ids import clip_id
-from schemas.tables import CLIPS, KEPT
+from curation.clips.transnet import TransNetBoundaries
+from curation.operator import ActorPool, TaskPool, setting
+from schemas.tables import KEPT
 
 TOO_SHORT = "too_short"
 AUTO, CLASSICAL_DETECTOR, TRANSNET = "auto", "classical", "transnetv2"
@@ -46,32 +41,34 @@ WINDOWS = ("fixed", "even")
 class ScenesConfig:
     """Shot boundaries and the clip policy. PySceneDetect thresholds are in its own units."""
 
-    detector: str = "auto"  # "auto": transnetv2 where the cluster has GPUs, else "classical"
-    # classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points)
-    # and "gradual" (colour histograms gradual_seconds apart: fades, dissolves)
-    classical: list[str] = field(default_factory=lambda: ["adaptive", "gradual"])
-    gradual_seconds: float = 0.5  # histograms this far before and after each frame are compared
-    gradual_threshold: float = 0.3  # their total-variation distance (0-1) that marks a transition
-    blank_max_std: float = 5.0  # a frame whose every colour channel varies less (std, 0-255) is blank
-    max_transition_seconds: float = 4.0  # longer stretches of change are cut into transitions this long
-    transnet_threshold: float = 0.5  # TransNetV2: a transition holds a frame scored above this
-    transnet_extent: float = 0.05  # ... and runs over every neighbouring frame scored above this
-    transnet_batch: int = 4  # TransNetV2: 100-frame windows per forward
-    adaptive_threshold: float = 3.0  # AdaptiveDetector: a frame's change over its neighbours' average
-    min_content_val: float = 15.0  # AdaptiveDetector: the least absolute change that can be a cut
-    content_threshold: float = 27.0  # ContentDetector's threshold (HSV change, 0-255)
-    min_scene_frames: int = 8  # PySceneDetect's own minimum distance between cuts
-    detect_width: int = 96  # frames shrink to about this width for detection
-    min_seconds: float = 2.0  # shorter scenes become too_short rows
-    max_seconds: float = 10.0  # longer scenes are cut into windows
-    trim_frames: int = 2  # dropped on each side of every boundary
-    window: str = "fixed"  # long scenes: "fixed" windows of max_seconds, or "even" (the last two balanced)
-    strict_decode: bool = True  # a decode error makes the video an error row
-    # classical: one video per Ray task (the scan decodes the whole video)
-    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=1, num_cpus=0.5))
-    # transnetv2: actors that keep the model loaded (a GPU share each where the cluster has GPUs)
-    transnet_pool: ActorPool = field(default_factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
-                                                                       num_gpus=0.25))
+    detector: str = setting("auto", help='"auto": transnetv2 when the job uses GPUs (--gpus), else "classical"')
+    classical: list[str] = setting(factory=lambda: ["adaptive", "gradual"], help=
+        "classical detectors, unioned: PySceneDetect's adaptive/content/hash/histogram (cut points) and "
+        '"gradual" (colour histograms gradual_seconds apart: fades, dissolves)')
+    gradual_seconds: float = setting(0.5, help="histograms this far before and after each frame are compared")
+    gradual_threshold: float = setting(0.3, help="their total-variation distance (0-1) that marks a transition")
+    blank_max_std: float = setting(5.0, help="a frame whose every colour channel varies less (std, 0-255) is blank")
+    max_transition_seconds: float = setting(4.0, help="longer stretches of change are cut into transitions this long")
+    transnet_threshold: float = setting(0.5, help="TransNetV2: a transition holds a frame scored above this")
+    transnet_extent: float = setting(0.05, help="... and runs over every neighbouring frame scored above this")
+    transnet_batch: int = setting(4, help="TransNetV2: 100-frame windows per forward")
+    adaptive_threshold: float = setting(3.0, help="AdaptiveDetector: a frame's change over its neighbours' average")
+    min_content_val: float = setting(15.0, help="AdaptiveDetector: the least absolute change that can be a cut")
+    content_threshold: float = setting(27.0, help="ContentDetector's threshold (HSV change, 0-255)")
+    min_scene_frames: int = setting(8, help="PySceneDetect's own minimum distance between cuts")
+    detect_width: int = setting(96, help="frames shrink to about this width for detection")
+    min_seconds: float = setting(2.0, help="shorter scenes become too_short rows")
+    max_seconds: float = setting(10.0, help="longer scenes are cut into windows")
+    trim_frames: int = setting(2, help="dropped on each side of every boundary")
+    window: str = setting("fixed", help=
+        'long scenes: "fixed" windows of max_seconds, or "even" (the last two balanced)')
+    strict_decode: bool = setting(True, help="a decode error makes the video an error row")
+    pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=1, num_cpus=0.5), help=
+        "classical: one video per Ray task (the scan decodes the whole video)")
+    transnet_pool: ActorPool = setting(
+        factory=lambda: ActorPool(actors=2, batch_size=1, num_cpus=1.0,
+                                                                       num_gpus=0.25), help=
+        "transnetv2: actors that keep the model loaded (a GPU share each where the job uses GPUs)")
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -108,8 +105,6 @@ class ScenesConfig:
 
     def boundary_stream(self, fps: float, shot_model: Any = None):
         if self.detector == TRANSNET:
-            from curation.clips.transnet import TransNetBoundaries
-
             if shot_model is None:
                 raise ValueError("scenes.detector=transnetv2 needs the shot_boundaries model loaded")
             return TransNetBoundaries(self.detection(fps), shot_model, self.transnet_batch,
@@ -200,68 +195,3 @@ class ClipPolicy:
             edges.append((edges[-1] + last) // 2)
         edges.append(last)
         return [(a, b, KEPT if b - a >= self.min_len else TOO_SHORT) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def clip_ranges(boundaries: list[Boundary | int], num_frames: int, fps: float,
-                config: ScenesConfig) -> list[tuple[int, int, str]]:
-    """The policy on a whole video at once (ints are hard cuts): what the scan does in pieces."""
-    policy = ClipPolicy(config, fps)
-    items = sorted(b if isinstance(b, Boundary) else Boundary(b, b, "cut") for b in boundaries)
-    items = [b for b in items if 0 < b.end and b.start < num_frames]
-    return policy.add(items, num_frames) + policy.finish(num_frames)
-
-
-# ---------------------------------------------------------------------------
-# The operator.
-# ---------------------------------------------------------------------------
-
-class ClipSplitter:
-    """Stage 1, step 1: ``videos`` rows in, candidate ``clips`` rows out, kept ones with their
-    motion score and aesthetic frames (``FRAMES``).
-
-    ``transition``, ``blank`` and ``too_short`` rows come out filtered; a video that fails
-    to decode becomes one error row and none of its clips.
-    """
-
-    def __init__(self, config: ScenesConfig, quality: QualityConfig | None = None, models: Any = None,
-                 device: str | None = None):
-        from curation.models import load, pick_device
-
-        if config.detector == AUTO:  # used outside a job, which resolves it from the cluster
-            config = config.resolved(pick_device(device).startswith("cuda"))
-        self.config = config
-        self.quality = quality
-        self.model = load("shot_boundaries", models, device=device) if self.config.detector == TRANSNET else None
-
-    def scan(self, video: dict[str, Any]):
-        from curation.clips.scan import scan_video
-
-        return scan_video(video["uri"], self.config, self.quality, expected_frames=video.get("num_frames"),
-                          shot_model=self.model)
-
-    def split(self, video: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.rows(video, self.scan(video))
-
-    def rows(self, video: dict[str, Any], scan) -> list[dict[str, Any]]:
-        """One ``clips`` row per range the scan's clip policy produced."""
-        rows = []
-        for clip in scan.clips:
-            row = {
-                "clip_id": clip_id(video["video_id"], clip.start, clip.end), "video_id": video["video_id"],
-                "uri": video["uri"], "start_frame": clip.start, "end_frame": clip.end,
-                "start_s": clip.start_s, "end_s": clip.end_s, "fps": scan.fps,
-                "width": video.get("width"), "height": video.get("height"),
-                "motion": clip.motion, "aesthetic": None, "status": clip.status, "caption": None, "subjects": None,
-            }
-            if self.quality is not None:
-                row[FRAMES] = clip.frames
-            rows.append(row)
-        return rows
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        columns = [c for c in ("uri", "video_id", "num_frames", "width", "height") if c in batch.column_names]
-        rows = per_input(batch.select(columns).to_pylist(), "video_id", self.split)
-        return to_table(rows, _SCHEMA)
-
-
-_SCHEMA = pa.schema([*CLIPS, pa.field(FRAMES, pa.binary())])

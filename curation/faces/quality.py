@@ -20,16 +20,39 @@ trace), checked in this order, first failure wins:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-from curation.faces.config import FaceFilters
 from curation.faces.pose import ARCFACE_TEMPLATE
+from curation.operator import setting
 
 KEPT = "kept"
 LOW_QUALITY, OCCLUDED, POSE, BLUR = "low_quality", "occluded", "pose", "blur"
 FILTERS = (LOW_QUALITY, OCCLUDED, POSE, BLUR)
 ALIGNED_SIZE = 112
+
+
+@dataclass
+class FaceFilters:
+    """``faces.filters.*``: the thresholds ``face_status`` applies."""
+
+    max_yaw: float = setting(60.0, help=
+        "degrees; beyond it a face is recorded as pose (profiles make poor identity references)")
+    max_pitch: float = setting(45.0, help="degrees, up or down")
+    max_roll: float = setting(30.0, help="degrees of in-plane tilt")
+    min_blur: float = setting(40.0, help="variance of the Laplacian on the aligned 112x112 grey crop; below: blur")
+    min_size: int = setting(48, help="shorter box side in source pixels; below: low_quality")
+    keypoint_margin: float = setting(0.1, help=
+        "keypoints may lie this far outside the box (fraction of its size) before the face is occluded")
+
+    def __post_init__(self) -> None:
+        for name in ("max_yaw", "max_pitch", "max_roll"):
+            if not 0 < getattr(self, name) <= 180:
+                raise ValueError(f"filters.{name} must be in (0, 180] degrees, got {getattr(self, name)}")
+        if self.min_blur < 0 or self.min_size < 1 or self.keypoint_margin < 0:
+            raise ValueError("filters.min_blur and keypoint_margin must be >= 0, min_size >= 1")
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:

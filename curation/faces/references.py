@@ -1,4 +1,5 @@
-"""One clip's faces -> its identities and reference set (Appendix B.3, Eq. 17).
+"""Stage 3, operator 3: ``FaceReferences`` (CPU tasks, whole clips), and what it does to one
+clip: its faces -> its identities and reference set (Appendix B.3, Eq. 17).
 
 Input: every face ``measure.measure_faces`` found on the clip's frames and on its
 neighbouring segments, each with its filter status. Output: the same faces with
@@ -22,15 +23,20 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from curation.faces.config import FacesConfig
+from curation.envelope import run_isolated, to_table
+from curation.faces import FacesConfig
 from curation.faces.identities import NO_IDENTITY, assign_identities
 from curation.faces.measure import CLIP, SEGMENTS
 from curation.faces.quality import KEPT
 from curation.faces.select import ranks, spread_over_yaw
 from schemas.ids import child_id, face_id
+from schemas.tables import FACES, INPUT
 
 NOT_IN_CLIP = "not_in_clip"
+FILTER = "_filter"  # the detection step's verdict, settled by FaceReferences
 
 
 def identity_id(clip_id: str, number: int) -> str:
@@ -76,3 +82,26 @@ def clip_references(clip_id: str, faces: Sequence[dict[str, Any]], config: Faces
             if not row["selected"]:
                 row["crop"] = None
     return rows
+
+
+class FaceReferences:
+    """CPU step over whole clips: identities, statuses, ranks and the selected references."""
+
+    whole_inputs = True
+
+    def __init__(self, config: FacesConfig):
+        self.config = config
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return run_isolated(batch, self._choose, FACES)
+
+    def _choose(self, live: pa.Table) -> pa.Table:
+        rows: list[dict[str, Any]] = []
+        for input_id in pc.unique(live.column(INPUT)).to_pylist():
+            faces = live.filter(pc.equal(live.column(INPUT), input_id)).to_pylist()
+            for face in faces:
+                face["status"] = face.pop(FILTER)
+            for face in clip_references(faces[0]["clip_id"], faces, self.config):
+                face[INPUT] = input_id
+                rows.append(face)
+        return to_table(rows, FACES)

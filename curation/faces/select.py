@@ -17,7 +17,23 @@ and each chosen face is the best of its pose.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from curation.operator import setting
+
+
+@dataclass
+class FaceSelection:
+    """``faces.select.*``: how many references per identity ``spread_over_yaw`` picks."""
+
+    per_identity: int = setting(10, help="references chosen per identity, spread over the yaw range (the paper's 10)")
+    from_neighbours: bool = setting(True, help="faces found in the neighbouring segments may be chosen too")
+
+    def __post_init__(self) -> None:
+        if self.per_identity < 1:
+            raise ValueError(f"select.per_identity must be >= 1, got {self.per_identity}")
 
 
 def frontalness(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:

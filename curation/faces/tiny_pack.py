@@ -31,6 +31,7 @@ import warnings
 
 import numpy as np
 
+from curation.faces.detect import load_insightface
 from curation.faces.pose import ARCFACE_TEMPLATE, IBUG68_MODEL, IBUG68_POINTS
 
 TINY_PACK = "tiny"
@@ -192,7 +193,5 @@ def tiny_pack_dir() -> str:
 
 def tiny_insightface(device: str):
     """The registry's tiny builder of role ``face_analysis``: the generated pack through ``FaceAnalysis``."""
-    from curation.faces.detect import load_insightface
-
     return load_insightface(tiny_pack_dir(), device)
 

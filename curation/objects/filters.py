@@ -27,6 +27,7 @@ import numpy as np
 
 from curation.images import mask_box
 from curation.objects.morphology import significant_components, solidity
+from curation.operator import setting
 from schemas.tables import KEPT
 
 TOO_SMALL, IRREGULAR, OVERLAPS_FACE, DUPLICATE = "too_small", "irregular", "overlaps_face", "duplicate"
@@ -34,12 +35,12 @@ TOO_SMALL, IRREGULAR, OVERLAPS_FACE, DUPLICATE = "too_small", "irregular", "over
 
 @dataclass
 class FilterConfig:
-    theta_min: float = 0.01  # Eq. 14: smallest refined mask, as a fraction of the frame's area
-    min_solidity: float = 0.5  # area / convex-hull area below this: irregular
-    max_components: int = 3  # raw SAM2 mask in more sizeable pieces than this: irregular
-    component_fraction: float = 0.1  # a piece counts when >= this fraction of the largest piece
-    face_iou_max: float = 0.25  # Eq. 16
-    duplicate_iou: float = 0.8  # same label, same frame, mask IoU above this: one object
+    theta_min: float = setting(0.01, help="Eq. 14: smallest refined mask, as a fraction of the frame's area")
+    min_solidity: float = setting(0.5, help="area / convex-hull area below this: irregular")
+    max_components: int = setting(3, help="raw SAM2 mask in more sizeable pieces than this: irregular")
+    component_fraction: float = setting(0.1, help="a piece counts when >= this fraction of the largest piece")
+    face_iou_max: float = setting(0.25, help="Eq. 16")
+    duplicate_iou: float = setting(0.8, help="same label, same frame, mask IoU above this: one object")
 
     def __post_init__(self) -> None:
         for name in ("theta_min", "min_solidity", "component_fraction", "face_iou_max", "duplicate_iou"):

@@ -24,7 +24,7 @@ mask), so a GPU actor spends no time in PIL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -32,8 +32,9 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, FrameRequest, decode_frames, uniform
+from curation.models import default_dtype, load
 from curation.objects.labels import LABELS, clip_labels
-from curation.operator import ActorPool, TaskPool
+from curation.operator import ActorPool, TaskPool, setting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,18 +44,20 @@ FACE_QUERY = "human face"
 
 @dataclass
 class GroundingConfig:
-    keyframes: int = 3  # frames per clip GroundingDINO looks at, evenly spread (first and last included)
-    max_side: int = 1920  # keyframes are decoded at the source size, scaled down only above this long side
-    box_threshold: float = 0.35  # a box's best label token must score above this (GroundingDINO's default)
-    text_threshold: float = 0.25  # and its label's tokens above this on average (GroundingDINO's default)
-    max_instances: int = 6  # boxes kept per label (on its best keyframe)
-    max_faces: int = 8  # face boxes kept per keyframe, for the face filter
-    face_query: str = FACE_QUERY  # what GroundingDINO is asked for the face masks (Eq. 15)
-    images_per_forward: int = 12  # keyframes per forward pass; bounds activation memory
-    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
-    # the CPU step before it that decodes the keyframes (Ray tasks)
-    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))
+    keyframes: int = setting(3, help="frames per clip GroundingDINO looks at, evenly spread (first and last included)")
+    max_side: int = setting(1920, help=
+        "keyframes are decoded at the source size, scaled down only above this long side")
+    box_threshold: float = setting(0.35, help=
+        "a box's best label token must score above this (GroundingDINO's default)")
+    text_threshold: float = setting(0.25, help="and its label's tokens above this on average (GroundingDINO's default)")
+    max_instances: int = setting(6, help="boxes kept per label (on its best keyframe)")
+    max_faces: int = setting(8, help="face boxes kept per keyframe, for the face filter")
+    face_query: str = setting(FACE_QUERY, help="what GroundingDINO is asked for the face masks (Eq. 15)")
+    images_per_forward: int = setting(12, help="keyframes per forward pass; bounds activation memory")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = clips per call; one GPU per actor when the job uses GPUs (--gpus)")
+    decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help=
+        "the CPU step before it that decodes the keyframes (Ray tasks)")
 
     def __post_init__(self) -> None:
         for name in ("box_threshold", "text_threshold"):
@@ -116,7 +119,11 @@ def model_size(height: int, width: int, shortest: int, longest: int) -> tuple[in
 def normalised(images: list[np.ndarray], sizes: list[tuple[int, int]], device: str) -> list:
     """Each (H, W, 3) uint8 frame as a float (3, h, w) tensor on ``device``: resized to its
     ``(h, w)`` (bilinear, antialiased) and ImageNet-normalised, as GroundingDINO's and SAM2's
-    processors do, without PIL."""
+    processors do, without PIL.
+
+    Ours stands in for the torch processors (``GroundingDinoImageProcessor``,
+    ``Sam2ImageProcessor``), which need torchvision (it does not import beside the CPU torch
+    here); tests/test_preprocessing_parity.py checks it against ``GroundingDinoImageProcessorPil``."""
     import torch
     import torch.nn.functional as F
 
@@ -257,8 +264,6 @@ class Grounder:
 
     def __init__(self, config: GroundingConfig, max_labels: int = 8, models: Any = None, device: str | None = None,
                  model: GroundingModel | None = None, extra_labels: Iterable[str] = ()):
-        from curation.models import load
-
         self.config, self.max_labels, self.extra_labels = config, max_labels, list(extra_labels)
         self.grounding = model or load("grounding", models, device=device)
 
@@ -297,8 +302,6 @@ class Grounder:
 def load_grounding(source: str, device: str, dtype: Any = None) -> GroundingModel:
     """GroundingDINO from a hub id or a local folder (bf16 on GPU, float32 on CPU)."""
     from transformers import AutoTokenizer, GroundingDinoForObjectDetection
-
-    from curation.models import default_dtype
 
     dtype = default_dtype(device, dtype)
     model = GroundingDinoForObjectDetection.from_pretrained(source, dtype=dtype).to(device).eval()

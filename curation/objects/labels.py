@@ -5,6 +5,7 @@ Stage 1 already asks Qwen2.5-VL for the clip's subjects with its caption (the
 are normalised here (lower case, no article, singular, de-duplicated, at most
 ``max_labels``) and become GroundingDINO's query. People stay labels ("man",
 "woman"): the model's subject disentanglement needs the caption's words for them.
+Singulars come from ``curation.words`` (the ``inflect`` library: "women" -> "woman").
 
 For clips whose subject list is empty, an optional text-only Qwen2.5-VL pass
 (``labels.from_caption``) reads the caption and answers with a JSON list of the
@@ -16,14 +17,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pyarrow as pa
 
-from curation.clips.caption import SYSTEM
+from curation.clips.caption import chat_prompt
 from curation.envelope import put_column, run_isolated, settle_failures
-from curation.operator import ActorPool
+from curation.models import load
+from curation.operator import ActorPool, setting
+from curation.words import singular
 from schemas.tables import INPUT
 
 LABELS = "_labels"  # private column: the clip's normalised labels, set by ``Labeler``
@@ -39,21 +42,6 @@ LABEL_PROMPT = (
 # Words that name no segmentable thing (a caption's "Subjects:" line sometimes holds them).
 NOT_THINGS = frozenset({"background", "scene", "video", "clip", "camera", "image", "frame", "view", "shot",
                         "footage", "picture", "setting", "environment", "atmosphere", "light", "lighting"})
-IRREGULAR_PLURALS = {
-    "men": "man", "women": "woman", "people": "person", "persons": "person", "children": "child",
-    "feet": "foot", "teeth": "tooth", "geese": "goose", "mice": "mouse", "oxen": "ox", "knives": "knife",
-    "wives": "wife", "leaves": "leaf", "wolves": "wolf", "shelves": "shelf", "calves": "calf",
-    "halves": "half", "loaves": "loaf", "scarves": "scarf", "thieves": "thief", "buses": "bus",
-    "gases": "gas", "dice": "die", "sheep": "sheep", "fish": "fish", "deer": "deer", "cattle": "cattle",
-    "policemen": "policeman", "firemen": "fireman", "businessmen": "businessman",
-}
-# Plural-only nouns: GroundingDINO knows them in this form.
-PLURALIA = frozenset({"glasses", "sunglasses", "eyeglasses", "jeans", "scissors", "pants", "shorts", "trousers",
-                      "headphones", "earphones", "binoculars", "pliers", "tongs", "clothes", "goggles",
-                      "leggings", "overalls", "pajamas", "tweezers"})
-IE_NOUNS = frozenset({"movie", "cookie", "pie", "tie", "zombie", "brownie", "selfie", "smoothie", "hoodie",
-                      "beanie", "necktie", "bowtie", "goalie", "rookie", "collie", "birdie"})
-O_ES_NOUNS = frozenset({"tomato", "potato", "hero", "mango", "volcano", "torpedo", "domino", "echo"})
 _WORD = re.compile(r"^[a-z][a-z' -]*[a-z]$|^[a-z]$")
 
 
@@ -63,34 +51,19 @@ class MalformedLabelAnswer(ValueError):
 
 @dataclass
 class LabelsConfig:
-    max_labels: int = 8  # GroundingDINO's query holds every label of a clip (+ "human face")
-    from_caption: bool = False  # ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects
-    extra: list[str] = field(default_factory=list)  # looked for in every clip after its own labels (a corpus's known things)
-    max_new_tokens: int = 64  # answer length cap (greedy decoding)
-    prompt: str = LABEL_PROMPT  # the instruction; {caption} and {max_labels} are filled in
-    # batch_size = captions per generate call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0))
+    max_labels: int = setting(8, help="GroundingDINO's query holds every label of a clip (+ \"human face\")")
+    from_caption: bool = setting(False, help=
+        "ask Qwen2.5-VL (the captioner role), text only, for clips with no subjects")
+    extra: list[str] = setting(factory=list, help=
+        "looked for in every clip after its own labels (a corpus's known things)")
+    max_new_tokens: int = setting(64, help="answer length cap (greedy decoding)")
+    prompt: str = setting(LABEL_PROMPT, help="the instruction; {caption} and {max_labels} are filled in")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=8, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = captions per generate call; one GPU per actor when the job uses GPUs (--gpus)")
 
     def __post_init__(self) -> None:
         if min(self.max_labels, self.max_new_tokens) < 1:
             raise ValueError("labels.max_labels and max_new_tokens must be >= 1")
-
-
-def singular(word: str) -> str:
-    """The singular of an English noun by rule and exception list (no dictionary needed)."""
-    if word in IRREGULAR_PLURALS:
-        return IRREGULAR_PLURALS[word]
-    if word in PLURALIA or len(word) <= 3 or word.endswith(("ss", "us", "is", "ous")):
-        return word
-    if word.endswith("ies"):
-        return word[:-1] if word[:-1] in IE_NOUNS else word[:-3] + "y"
-    if word.endswith("oes"):
-        return word[:-2] if word[:-2] in O_ES_NOUNS else word[:-1]
-    if word.endswith(("sses", "ches", "shes", "xes", "zes")):
-        return word[:-2]
-    if word.endswith("s"):
-        return word[:-1]
-    return word
 
 
 def normalise_label(text: str) -> str | None:
@@ -141,12 +114,6 @@ def clip_labels(row: dict[str, Any], limit: int, extra: Iterable[str] = ()) -> l
     return normalise_labels([*own, *extra], limit)
 
 
-def text_chat(prompt: str) -> str:
-    """Qwen's chat format for a text-only turn (the captioner's system prompt: one model, one prompt)."""
-    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
-
-
 class Labeler:
     """Stage 2, optional step: labels from the caption for clips whose ``subjects`` is empty.
 
@@ -156,8 +123,6 @@ class Labeler:
     """
 
     def __init__(self, config: LabelsConfig, models: Any = None, device: str | None = None, model: Any = None):
-        from curation.models import load
-
         self.config = config
         self.captioner = model or load("captioner", models, device=device)
         self.generate_calls = 0
@@ -193,8 +158,8 @@ class Labeler:
 
         c = self.captioner
         self.generate_calls += 1
-        texts = [text_chat(self.config.prompt.format(caption=cap.strip(), max_labels=self.config.max_labels))
-                 for cap in captions]
+        prompts = [self.config.prompt.format(caption=cap.strip(), max_labels=self.config.max_labels) for cap in captions]
+        texts = [chat_prompt(c.tokenizer, prompt) for prompt in prompts]
         inputs = c.tokenizer(texts, padding=True, return_tensors="pt").to(c.device)
         with torch.inference_mode():
             out = c.model.generate(**inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False)

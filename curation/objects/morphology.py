@@ -19,13 +19,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from curation.operator import setting
+
 
 @dataclass
 class MorphologyConfig:
-    kernel_fraction: float = 0.03  # kernel side as a fraction of sqrt(object area) (the object's size)
-    min_kernel: int = 3  # px; 3 removes 1-2 px specks on any object
-    max_kernel: int = 31  # px; bounds the cost on very large masks
-    fill_holes_max: float = 0.1  # fill holes up to this fraction of the object's area (1.0: every hole)
+    kernel_fraction: float = setting(0.03, help="kernel side as a fraction of sqrt(object area) (the object's size)")
+    min_kernel: int = setting(3, help="px; 3 removes 1-2 px specks on any object")
+    max_kernel: int = setting(31, help="px; bounds the cost on very large masks")
+    fill_holes_max: float = setting(0.1, help="fill holes up to this fraction of the object's area (1.0: every hole)")
 
     def __post_init__(self) -> None:
         if self.kernel_fraction < 0 or self.fill_holes_max < 0:

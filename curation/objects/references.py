@@ -15,7 +15,7 @@ refined mask's pixels at that size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,19 +29,18 @@ from curation.objects.grounding import DETECTIONS, Detection, detections_from_ro
 from curation.objects.labels import LABELS
 from curation.objects.morphology import MorphologyConfig, refine
 from curation.objects.segment import MASKS, unpack_mask
-from curation.operator import TaskPool
+from curation.operator import TaskPool, setting
 from schemas.ids import object_id
 from schemas.tables import INPUT, KEPT, OBJECTS
-
 
 PRIVATE = (FRAMES, DETECTIONS, MASKS, LABELS)  # columns the steps before pass along, dropped here
 
 
 @dataclass
 class ReferencesConfig:
-    keep_filtered_images: bool = True  # False: filtered rows keep their numbers but no mask/ref PNGs
-    # batch_size = clips per task (each clip whole: keyframes, detections, masks)
-    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=1.0))
+    keep_filtered_images: bool = setting(True, help="False: filtered rows keep their numbers but no mask/ref PNGs")
+    pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=1.0), help=
+        "batch_size = clips per task (each clip whole: keyframes, detections, masks)")
 
 
 class ObjectReferences:

@@ -15,7 +15,7 @@ torchvision, which does not import beside the CPU torch (FACTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,19 +23,20 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frames
+from curation.models import default_dtype, load
 from curation.objects.grounding import DETECTIONS, detections_from_row, normalised
-from curation.operator import ActorPool
+from curation.operator import ActorPool, setting
 
 MASKS = "_masks"  # private column: one packed mask per detection, in ``DETECTIONS`` order
 
 
 @dataclass
 class SegmentConfig:
-    mask_threshold: float = 0.0  # on SAM2's mask logits (its processor's default)
-    images_per_forward: int = 8  # keyframes per image-encoder pass
-    boxes_per_forward: int = 64  # boxes per mask-decoder pass (each holds its image's features)
-    # batch_size = clips per call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0))
+    mask_threshold: float = setting(0.0, help="on SAM2's mask logits (its processor's default)")
+    images_per_forward: int = setting(8, help="keyframes per image-encoder pass")
+    boxes_per_forward: int = setting(64, help="boxes per mask-decoder pass (each holds its image's features)")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=4, num_cpus=0.5, num_gpus=1.0), help=
+        "batch_size = clips per call; one GPU per actor when the job uses GPUs (--gpus)")
 
     def __post_init__(self) -> None:
         if min(self.images_per_forward, self.boxes_per_forward) < 1:
@@ -136,8 +137,6 @@ class Segmenter:
 
     def __init__(self, config: SegmentConfig, models: Any = None, device: str | None = None,
                  model: SegmentModel | None = None):
-        from curation.models import load
-
         self.config = config
         self.segmenter = model or load("segmenter", models, device=device)
 
@@ -172,8 +171,6 @@ class Segmenter:
 def load_segmenter(source: str, device: str, dtype: Any = None) -> SegmentModel:
     """SAM2 (transformers ``Sam2Model``) from a hub id or a local folder."""
     from transformers import Sam2Model
-
-    from curation.models import default_dtype
 
     dtype = default_dtype(device, dtype)
     return SegmentModel(Sam2Model.from_pretrained(source, dtype=dtype).to(device).eval(), device, dtype)

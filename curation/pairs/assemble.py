@@ -7,7 +7,8 @@ of the partner identities' faces), so assembling twice gives the same record, bi
 bit. What it decides:
 
 * **Which references** (``choose_references``): one face per identity (its best-ranked
-  selected face) and every kept object, ordered by score; at most ``MAX_REFERENCES - 1``
+  selected face, with the identity's other selected faces as ranked ``crops``, at most
+  10 in all, so training sees every pose stage 3 selected) and every kept object, ordered by score; at most ``MAX_REFERENCES - 1``
   of them, because the background takes the canvas's last cell (MAGREF's canvas holds 8).
   Stage 4 calls the same function, so variants are generated only for references a sample
   will use. The ones left out are listed in the provenance with the reason.
@@ -18,21 +19,22 @@ bit. What it decides:
   gives no word (the reference still counts; it just grounds no word).
 * **Which variant**: a face whose identity has a cross-clip partner takes the partner's
   best face (``variant_source = "cross_clip"``) when ``cross_clip_variants`` is on; every
-  other reference takes its generated variant (``"generated"``).
+  other reference takes its generated variant (``"generated"``). Each of a face's
+  ``crops`` carries its own generated variant where stage 4 made one (``scope=all``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from curation.operator import TaskPool
-
+from curation.operator import TaskPool, setting
+from curation.words import noun_forms
 from schemas.ids import sample_id, video_of
 from schemas.samples import MAX_REFERENCES
-from schemas.tables import KEPT
+from schemas.tables import KEPT, MAX_FACE_CROPS
 
 PERSON_WORDS = ("person", "man", "woman", "boy", "girl", "child", "kid", "baby", "lady", "guy", "gentleman",
                 "teenager", "player", "astronaut", "worker", "dancer", "singer", "doctor", "student", "people")
@@ -41,9 +43,10 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 
 @dataclass
 class AssembleConfig:
-    cross_clip_variants: bool = True  # a face with a cross-clip partner takes the partner's face as its variant
-    person_words: list[str] = field(default_factory=lambda: list(PERSON_WORDS))  # words a face may answer to
-    pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=16, num_cpus=0.5))  # clips per task
+    cross_clip_variants: bool = setting(True, help=
+        "a face with a cross-clip partner takes the partner's face as its variant")
+    person_words: list[str] = setting(factory=lambda: list(PERSON_WORDS), help="words a face may answer to")
+    pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=16, num_cpus=0.5), help="clips per task")
 
 
 def face_score(face: dict) -> float:
@@ -52,17 +55,23 @@ def face_score(face: dict) -> float:
     return float(score if score is not None else face.get("det_score") or 0.0)
 
 
-def best_face_per_identity(faces: Sequence[dict]) -> dict[str, dict]:
-    """{identity: its reference face}: selected faces, best rank first, then score, then id."""
-    best: dict[str, dict] = {}
+def _rank_key(face: dict) -> tuple:
+    """Best first: stage 3's rank, then score, then id (a total order: assembly is repeatable)."""
+    return (face.get("rank") if face.get("rank") is not None else 1 << 30, -face_score(face), face["face_id"])
+
+
+def ranked_faces_per_identity(faces: Sequence[dict], limit: int = MAX_FACE_CROPS) -> dict[str, list[dict]]:
+    """{identity: its selected faces, best first, at most ``limit``}: stage 3's poses (B.3)."""
+    ranked: dict[str, list[dict]] = {}
     for face in faces:
-        if not face.get("selected") or face.get("identity_id") is None:
-            continue
-        key = (face.get("rank") if face.get("rank") is not None else 1 << 30, -face_score(face), face["face_id"])
-        current = best.get(face["identity_id"])
-        if current is None or key < current[0]:
-            best[face["identity_id"]] = (key, face)
-    return {identity: item[1] for identity, item in sorted(best.items())}
+        if face.get("selected") and face.get("identity_id") is not None:
+            ranked.setdefault(face["identity_id"], []).append(face)
+    return {identity: sorted(rows, key=_rank_key)[:limit] for identity, rows in sorted(ranked.items())}
+
+
+def best_face_per_identity(faces: Sequence[dict]) -> dict[str, dict]:
+    """{identity: its reference face}: the best-ranked of its selected faces."""
+    return {identity: rows[0] for identity, rows in ranked_faces_per_identity(faces, 1).items()}
 
 
 def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_references: int = MAX_REFERENCES
@@ -83,17 +92,14 @@ def choose_references(faces: Sequence[dict], objects: Sequence[dict], max_refere
 
 
 def caption_word(caption: str | None, label: str | None) -> str | None:
-    """``label`` as the caption spells it (case kept, simple plurals found), or None if absent."""
+    """``label`` as the caption spells it (case kept; plurals, irregular ones too, found), or None.
+
+    "woman" finds "women", "person" finds "people", "child" finds "children" (``curation.words``).
+    """
     if not caption or not label:
         return None
     words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(caption.lower())]
-    target = label.lower().split()
-    forms = [target]
-    last = target[-1]
-    forms += [target[:-1] + [last + "s"], target[:-1] + [last + "es"]]
-    if last.endswith("y"):
-        forms.append(target[:-1] + [last[:-1] + "ies"])
-    for form in forms:
+    for form in (f.split() for f in noun_forms(label)):
         for i in range(len(words) - len(form) + 1):
             if [w[0] for w in words[i:i + len(form)]] == form:
                 return caption[words[i][1]:words[i + len(form) - 1][2]]
@@ -133,7 +139,9 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
 
     ``pairs`` are the clip's rows of the ``pairs`` table; ``partners`` maps an identity to
     its cross-clip partner (``cross_clip.best_partners``) and ``partner_faces`` a partner
-    identity to its reference face row.
+    identity to its reference face row. Imported datasets pair objects across clips
+    (OpenS2V's cross-video pairs): there the identity is the object id and the partner's
+    row an ``objects`` row, whose cut-out becomes the variant.
     """
     caption = clip.get("caption")
     chosen_faces, chosen_objects, dropped = choose_references(faces, objects)
@@ -148,10 +156,12 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
 
     def variant_of(source_id: str, identity: str | None) -> dict:
         partner = partners.get(identity) if identity and config.cross_clip_variants else None
-        face = partner_faces.get(partner[0]) if partner else None
-        if face is not None and face.get("crop"):
-            info = {"variant": face["crop"], "variant_source": "cross_clip", "variant_id": face["face_id"]}
-            variants[source_id] = {"variant_id": face["face_id"], "source": "cross_clip", "identity": partner[0],
+        other = partner_faces.get(partner[0]) if partner else None
+        image = other and (other.get("crop") or other.get("ref"))  # a partner face, or an imported object
+        if image:
+            other_id = other.get("face_id") or other["object_id"]
+            info = {"variant": image, "variant_source": "cross_clip", "variant_id": other_id}
+            variants[source_id] = {"variant_id": other_id, "source": "cross_clip", "identity": partner[0],
                                    "clip_id": partner[1], "similarity": partner[2]}
             return info
         row = generated.get(source_id)
@@ -162,6 +172,19 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
                                "seed": row.get("seed"), "prompt": row.get("prompt")}
         return {"variant": row["image"], "variant_source": "generated", "variant_id": row["pair_id"]}
 
+    ranked = ranked_faces_per_identity(faces)
+
+    def crops_of(face: dict) -> list[dict]:
+        """The identity's other selected faces with their own generated variants, if any."""
+        crops = []
+        for other in ranked.get(face["identity_id"], []):
+            if other["face_id"] == face["face_id"] or not other.get("crop"):
+                continue
+            own = generated.get(other["face_id"])
+            crops.append({"face_id": other["face_id"], "rank": other.get("rank"), "ref": other["crop"],
+                          "variant": own["image"] if own else None, "variant_id": own["pair_id"] if own else None})
+        return crops[:MAX_FACE_CROPS - 1]
+
     taken: set[str] = set()
     face_items = []
     for face in chosen_faces:
@@ -170,9 +193,10 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
             taken.add(word.lower())
         face_items.append({"identity_id": face["identity_id"], "label": word, "ref": face["crop"],
                            "source_id": face["face_id"], "score": face_score(face),
-                           **variant_of(face["face_id"], face["identity_id"])})
+                           **variant_of(face["face_id"], face["identity_id"]), "crops": crops_of(face)})
     object_items = [{"label": caption_word(caption, obj["label"]), "ref": obj["ref"], "source_id": obj["object_id"],
-                     "score": obj.get("score"), **variant_of(obj["object_id"], None)} for obj in chosen_objects]
+                     "score": obj.get("score"), **variant_of(obj["object_id"], obj["object_id"])}
+                    for obj in chosen_objects]  # an object is its own identity in cross pairs (imported datasets)
     words = list(dict.fromkeys(item["label"] for item in face_items + object_items if item["label"]))
     has_background = background is not None and background.get("status") == KEPT and background.get("image")
     provenance = {
@@ -191,6 +215,7 @@ def assemble_sample(clip: dict, faces: Sequence[dict], objects: Sequence[dict], 
         "background": background["image"] if has_background else None,
         "background_id": background["pair_id"] if has_background else None,
         "provenance": json.dumps(provenance, sort_keys=True, default=_plain),
+        "crop": clip.get("crop"),
     }
 
 

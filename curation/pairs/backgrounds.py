@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
+from curation.frames import FRAMES, at_frames, decode_frames, drop_frames, encode_frames, read_clip_frames
 from curation.images import clip_box, decode_png, encode_png
-from curation.operator import ActorPool, TaskPool
+from curation.models import load, resolve
+from curation.operator import ActorPool, TaskPool, setting
+from curation.pairs.generators import inpaint
 from curation.pairs.variants import BACKGROUND, OUTPUT_COLUMNS, fill_columns, seed_for
 
 SUBJECTS = "_subjects"  # private column: list<struct<kind, frame, box, mask>> of the clip's subjects
@@ -42,24 +45,26 @@ TOO_MASKED = "too_masked"
 
 @dataclass
 class BackgroundConfig:
-    enabled: bool = True  # False: no background references (samples then have none)
-    backend: str = "model"  # "model": the inpainter role; "opencv": Telea inpainting on CPU, no model
-    max_side: int = 1024  # the keyframe is scaled to fit this (SDXL inpainting's native size)
-    face_margin: float = 0.6  # face boxes grow by this x their size on each side before removal
-    dilation: float = 0.02  # the union mask grows by this fraction of the frame diagonal
-    max_masked: float = 0.8  # above this fraction of the frame masked: status too_masked, no image
-    prompt: str = "an empty scene with nobody in it; only the background and the surroundings"  # inpainting prompt
-    negative_prompt: str = "person, people, face, body, hands, animal, object, text, watermark"  # what must not reappear
-    steps: int = 30  # inpainting denoising steps
-    guidance: float = 7.0  # inpainting classifier-free guidance
-    strength: float = 0.99  # how far the hole is re-noised (SDXL inpainting's recommended < 1)
-    seed: int = 0  # base seed: each clip's inpainting and augmentation seed comes from it and the clip id
-    flip: float = 0.5  # augmentation: probability of a horizontal flip
-    crop: float = 0.85  # augmentation: a random crop keeps at least this fraction of each side
-    jitter: float = 0.1  # augmentation: brightness, contrast, saturation change by up to +- this
-    decode_pool: TaskPool = field(default_factory=lambda: TaskPool(batch_size=4, num_cpus=0.5))  # keyframe + mask
-    # The inpainter; with backend=opencv the same batch size and CPUs, as Ray tasks (no model, no GPU).
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=1, num_cpus=0.5, num_gpus=0.25))
+    enabled: bool = setting(True, help="False: no background references (samples then have none)")
+    backend: str = setting("model", help='"model": the inpainter role; "opencv": Telea inpainting on CPU, no model')
+    max_side: int = setting(1024, help="the keyframe is scaled to fit this (SDXL inpainting's native size)")
+    face_margin: float = setting(0.6, help="face boxes grow by this x their size on each side before removal")
+    dilation: float = setting(0.02, help="the union mask grows by this fraction of the frame diagonal")
+    max_masked: float = setting(0.8, help="above this fraction of the frame masked: status too_masked, no image")
+    prompt: str = setting("an empty scene with nobody in it; only the background and the surroundings", help=
+        "inpainting prompt")
+    negative_prompt: str = setting("person, people, face, body, hands, animal, object, text, watermark", help=
+        "what must not reappear")
+    steps: int = setting(30, help="inpainting denoising steps")
+    guidance: float = setting(7.0, help="inpainting classifier-free guidance")
+    strength: float = setting(0.99, help="how far the hole is re-noised (SDXL inpainting's recommended < 1)")
+    seed: int = setting(0, help="base seed: each clip's inpainting and augmentation seed comes from it and the clip id")
+    flip: float = setting(0.5, help="augmentation: probability of a horizontal flip")
+    crop: float = setting(0.85, help="augmentation: a random crop keeps at least this fraction of each side")
+    jitter: float = setting(0.1, help="augmentation: brightness, contrast, saturation change by up to +- this")
+    decode_pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=4, num_cpus=0.5), help="keyframe + mask")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=1, num_cpus=0.5, num_gpus=0.25), help=
+        "The inpainter; with backend=opencv the same batch size and CPUs, as Ray tasks (no model, no GPU).")
 
     def __post_init__(self) -> None:
         if self.backend not in ("model", OPENCV):
@@ -215,8 +220,6 @@ class BackgroundFrames:
     def _prepare(self, live: pa.Table) -> pa.Table:
         import cv2
 
-        from curation.frames import FRAMES, at_frames, encode_frames, read_clip_frames
-
         rows = live.to_pylist()
         frames, masks, keyframes = [None] * len(rows), [None] * len(rows), [None] * len(rows)
         for i, row in enumerate(rows):
@@ -243,21 +246,15 @@ class Backgrounds:
     """Inpainting step (GPU actor with the model backend): keyframe + mask -> augmented I^Bg."""
 
     def __init__(self, config: BackgroundConfig, models: Any = None, device: str | None = None):
-        from curation.models import load, resolve
-
         self.config = config
         self.pipe = load("inpainter", models, device=device) if config.backend == "model" else None
         self.model_name = resolve("inpainter", models) if self.pipe is not None else OPENCV
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.frames import drop_frames
-
         out = run_isolated(batch, self._fill)
         return drop_frames(out)
 
     def _fill(self, live: pa.Table) -> pa.Table:
-        from curation.frames import FRAMES, decode_frames
-
         rows = live.to_pylist()
         for row in rows:
             if row["kind"] != BACKGROUND:
@@ -275,8 +272,6 @@ class Backgrounds:
             if self.pipe is None:
                 filled = inpaint_opencv(image, mask)
             else:
-                from curation.pairs.generators import inpaint
-
                 filled = inpaint(self.pipe, image, mask, self.config.prompt, self.config.negative_prompt, seed,
                                  self.config.steps, self.config.guidance, self.config.strength)
                 params.update(steps=self.config.steps, guidance=self.config.guidance, strength=self.config.strength)

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.operator import setting
 from schemas.ids import cross_pair_id, video_of
 from schemas.tables import KEPT
 
@@ -46,12 +47,12 @@ _QUERY_CHUNK = 4096
 
 @dataclass
 class CrossClipConfig:
-    min_similarity: float = 0.5  # centroid cosine at which two identities are the same person
-    max_similarity: float = 0.92  # at or above: near-duplicate footage, recorded but not a variant
-    index: str = "auto"  # "auto", "numpy", "faiss" (exact) or "faiss-hnsw" (approximate, huge corpora)
-    numpy_below: int = 20000  # "auto": brute-force numpy below this many identities, faiss above
-    same_video: bool = True  # False: pair only clips of different videos
-    hnsw_m: int = 32  # faiss-hnsw: graph degree
+    min_similarity: float = setting(0.5, help="centroid cosine at which two identities are the same person")
+    max_similarity: float = setting(0.92, help="at or above: near-duplicate footage, recorded but not a variant")
+    index: str = setting("auto", help='"auto", "numpy", "faiss" (exact) or "faiss-hnsw" (approximate, huge corpora)')
+    numpy_below: int = setting(20000, help='"auto": brute-force numpy below this many identities, faiss above')
+    same_video: bool = setting(True, help="False: pair only clips of different videos")
+    hnsw_m: int = setting(32, help="faiss-hnsw: graph degree")
 
     def __post_init__(self) -> None:
         if not -1 <= self.min_similarity < self.max_similarity <= 1.0001:
@@ -116,11 +117,6 @@ def centroids_from_sums(parts: Iterable[pa.Table]) -> Centroids:
     dim = len(vectors[0]) if vectors else 0
     return Centroids(ids, [groups[i]["clip"] for i in ids], [groups[i]["space"] for i in ids],
                      np.asarray(vectors, np.float32).reshape(len(ids), dim))
-
-
-def identity_centroids(faces: pa.Table) -> Centroids:
-    """Centroids of the identities that have at least one selected face (mean of unit embeddings)."""
-    return centroids_from_sums([identity_sums(faces)])
 
 
 def candidates(vectors: np.ndarray, queries: np.ndarray, threshold: float, config: CrossClipConfig) -> Iterable[tuple[int, int]]:

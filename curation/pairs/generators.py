@@ -41,9 +41,8 @@ def load_editor(source: str, device: str, dtype: Any = None) -> Any:
 
 def load_inpainter(source: str, device: str, dtype: Any = None) -> Any:
     """The registry's loader for ``inpainter``: any diffusers inpainting pipeline."""
-    from diffusers import AutoPipelineForInpainting
-
     import torch
+    from diffusers import AutoPipelineForInpainting
 
     dtype = default_dtype(device, dtype)
     pipe = AutoPipelineForInpainting.from_pretrained(source, torch_dtype=dtype)

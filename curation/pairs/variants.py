@@ -27,7 +27,9 @@ import pyarrow as pa
 
 from curation.envelope import put_column, run_isolated
 from curation.images import decode_png, encode_png
-from curation.operator import ActorPool
+from curation.models import load, resolve
+from curation.operator import ActorPool, setting
+from curation.pairs.generators import edit, fit_size, size_multiple
 
 REF = "_ref"  # private column: the reference PNG the editor starts from
 FACE, OBJECT, BACKGROUND = "face", "object", "background"
@@ -57,17 +59,18 @@ OBJECT_PROMPTS = (
 
 @dataclass
 class VariantsConfig:
-    enabled: bool = True  # False: no generated variants (samples then carry only cross-clip ones)
-    scope: str = "used"  # "used": the references a sample uses; "all": every kept object and selected face (B.4)
-    size: int = 512  # a variant has about size x size pixels, at its reference's aspect ratio
-    steps: int = 28  # FLUX.1-Kontext-dev's default
-    guidance: float = 2.5  # Kontext's distilled guidance
-    seed: int = 0  # base seed: each reference's seed comes from it and the reference's id
+    enabled: bool = setting(True, help="False: no generated variants (samples then carry only cross-clip ones)")
+    scope: str = setting("used", help=
+        '"used": the references a sample uses; "all": every kept object and selected face (B.4)')
+    size: int = setting(512, help="a variant has about size x size pixels, at its reference's aspect ratio")
+    steps: int = setting(28, help="FLUX.1-Kontext-dev's default")
+    guidance: float = setting(2.5, help="Kontext's distilled guidance")
+    seed: int = setting(0, help="base seed: each reference's seed comes from it and the reference's id")
     face_prompts: list[str] = field(default_factory=lambda: list(FACE_PROMPTS))
     object_prompts: list[str] = field(default_factory=lambda: list(OBJECT_PROMPTS))
-    # One reference per editor call by default: batched float math differs in the last
-    # bits, so only then is a rerun bit-identical. 0.75 GPU: the inpainter fits beside it.
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=1, num_cpus=0.5, num_gpus=0.75))
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=1, num_cpus=0.5, num_gpus=0.75), help=
+        "One reference per editor call by default: batched float math differs in the last bits, so only then is"
+        " a rerun bit-identical. 0.75 GPU: the inpainter fits beside it.")
 
     def __post_init__(self) -> None:
         if self.scope not in ("used", "all"):
@@ -106,8 +109,6 @@ class Variants:
     """GPU operator: one generated variant per live face/object row."""
 
     def __init__(self, config: VariantsConfig, models: Any = None, device: str | None = None):
-        from curation.models import load, resolve
-
         self.config = config
         self.model_name = resolve("editor", models)
         self.pipe = load("editor", models, device=device)
@@ -116,8 +117,6 @@ class Variants:
         return run_isolated(batch, self._generate)
 
     def _generate(self, live: pa.Table) -> pa.Table:
-        from curation.pairs.generators import edit, fit_size, size_multiple
-
         rows = live.to_pylist()
         multiple = size_multiple(self.pipe)
         jobs: dict[tuple[int, int], list[dict]] = {}

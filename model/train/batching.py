@@ -89,7 +89,12 @@ class BatchStream:
         self.log = log or (lambda message: print(message, file=sys.stderr))
 
     def _share(self, epoch: int) -> np.ndarray:
-        return epoch_order(len(self.dataset), self.seed, epoch)[self.rank::self.world]
+        """This rank's indices for ``epoch``: the dataset's own order when it has one (a
+        streamed table deals row groups, so a rank reads only its own), else every
+        ``world``-th position of a seeded permutation."""
+        order = getattr(self.dataset, "epoch_order", None)
+        share = order(self.seed, epoch, self.rank, self.world) if order else None
+        return share if share is not None else epoch_order(len(self.dataset), self.seed, epoch)[self.rank::self.world]
 
     def _positions(self) -> Iterator[tuple[int, int, int, int]]:
         """(epoch, cursor after this item, index, augmentation) from the saved position on."""

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from model.train.data import DEFAULT_BUCKETS, DataConfig
+from model.train.data import DEFAULT_BUCKETS, FIRST_FRAMES, DataConfig
 from model.train.optim import OptimConfig
+from schemas.command import Parser, UserError
 
 TIMESTEP_SAMPLING = ("shift", "uniform", "logit-normal")
 # Options that may change between a run and its resume without changing the result.
@@ -24,7 +25,7 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "data_work
                      "log_every", "device", "manifest", "cache"}
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A command-line mistake; the message names the option and the fix."""
 
 
@@ -76,7 +77,7 @@ def _bucket(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     d, o, dd = TrainConfig(out=""), OptimConfig(), DataConfig()
-    p = argparse.ArgumentParser(prog="python -m model.train",
+    p = Parser(prog="python -m model.train",
                                 description="Train MAGREF on a samples table (flow matching, Eq. 8-10).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--manifest", help="samples table: Parquet file or folder (local or pyarrow URI)")
@@ -88,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, help="examples per rank per forward (default: batch-size / ranks)")
     g = p.add_argument_group("optimiser (paper section 4.1)")
     g.add_argument("--lr", type=float, default=o.lr)
-    g.add_argument("--alpha-lr", type=float, help="learning rate of the disentanglement alphas (default: --lr)")
+    g.add_argument("--alpha-lr", type=float, default=o.alpha_lr,
+                   help="learning rate of the Eq. 6 alphas (no weight decay on them)")
     g.add_argument("--betas", type=float, nargs=2, default=list(o.betas))
     g.add_argument("--weight-decay", type=float, default=o.weight_decay)
-    g.add_argument("--restart-steps", type=int, default=o.restart_steps, help="cosine cycle length T_0")
+    g.add_argument("--restart-steps", type=int, help="cosine cycle length T_0 (default: a quarter of --steps)")
     g.add_argument("--restart-mult", type=int, default=o.restart_mult, help="cycle growth T_mult")
     g.add_argument("--min-lr", type=float, default=o.min_lr, help="eta_min of each cycle")
     g.add_argument("--max-grad-norm", type=float, default=o.max_grad_norm)
@@ -102,17 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: the rank)")
     g.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     g.add_argument("--mixed-precision", choices=("bf16", "no"), default=d.mixed_precision)
-    g = p.add_argument_group("data")
-    g.add_argument("--fps", type=float, default=dd.fps)
-    g.add_argument("--frames", type=int, default=dd.num_frames, help="frames per example (4k+1)")
-    g.add_argument("--min-frames", type=int, default=dd.min_frames)
-    g.add_argument("--bucket", type=_bucket, action="append",
-                   help=f"size bucket WxH, repeatable (default: {' '.join(f'{w}x{h}' for w, h in DEFAULT_BUCKETS)})")
-    g.add_argument("--variant-prob", type=float, default=dd.variant_prob)
-    g.add_argument("--background-prob", type=float, default=dd.background_prob)
-    g.add_argument("--no-shuffle-refs", dest="shuffle_refs", action="store_false")
-    g.add_argument("--caption-dropout", type=float, default=dd.caption_dropout)
-    g.add_argument("--augmentations", type=int, help="cycle this many augmentation seeds (a cache's count)")
+    add_data_arguments(p.add_argument_group("data"), dd)
     g.add_argument("--data-workers", type=int, default=d.data_workers, help="decode threads ahead of training")
     g = p.add_argument_group("run")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -122,6 +114,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cuda / cpu (default: GPU if present)")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss.csv rows")
     return p
+
+
+def add_data_arguments(g: Any, dd: DataConfig | None) -> None:
+    """The data options (``DataConfig``), one spelling for ``model.train`` and ``pipelines/cache_latents.py``.
+
+    ``dd`` gives the defaults; ``None`` leaves every option unset (the cache job then keeps
+    its config's values for the options not given, see :func:`data_settings`).
+    """
+    def default(name: str) -> Any:
+        return getattr(dd, name) if dd is not None else None
+
+    g.add_argument("--fps", type=float, default=default("fps"), help="training frame rate")
+    g.add_argument("--frames", type=int, default=default("num_frames"), help="frames per example (4k+1)")
+    g.add_argument("--min-frames", type=int, default=default("min_frames"), help="shorter clips are skipped")
+    g.add_argument("--bucket", type=_bucket, action="append",
+                   help=f"size bucket WxH, repeatable (default: {' '.join(f'{w}x{h}' for w, h in DEFAULT_BUCKETS)})")
+    g.add_argument("--first-frame", choices=FIRST_FRAMES, default=default("first_frame"),
+                   help="the target's frame 0: the canvas (as the release was trained) or the clip's")
+    g.add_argument("--variant-prob", type=float, default=default("variant_prob"))
+    g.add_argument("--background-prob", type=float, default=default("background_prob"))
+    g.add_argument("--no-shuffle-refs", dest="shuffle_refs", action="store_false",
+                   default=True if dd is not None else None)
+    g.add_argument("--caption-dropout", type=float, default=default("caption_dropout"))
+    g.add_argument("--augmentations", type=int, help="cycle this many augmentation seeds (a cache's count)")
+
+
+# DataConfig field for each data option's argparse dest (add_data_arguments).
+DATA_OPTIONS = {"fps": "fps", "frames": "num_frames", "min_frames": "min_frames", "bucket": "buckets",
+                "variant_prob": "variant_prob", "background_prob": "background_prob",
+                "shuffle_refs": "shuffle_refs", "caption_dropout": "caption_dropout",
+                "augmentations": "augmentations", "first_frame": "first_frame"}
+
+
+def data_settings(args: argparse.Namespace) -> list[str]:
+    """The data options a user gave, as ``data.FIELD=VALUE`` config keys (the cache job's ``--set``)."""
+    out = []
+    for dest, name in DATA_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            out.append(f"data.{name}={json.dumps([list(v) for v in value] if dest == 'bucket' else value)}")
+    return out
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -138,6 +171,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if a.micro_batch is not None and a.micro_batch < 1:
         raise UsageError("--micro-batch must be >= 1")
+    if a.alpha_lr < 0:
+        raise UsageError("--alpha-lr must be >= 0 (0 freezes the alphas)")
     if a.lora_rank is not None and a.lora_rank < 1:
         raise UsageError("--lora-rank must be >= 1")
     try:
@@ -145,14 +180,14 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
                           buckets=tuple(a.bucket) if a.bucket else DEFAULT_BUCKETS,
                           variant_prob=a.variant_prob, background_prob=a.background_prob,
                           shuffle_refs=a.shuffle_refs, caption_dropout=a.caption_dropout,
-                          augmentations=a.augmentations, seed=a.seed)
+                          augmentations=a.augmentations, seed=a.seed, first_frame=a.first_frame)
         optim = OptimConfig(lr=a.lr, alpha_lr=a.alpha_lr, betas=tuple(a.betas),
                             weight_decay=a.weight_decay, restart_steps=a.restart_steps,
                             restart_mult=a.restart_mult, min_lr=a.min_lr,
                             max_grad_norm=a.max_grad_norm)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if optim.restart_steps < 1 or optim.restart_mult < 1:
+    if (optim.restart_steps is not None and optim.restart_steps < 1) or optim.restart_mult < 1:
         raise UsageError("--restart-steps and --restart-mult must be >= 1")
     return TrainConfig(
         out=a.out, base=a.base, manifest=a.manifest, cache=a.cache, steps=a.steps,
@@ -179,7 +214,7 @@ def micro_batching(config: TrainConfig, world: int) -> tuple[int, int]:
 
 def with_cache_data(config: TrainConfig, cache_meta: dict[str, Any]) -> TrainConfig:
     """A cached run takes the data settings the cache was built with (they are baked in)."""
-    data = DataConfig(**{f.name: cache_meta["data"][f.name] for f in fields(DataConfig)
-                         if f.name in cache_meta["data"]})
+    saved = {"first_frame": "clip", **cache_meta["data"]}  # caches before first_frame held the clip's
+    data = DataConfig(**{f.name: saved[f.name] for f in fields(DataConfig) if f.name in saved})
     data = replace(data, buckets=tuple(tuple(b) for b in data.buckets))
     return replace(config, data=data)

@@ -4,8 +4,9 @@ One example = one clip of a ``samples`` row, decoded at the training frame rate 
 ``4k + 1`` frames at one of a few size buckets, plus the canvas the model conditions on
 (Eq. 1-2, 5), the prompt and the subject words bound to their references (Eq. 6).
 
-Every random choice of an example (caption dropout, reference or variant per subject,
-background or not, the canvas shuffle, the temporal window) is drawn from one rng seeded
+Every random choice of an example (caption dropout, which of an identity's ranked face
+crops, reference or variant per subject, background or not, the canvas shuffle, the
+temporal window) is drawn from one rng seeded
 by ``(seed, sample_id, augmentation)``, never from global state. So the same
 ``(sample_id, augmentation)`` is the same example in any process, on any rank, after a
 resume, and in the latent cache (which is keyed by exactly that pair).
@@ -22,23 +23,26 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from curation.decode import open_video, stream_fps
 from curation.frames import TIME_EPS, at_times, read_clip_frames
+from curation.images import IMAGE_ERRORS, read_image
 from model.conditioning import MAX_REFERENCES, Canvas, check_video_size, compose_canvas
 from model.disentangle import SubjectGuidance, SubjectWordError, word_spans
-from schemas.io import Location, list_parts
 from schemas.samples import sample_references
-from schemas.tables import schema_for
-from schemas.validate import SchemaError, validate
+
+if TYPE_CHECKING:  # the reader imports BadRecord from here
+    from model.train.samples_reader import SamplesTable
 
 # Wan2.1-480P's three shapes: landscape, portrait, square (each side a multiple of 16).
 DEFAULT_BUCKETS: tuple[tuple[int, int], ...] = ((832, 480), (480, 832), (624, 624))
+# What the target's frame 0 is: the canvas (as the release was trained: its sampler drops
+# the first 4 frames because they echo the canvas) or the clip's own first frame.
+FIRST_FRAMES = ("canvas", "clip")
 
 
 class BadRecord(Exception):
@@ -63,8 +67,11 @@ class DataConfig:
     caption_dropout: float = 0.0      # train the text-free branch CFG uses; 0 keeps Wan's as is
     augmentations: int | None = None  # None: a fresh augmentation every epoch; N: cycle N (a cache holds N)
     seed: int = 0                     # seeds every choice of an example, with its sample id and augmentation
+    first_frame: str = "canvas"       # the target's frame 0: "canvas" (the release) or "clip"
 
     def __post_init__(self) -> None:
+        if self.first_frame not in FIRST_FRAMES:
+            raise ValueError(f"first_frame={self.first_frame!r} must be one of {', '.join(FIRST_FRAMES)}")
         check_video_size(16, 16, self.num_frames)
         if self.min_frames < 1 or self.min_frames > self.num_frames:
             raise ValueError(f"min_frames={self.min_frames} must be in [1, num_frames={self.num_frames}]")
@@ -89,7 +96,7 @@ class Example:
 
     sample_id: str
     augmentation: int
-    frames: np.ndarray                     # uint8 [F, H, W, 3]
+    frames: np.ndarray                     # uint8 [F, H, W, 3]: the target (frame 0 the canvas by default)
     canvas: Canvas                         # Eq. 1, 2, 5 at the clip's size
     prompt: str                            # the caption, or "" when dropped
     subjects: list[tuple[str, int]] = field(default_factory=list)  # (word, reference index)
@@ -105,6 +112,18 @@ class Example:
 def example_rng(seed: int, sample_id: str, augmentation: int) -> np.random.Generator:
     digest = int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "little")
     return np.random.default_rng([seed, digest, augmentation])
+
+
+def face_choice(seed: int, sample_id: str, face: int, augmentation: int, count: int) -> int:
+    """Which of a face reference's ``count`` ranked crops augmentation ``augmentation`` uses.
+
+    A seeded start per (seed, sample, face), then one crop further each augmentation: two
+    epochs in a row never show the same pose when there are two or more, and ``count``
+    epochs show every one (a latent cache of N augmentations holds at most N of them).
+    """
+    key = f"{seed}:{sample_id}:{face}".encode()
+    start = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    return (start + augmentation) % count
 
 
 def nearest_bucket(width: int, height: int, buckets: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -144,8 +163,12 @@ def window_times(num_source: int, source_fps: float, fps: float, count: int,
 
 def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataConfig,
               rng: np.random.Generator, sample_id: str, start_s: float | None = None,
-              end_s: float | None = None) -> np.ndarray:
+              end_s: float | None = None, crop: Sequence[float] | None = None) -> np.ndarray:
     """uint8 [F, H, W, 3]: the clip at ``config.fps``, covered and centre-cropped to its bucket.
+
+    ``crop`` (x, y, w, h in source pixels, the row's ``crop``) is the part of the frame that
+    is the clip (imported datasets cut watermarks off this way): the bucket is chosen for
+    it and only it is kept, so imported and curated samples train alike.
 
     Frames are chosen by presentation time (``curation.frames.at_times``): frame i is the one
     on screen at ``start + offset + i / fps``. The clip's start and end in seconds are the
@@ -162,14 +185,21 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
     end_s = end / source_fps if end_s is None else float(end_s)
     times = start_s + window_times(end - start, source_fps, config.fps, count, rng)
     bucket: list[tuple[int, int]] = []
+    region: list[tuple[float, float, float, float]] = []  # the crop in decoded pixels
 
     def size(width: int, height: int) -> tuple[int, int]:
-        bucket.append(nearest_bucket(width, height, config.buckets))
-        return cover_size(width, height, bucket[0])
+        x, y, w, h = _crop_box(crop, width, height, sample_id)
+        bucket.append(nearest_bucket(round(w), round(h), config.buckets))
+        cover_w, cover_h = cover_size(round(w), round(h), bucket[0])
+        sx, sy = cover_w / w, cover_h / h  # decode the whole frame at the scale that covers the crop
+        region.append((x * sx, y * sy, cover_w, cover_h))
+        return max(cover_w, round(width * sx)), max(cover_h, round(height * sy))
 
     try:
         clip = read_clip_frames(uri, start, end, start_s, end_s, at_times(np.minimum(times, end_s - TIME_EPS),
                                                                               size=size))
+    except BadRecord:
+        raise
     except FileNotFoundError as exc:
         raise BadRecord("missing_video", sample_id, f"video {uri!r} does not exist ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any demux/decoder failure is this record's problem
@@ -179,8 +209,22 @@ def read_clip(uri: str, start: int, end: int, fps: float | None, config: DataCon
     which = np.searchsorted(clip.times, times + TIME_EPS, side="right") - 1
     frames = clip.images[np.clip(which, 0, len(clip) - 1)]
     (bw, bh), (w, h) = bucket[0], (frames.shape[2], frames.shape[1])
-    x0, y0 = (w - bw) // 2, (h - bh) // 2
+    rx, ry, rw, rh = region[0]
+    x0 = min(max(0, round(rx + (rw - bw) / 2)), w - bw)
+    y0 = min(max(0, round(ry + (rh - bh) / 2)), h - bh)
     return np.ascontiguousarray(frames[:, y0:y0 + bh, x0:x0 + bw])
+
+
+def _crop_box(crop: Sequence[float] | None, width: int, height: int, sample_id: str
+              ) -> tuple[float, float, float, float]:
+    """The row's crop as (x, y, w, h) inside a ``width`` x ``height`` frame (the whole frame if None)."""
+    if crop is None:
+        return 0.0, 0.0, float(width), float(height)
+    x, y, w, h = (float(v) for v in crop)
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > width + 0.5 or y + h > height + 0.5:
+        raise BadRecord("bad_crop", sample_id, f"crop {list(crop)} (x, y, w, h) does not fit the "
+                        f"{width}x{height} frame")
+    return x, y, w, h
 
 
 def _stream_fps(uri: str, sample_id: str) -> float:
@@ -196,10 +240,8 @@ def _stream_fps(uri: str, sample_id: str) -> float:
 
 def _png(data: bytes, sample_id: str, what: str) -> Image.Image:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, TypeError, ValueError) as exc:
+        return read_image(data)
+    except IMAGE_ERRORS as exc:
         raise BadRecord("unreadable_image", sample_id, f"cannot read the {what} PNG: {exc}") from exc
 
 
@@ -212,7 +254,8 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
         raise BadRecord("bad_range", sample_id, f"frame range [{start}, {end}) is empty")
     rng = example_rng(config.seed, sample_id, augmentation)
     drop_caption = bool(rng.random() < config.caption_dropout)
-    refs = sample_references(row, lambda: bool(rng.random() < config.variant_prob))
+    refs = sample_references(row, lambda: bool(rng.random() < config.variant_prob),
+                             lambda face, count: face_choice(config.seed, sample_id, face, augmentation, count))
     if refs and refs[-1].kind == "background" and not rng.random() < config.background_prob:
         refs = refs[:-1]
     if not refs:
@@ -223,9 +266,11 @@ def make_example(row: dict[str, Any], augmentation: int, config: DataConfig,
     images = [_png(r.image, sample_id, f"{r.kind} reference {i}") for i, r in enumerate(refs)]
     canvas_rng = np.random.default_rng(rng.integers(1 << 62)) if config.shuffle_refs else None
     frames = read_clip(row["uri"], start, end, row.get("fps"), config, rng, sample_id,
-                       row.get("start_s"), row.get("end_s"))
+                       row.get("start_s"), row.get("end_s"), row.get("crop"))
     height, width = frames.shape[1:3]
     canvas = compose_canvas(images, height, width, rng=canvas_rng)
+    if config.first_frame == "canvas":
+        frames[0] = np.asarray(canvas.image.convert("RGB"))  # as Wan I2V: latent frame 0 = condition's
     prompt = "" if drop_caption else (row.get("caption") or "")
     subjects = [] if drop_caption else [
         (r.word, i) for i, r in enumerate(refs) if r.word and word_spans(prompt, r.word)]
@@ -271,51 +316,6 @@ def example_from_bytes(blob: bytes) -> Example:
                        meta["prompt"], [tuple(s) for s in meta["subjects"]])
 
 
-class SamplesTable:
-    """A samples table (file or folder, local or pyarrow URI), read part by part.
-
-    A part that does not match the schema is skipped whole and its rows counted under
-    ``schema``, with the file and column in ``problems``; the other parts still train.
-    Rows are ordered by ``sample_id`` so an index means the same sample everywhere.
-    """
-
-    def __init__(self, path: str) -> None:
-        import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
-
-        self.path = path
-        self.skipped_rows = 0
-        self.problems: list[str] = []
-        loc = Location.of(path)
-        info = loc.fs.get_file_info(loc.path)
-        if info.type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"samples table {path!r} does not exist")
-        files = list_parts(loc) if info.type == pafs.FileType.Directory else [loc.path]
-        parts = []
-        for file in files:
-            try:
-                part = pq.read_table(file, filesystem=loc.fs)
-            except (pa.ArrowInvalid, OSError) as exc:
-                self.problems.append(f"{file}: unreadable Parquet file: {exc}")
-                continue
-            try:
-                parts.append(validate(part, "samples", source=file))
-            except SchemaError as exc:
-                self.skipped_rows += part.num_rows
-                self.problems.append(str(exc))
-        if parts:
-            self.table = pa.concat_tables(parts).sort_by("sample_id")
-        else:
-            self.table = schema_for("samples").empty_table()
-        self.sample_ids: list[str] = self.table.column("sample_id").to_pylist()
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def row(self, index: int) -> dict[str, Any]:
-        return self.table.slice(index, 1).to_pylist()[0]
-
-
 class SamplesDataset:
     """Index → example for a samples table; the loader (``model.train.batching``) drives it.
 
@@ -323,7 +323,7 @@ class SamplesDataset:
     two threads at once ("Already borrowed"), so guidance is built under a lock (it is fast).
     """
 
-    def __init__(self, table: SamplesTable, config: DataConfig, tokenizer: Any = None) -> None:
+    def __init__(self, table: "SamplesTable", config: DataConfig, tokenizer: Any = None) -> None:
         import threading
 
         self.table, self.config, self.tokenizer = table, config, tokenizer
@@ -333,7 +333,11 @@ class SamplesDataset:
         return len(self.table)
 
     def sample_id(self, index: int) -> str:
-        return self.table.sample_ids[index]
+        return self.table.sample_id(index)
+
+    def epoch_order(self, seed: int, epoch: int, rank: int, world: int) -> np.ndarray | None:
+        """The table's order: by row group, then rows in a bounded buffer (``samples_reader``)."""
+        return self.table.epoch_order(seed, epoch, rank, world)
 
     def load(self, index: int, augmentation: int) -> Example:
         example = make_example(self.table.row(index), augmentation, self.config)

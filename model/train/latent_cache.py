@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+import model.roles  # noqa: F401 - registers video_backbone
 from curation.envelope import apply_to_live, error_row, per_input, run_isolated, to_table
 from curation.models import pick_device, resolve
 from curation.operator import ActorPool, TaskPool
@@ -30,14 +31,14 @@ from model.train.data import (
     BadRecord,
     DataConfig,
     Example,
-    SamplesTable,
     attach_guidance,
     example_bytes,
     example_from_bytes,
     make_example,
 )
 from model.train.latents import ModelInputs, encode_examples, load_encoders, read_entry, write_entry
-from schemas.io import Location, read_manifest, read_table, write_part
+from model.train.samples_reader import SamplesTable
+from schemas.io import Location, read_files, read_manifest, read_table, write_bytes, write_part
 from schemas.tables import INPUT, schema_for
 
 META = "cache.json"
@@ -129,10 +130,8 @@ def read_meta(root: str) -> dict[str, Any]:
 
 
 def write_meta(root: str, meta: dict[str, Any]) -> None:
-    loc = Location.of(root)
-    loc.fs.create_dir(loc.path, recursive=True)
-    with loc.fs.open_output_stream(loc.join(META).path) as out:
-        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+    """The cache's settings, atomically: a killed writer never leaves a half ``cache.json``."""
+    write_bytes(Location.of(root).join(META), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
@@ -153,7 +152,8 @@ def cache_meta(data: DataConfig, base: str, dtype: str) -> dict[str, Any]:
     if data.augmentations is None:
         raise ValueError("a latent cache holds a fixed number of augmentations per sample: "
                          "set data.augmentations")
-    return {"format": "magref-latent-cache-v1", "data": json.loads(json.dumps(asdict(data))),
+    # v2: data.first_frame (a v1 cache's targets start with the clip's own frame)
+    return {"format": "magref-latent-cache-v2", "data": json.loads(json.dumps(asdict(data))),
             "base": base, "dtype": dtype}
 
 
@@ -204,11 +204,16 @@ def cache_samples(manifest: str, pipe: Any, root: str, data: DataConfig, base: s
     return {"entries": len(index), "skipped": skipped}
 
 
+SAMPLE_FILES = "_samples_files"  # private column: the samples files holding a sample's row
+
+
 class ExampleBuilder:
     """CPU step of the cache job: sample ids -> one row per (sample, augmentation) example.
 
     Reads its samples' full rows itself (filter pushed down to Parquet), so reference PNGs
-    never pass through the driver. A sample that cannot become an example is an error row.
+    never pass through the driver, and only from the files the driver's index names for
+    them (column ``SAMPLE_FILES``), so a task opens O(1) files, not every part of the
+    table. A sample that cannot become an example is an error row.
     """
 
     def __init__(self, config: DecodeStep, data: DataConfig, samples: str) -> None:
@@ -219,8 +224,13 @@ class ExampleBuilder:
 
     def _build(self, live: pa.Table) -> pa.Table:
         ids = live.column(INPUT).to_pylist()
-        rows = {r["sample_id"]: r for r in read_manifest(
-            self.samples, "samples", filter=[("sample_id", "in", ids)]).to_pylist()}
+        where = [("sample_id", "in", ids)]
+        if SAMPLE_FILES in live.column_names:
+            files = sorted({f for found in live.column(SAMPLE_FILES).to_pylist() for f in found or []})
+            found = read_files(Location.of(self.samples).fs, files, "samples", filter=where)
+        else:
+            found = read_manifest(self.samples, "samples", filter=where)
+        rows = {r["sample_id"]: r for r in found.to_pylist()}
 
         def build(row: dict[str, Any]) -> list[dict[str, Any]]:
             return [{EXAMPLE: example_bytes(make_example(row, a, self.data)), "status": "kept"}
@@ -235,8 +245,6 @@ class LatentEncoder:
     """Model step of the cache job: encode each example (VAE, UMT5, CLIP) and write its entry."""
 
     def __init__(self, config: EncodeStep, root: str, models: Any = None, device: str | None = None) -> None:
-        import model.roles  # noqa: F401 - registers video_backbone
-
         self.config, self.root = config, root
         self.pipe = load_encoders(resolve("video_backbone", models), pick_device(device))
 

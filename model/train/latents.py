@@ -32,7 +32,7 @@ from model.disentangle import SubjectGuidance
 from model.pipeline import load_components
 from model.tiny import tiny_components
 from model.train.data import Example
-from schemas.io import Location
+from schemas.io import Location, write_bytes
 
 FORMAT = "magref-latents-v1"
 FILES = "latent_files"  # entries live under ROOT/latent_files/, the index in ROOT/latents/
@@ -83,12 +83,14 @@ def encode_examples(pipe: Any, examples: Sequence[Example]) -> ModelInputs:
     """The frozen half of MAGREF on a batch of same-bucket examples (VAE, UMT5, CLIP).
 
     ``pipe`` is a ``MagrefPipeline`` (its transformer is not used here). Clip latents use
-    the VAE posterior's mode, as the condition latents do, so a cached entry is exact.
+    the VAE posterior's mode, as the condition latents do, so a cached entry is exact; pixels
+    map to [-1, 1] with ``canvas_tensor``'s arithmetic, so a canvas as the target's frame 0
+    (``DataConfig.first_frame``) encodes to exactly the condition's first latent frame.
     """
     vae = pipe.vae
     device = _module_device(vae)
     frames = torch.from_numpy(np.stack([e.frames for e in examples]))       # [B, F, H, W, 3] uint8
-    pixels = frames.to(device).permute(0, 4, 1, 2, 3).to(vae.dtype) / 127.5 - 1.0
+    pixels = ((frames.to(device).permute(0, 4, 1, 2, 3).float() / 255 - 0.5) / 0.5).to(vae.dtype)
     latents = normalize_latents(vae, vae.encode(pixels).latent_dist.mode().float())
     canvases = torch.stack([canvas_tensor(e.canvas.image) for e in examples])
     masks = torch.from_numpy(np.stack([e.canvas.region_mask for e in examples]))
@@ -151,12 +153,7 @@ def write_entry(root: str, inputs: ModelInputs, dtype: torch.dtype = torch.float
     """Write one example's entry atomically under ``root``; returns (relative path, bytes)."""
     relative = entry_path(inputs.sample_ids[0], inputs.augmentations[0])
     blob = entry_bytes(inputs, dtype)
-    final = Location.of(root).join(relative)
-    final.fs.create_dir(posixpath.dirname(final.path), recursive=True)
-    tmp = posixpath.join(posixpath.dirname(final.path), "." + posixpath.basename(final.path) + ".tmp")
-    with final.fs.open_output_stream(tmp) as out:
-        out.write(blob)
-    final.fs.move(tmp, final.path)
+    write_bytes(Location.of(root).join(relative), blob)
     return relative, len(blob)
 
 

@@ -1,7 +1,9 @@
 """What a training run leaves for people: ``loss.csv``, ``loss.png`` and a summary.
 
 ``loss.csv`` has one row per optimiser step (global mean loss over every rank's examples,
-learning rate, gradient norm before clipping, examples so far, seconds so far). A resumed
+learning rate, gradient norm before clipping, examples so far, seconds so far, and the
+Eq. 6 alphas after the step as mean and largest |alpha| over the blocks, so a user sees
+subject disentanglement switch on). A resumed
 run first drops rows past the checkpoint's step, so the file never holds a step twice.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-COLUMNS = ("step", "loss", "lr", "grad_norm", "examples", "elapsed_s")
+COLUMNS = ("step", "loss", "lr", "grad_norm", "examples", "elapsed_s", "alpha_mean_abs", "alpha_max_abs")
 
 
 class LossLog:
@@ -33,10 +35,12 @@ class LossLog:
                 writer.writerows(rows)
 
     def append(self, step: int, loss: float, lr: float, grad_norm: float, examples: int,
-               elapsed: float) -> None:
+               elapsed: float, alpha: torch.Tensor) -> None:
+        size = alpha.detach().abs().float().cpu()
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([step, f"{loss:.8g}", f"{lr:.6g}", f"{grad_norm:.6g}", examples,
-                                    f"{elapsed:.3f}"])
+                                    f"{elapsed:.3f}", f"{float(size.mean()):.6g}",
+                                    f"{float(size.max()):.6g}"])
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
@@ -95,6 +99,10 @@ def write_summary(out: str | Path, summary: dict[str, Any]) -> str:
              f"{summary['examples_per_s']:.2f} examples/s, {summary['s_per_step']:.3f} s/step"]
     lines.append(f"final loss {summary['final_loss']:.5g} (first {summary['first_loss']:.5g}); "
                  + ", ".join(f"{k} {v:.2f}" for k, v in summary["memory"].items()))
+    if summary.get("alpha"):
+        alpha = summary["alpha"]
+        lines.append(f"Eq. 6 alphas: mean |alpha| {sum(abs(a) for a in alpha) / len(alpha):.4g}, "
+                     f"max {max(abs(a) for a in alpha):.4g} over {len(alpha)} blocks")
     if summary.get("skipped"):
         lines.append(f"skipped records: {summary['skipped']}")
     lines.append(f"weights: {summary['weights']}")

@@ -37,12 +37,14 @@ from model.train import checkpoints, distributed
 from model.train import log as train_log
 from model.train.batching import BatchStream, NoUsableSamples, StreamState
 from model.train.config import TrainConfig, UsageError, config_from_args, micro_batching, with_cache_data
-from model.train.data import SamplesDataset, SamplesTable
+from model.train.data import SamplesDataset
 from model.train.latent_cache import open_cache, read_meta
 from model.train.latents import ModelInputs, encode_examples
 from model.train.optim import make_optimizer, make_scheduler
+from model.train.samples_reader import SamplesTable
 from model.train.trainable import MagrefModel, load_transformer, trainable_parameters
 from model.weights.lora import add_lora, lora_config
+from schemas.command import LOG, run_command
 
 WAN_TIMESTEPS = 1000  # Wan's num_train_timesteps: transformer timestep = 1000 * sigma
 
@@ -220,7 +222,7 @@ def train(config: TrainConfig, on_step: Callable[[dict], None] | None = None,
         model = distributed.wrap(model, cluster, shard=not config.lora)
         params = trainable_parameters(model)
         optimizer = make_optimizer(distributed.unwrap(model), config.optim, cluster.device)
-        scheduler = make_scheduler(optimizer, config.optim)
+        scheduler = make_scheduler(optimizer, config.optim, config.steps)
         if resume_from is not None:
             start_step, data_state = checkpoints.load(resume_from, model, optimizer, scheduler, cluster)
             stream.state = StreamState.from_dict(data_state)
@@ -268,12 +270,13 @@ def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Mod
         loss = float(distributed.all_sum(loss_sum, cluster)) / config.batch_size
         examples += config.batch_size
         losses.append(loss)
+        alpha = alphas(model)  # on every rank: gathering a sharded alpha is a collective
         done = step + 1
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
         bar.update()
         if log is not None and (done % config.log_every == 0 or done == config.steps):
             log.append(done, loss, lr, float(grad_norm), done * config.batch_size,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, alpha)
         if on_step is not None:
             on_step({"step": done, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)})
         if done % config.checkpoint_every == 0 or done == config.steps:
@@ -295,11 +298,18 @@ def _loop(config: TrainConfig, cluster: distributed.Cluster, model: torch.nn.Mod
         "world": cluster.world, "mode": f"lora r{config.lora_rank}" if config.lora else "full",
         "trainable_parameters": sum(p.numel() for p in params),  # DTensors count their full size
         "weights": str(final), "cache": bool(config.cache),
+        "alpha": [float(a) for a in alphas(model)],  # the Eq. 6 scales per block at the end
     }
     if cluster.is_main:
         train_log.plot(out)
         print(train_log.write_summary(out, summary), file=sys.stderr)
     return summary
+
+
+def alphas(model: torch.nn.Module) -> torch.Tensor:
+    """The Eq. 6 alphas (one per block), whole even when FSDP2 shards them."""
+    alpha = distributed.unwrap(model).disentangler.alpha.detach()
+    return alpha.full_tensor() if hasattr(alpha, "full_tensor") else alpha
 
 
 def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]:
@@ -315,14 +325,16 @@ def _gather_skipped(stream: Any, cluster: distributed.Cluster) -> dict[str, int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m model.train``: the command-line mistakes are one line and exit 2 (``schemas/command.py``)."""
+    return run_command(_train_command, argv, (UsageError, FileNotFoundError))
+
+
+def _train_command(argv: list[str] | None) -> int:
+    config = config_from_args(argv)
     try:
-        config = config_from_args(argv)
         train(config)
-    except (UsageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except NoUsableSamples as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        LOG.error(f"error: {exc}")
         return 1
     return 0
 

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from model.disentangle import SubjectDisentanglement
 from model.weights.wan_keys import is_original_wan, to_diffusers_key, to_original_key
+from schemas.io import Location, atomic_write
 
 ALPHA_KEY = "magref.alpha"
 TRANSFORMER_PREFIX = "transformer."
@@ -74,9 +75,8 @@ def write_checkpoint(path: str, tensors: Mapping[str, torch.Tensor], transformer
                for k, v in tensors.items()}
     metadata = {"format": FORMAT, "num_layers": str(tensors[ALPHA_KEY].numel()),
                 "transformer_config": json.dumps(dict(transformer_config), default=str)}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)  # a killed save never leaves a file that looks complete
+    with atomic_write(Location.of(path)) as tmp:  # a killed save never leaves a file that looks complete
+        save_file(tensors, tmp.path, metadata=metadata)
 
 
 def _shapes(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:

@@ -23,6 +23,7 @@ import torch
 
 from model.disentangle import SubjectDisentanglement
 from model.weights.checkpoint import ALPHA_KEY, TRANSFORMER_PREFIX, CheckpointError
+from schemas.io import Location, atomic_write
 
 ADAPTER = "magref"
 FORMAT = "magref-lora-v1"
@@ -64,9 +65,8 @@ def save_lora(path: str, transformer: torch.nn.Module, disentangler: SubjectDise
     tensors[ALPHA_KEY] = disentangler.alpha.detach().float().cpu().contiguous()
     metadata = {"format": FORMAT, "num_layers": str(disentangler.alpha.numel()),
                 METADATA_KEY: json.dumps(config, default=_jsonable, sort_keys=True)}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_write(Location.of(path)) as tmp:
+        save_file(tensors, tmp.path, metadata=metadata)
 
 
 def _jsonable(value: Any) -> Any:

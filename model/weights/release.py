@@ -44,7 +44,7 @@ from model.weights.checkpoint import (
     check_coverage,
     open_weights,
 )
-from model.weights.wan_keys import is_original_wan, to_diffusers_key, to_original_key
+from model.weights.wan_keys import BLOCK_KEY, is_original_wan, to_diffusers_key, to_original_key
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 WAN_ROPE_POSITIONS = 1024  # Wan's rope_params(1024, ...) table; diffusers' rope_max_seq_len
@@ -67,7 +67,7 @@ def diffusers_config(weights: Weights) -> dict[str, Any]:
         raise CheckpointError(f"{where}: config.json with num_heads is missing (the release ships "
                               f"one; the head count is not visible in any tensor shape)")
     dim, in_dim, *patch = shape("patch_embedding.weight")
-    layers = {int(m.group(1)) for k in shapes if (m := _BLOCK.fullmatch(k))}
+    layers = {int(m.group(1)) for k in shapes if (m := BLOCK_KEY.fullmatch(k))}
     image = "img_emb.proj.0.weight" in shapes
     found = {
         "dim": dim, "in_dim": in_dim, "text_dim": shape("text_embedding.0.weight")[1],

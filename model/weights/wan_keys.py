@@ -40,7 +40,7 @@ _BLOCK_MODULES = {
 # Whole parameters (no .weight/.bias): the AdaLN modulation tables.
 _TOP_PARAMS = {"head.modulation": "scale_shift_table"}
 _BLOCK_PARAMS = {"modulation": "scale_shift_table"}
-_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
+BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)")
 _INVERSE = [{v: k for k, v in table.items()}
             for table in (_TOP_MODULES, _BLOCK_MODULES, _TOP_PARAMS, _BLOCK_PARAMS)]
 
@@ -50,7 +50,7 @@ def _rename(key: str, modules: Mapping[str, str], top: Mapping[str, str],
             block_modules: Mapping[str, str], block_params: Mapping[str, str]) -> str | None:
     if key in top:
         return top[key]
-    match = _BLOCK.fullmatch(key)
+    match = BLOCK_KEY.fullmatch(key)
     prefix, rest = (f"blocks.{match.group(1)}.", match.group(2)) if match else ("", key)
     table = block_modules if match else modules
     if match and rest in block_params:

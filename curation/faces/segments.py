@@ -1,0 +1,88 @@
+"""Stage 3, operator 1: ``FaceFrames`` (CPU tasks) decodes one frame every ``faces.every_s``
+seconds of the clip and of the ``faces.margin_s`` seconds before and after it (the paper's
+"adjacent segments"), in one ``FRAMES`` blob with a named set per segment.
+
+A clip whose own frames fail to decode settles as one error row; the others go on. A
+neighbouring segment that fails to decode is logged and not searched: the clip's own frames
+are fine, and its references should not depend on the next shot's bytes. The neighbouring
+segments are cut at the video's ends: ``before`` starts at 0 s and ``after`` ends at the
+video's duration (the job joins ``duration_s`` from the videos table; without it there is
+no ``after`` segment, since asking a decoder for frames past the end is an error).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow as pa
+
+from curation.decode import IncompleteVideoError
+from curation.envelope import apply_to_live, put_column, settle_failures
+from curation.faces import FacesConfig
+from curation.faces.measure import AFTER, BEFORE, CLIP
+from curation.frames import FRAMES, TIME_EPS, FrameRequest, encode_frames, every, read_clip_frames, read_range_frames
+from schemas.tables import FACES, INPUT
+
+DURATION = "duration_s"  # the video's duration, joined from the videos table by the job
+NEIGHBOUR_MIN_S = 1e-3  # a neighbouring range shorter than this holds no frame worth reading
+log = logging.getLogger(__name__)
+
+
+def frame_request(config: FacesConfig) -> FrameRequest:
+    """One frame every ``every_s`` seconds, short side at most ``short_side`` pixels."""
+    return every(config.every_s, short_side=config.short_side)
+
+
+def segment_ranges(start_s: float, end_s: float, duration_s: float | None, margin_s: float
+                   ) -> dict[str, tuple[float, float]]:
+    """The neighbouring time ranges searched besides the clip, cut at the video's ends."""
+    ranges: dict[str, tuple[float, float]] = {}
+    if margin_s <= 0:
+        return ranges
+    before = (max(0.0, start_s - margin_s), start_s)
+    if before[1] - before[0] > NEIGHBOUR_MIN_S:
+        ranges[BEFORE] = before
+    if duration_s is not None:
+        after = (end_s, min(float(duration_s), end_s + margin_s))
+        if after[1] - after[0] > NEIGHBOUR_MIN_S + TIME_EPS:
+            ranges[AFTER] = after
+    return ranges
+
+
+def read_segments(row: dict[str, Any], config: FacesConfig, strict: bool = True) -> dict[str, Any]:
+    """{segment: ClipFrames} of one clip row: its own frames and its neighbours'."""
+    request = frame_request(config)
+    sets = {CLIP: read_clip_frames(row["uri"], int(row["start_frame"]), int(row["end_frame"]),
+                                   float(row["start_s"]), float(row["end_s"]), request, strict)}
+    duration = row.get(DURATION)
+    ranges = segment_ranges(float(row["start_s"]), float(row["end_s"]), duration, config.margin_s)
+    for segment, (start, end) in ranges.items():
+        try:
+            sets[segment] = read_range_frames(row["uri"], start, end, request, fps=row.get("fps"), strict=strict)
+        except IncompleteVideoError as err:  # the clip's own frames decoded: keep the clip, lose this segment
+            log.warning("faces: clip %s: the %s segment [%.2f, %.2f) s is not searched: %s",
+                        row.get("clip_id"), segment, start, end, err)
+    return sets
+
+
+class FaceFrames:
+    """CPU step: every live clip row gets its segments' frames in the ``FRAMES`` column."""
+
+    def __init__(self, config: FacesConfig, strict: bool = True):
+        self.config, self.strict = config, strict
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        failed: dict[str, BaseException] = {}
+        result = apply_to_live(batch, lambda live: self._read(live, failed))
+        return settle_failures(result, failed, FACES)
+
+    def _read(self, live: pa.Table, failed: dict[str, BaseException]) -> pa.Table:
+        blobs: list[bytes | None] = []
+        for row in live.to_pylist():
+            try:
+                blobs.append(encode_frames(read_segments(row, self.config, self.strict)))
+            except Exception as exc:  # noqa: BLE001 - one clip's failure settles only its input
+                failed.setdefault(row[INPUT], exc)
+                blobs.append(None)
+        return put_column(live, FRAMES, pa.array(blobs, pa.binary()))
