@@ -17,12 +17,9 @@ computed from the whole ``scores`` table (a few numbers per video, no images).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 
 from model.evaluate.entries import EntryInputError, read_entries, to_table
 from model.evaluate.opens2v import WEIGHTS

@@ -28,6 +28,8 @@ COMMANDS = {
     "compact": "pipelines.compact",
     "import-opens2v": "pipelines.import_opens2v",
     "export": "pipelines.export",
+    "evaluate": "model.evaluate.__main__",
+    "evaluate-videos": "pipelines.evaluate_videos",
     "cache-latents": "pipelines.cache_latents",
     "train-ray": "pipelines.train_ray",
     "train": "model.train.loop",

@@ -18,6 +18,7 @@ from model.evaluate.opens2v import (
     write_jsons,
 )
 from model.evaluate.summary import bootstrap_interval, summarize
+from schemas.command import run_command
 
 # The nesting of OpenS2V-Eval's published per-metric outputs (eval/demo_result), values ours.
 PUBLISHED_LAYOUT = {
@@ -114,6 +115,6 @@ def test_opens2v_json_in_generate_tiny_and_score(tmp_path, capsys):
     assert page.count('class="sample-card eval-card"') == 2 and "missing.jpg" in page
     # a user mistake is one line, exit 2
     capsys.readouterr()
-    assert main(["--videos", str(tmp_path), "--out-dir", str(out)]) == 2
+    assert run_command(main, ["--videos", str(tmp_path), "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exactly one of --manifest" in err

@@ -31,15 +31,16 @@ from model.evaluate.opens2v import WEIGHTS
 from model.evaluate.outputs import write_outputs
 from model.evaluate.scorer import METRICS, EvaluateConfig, Evaluator
 from model.evaluate.summary import summary_text
+from schemas.command import Parser, UserError, run_command
 
 
-class EvaluateUsageError(ValueError):
+class EvaluateUsageError(UserError):
     """A mistake on the command line: one line, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m model.evaluate", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--manifest", help="a samples table (Parquet file or folder); videos named <sample_id>.mp4")
     src.add_argument("--prompt-file", help="release prompt lines key@@prompt@@img1@@img2...")
@@ -119,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             generate_missing(entries, Path(args.videos), args.base, args.device)
         evaluator = Evaluator(config, models, args.device)
     except (EvaluateUsageError, EntryInputError, ModelSourceError, ValueError) as exc:
-        print(f"python -m model.evaluate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from None
     started, rows = time.perf_counter(), []
     for n, entry in enumerate(entries, 1):
         rows.extend(evaluator.evaluate(entry))
@@ -133,4 +133,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

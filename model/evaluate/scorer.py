@@ -13,14 +13,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from curation.decode import IncompleteVideoError
 from curation.envelope import per_input, to_table
-from curation.operator import ActorPool
+from curation.operator import ActorPool, setting
 from model.evaluate.aesthetic import Aesthetic
 from model.evaluate.base import SCORED, Metric, MetricUnavailable, NotScored
 from model.evaluate.entries import Entry, from_row
@@ -43,12 +43,12 @@ PAPER = ("id_sim", "subj_sim", "bg_sim", "aesthetic", "motion_smoothness", "gme_
 
 @dataclass
 class EvaluateConfig:
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))  # families to run (see METRICS)
-    frames: int = 8  # frames sampled evenly per video for the model metrics (motion uses every frame)
-    motion_side: int = 128  # short side of the frames motion is measured on
-    faces: str = "insightface"  # ID-Sim's recognizer: insightface (ArcFace, the paper's) or dlib (offline)
-    # batch_size = videos per call; one GPU per actor when the cluster has GPUs
-    pool: ActorPool = field(default_factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=0.5, num_gpus=1.0))
+    metrics: list[str] = setting(factory=lambda: list(METRICS), help="families to run (see METRICS)")
+    frames: int = setting(8, help="frames sampled evenly per video for the model metrics (motion uses every frame)")
+    motion_side: int = setting(128, help="short side of the frames motion is measured on")
+    faces: str = setting("insightface", help="ID-Sim's recognizer: insightface (ArcFace, the paper's) or dlib (offline)")
+    pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=0.5, num_gpus=1.0),
+                              help="batch_size = videos per call; one GPU per actor when the job uses GPUs (--gpus)")
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from curation.decode import iter_frames
+from curation.decode import open_video
 
 
 class VideoMissingError(FileNotFoundError):
@@ -32,10 +32,11 @@ def read_video(path: str | Path, count: int = 8, motion_side: int = 128, max_fra
     if not path.is_file():
         raise VideoMissingError(f"video {str(path)!r} does not exist")
     full: list[np.ndarray] = []
-    for index, frame in iter_frames(str(path)):
-        full.append(frame)
-        if index + 1 >= max_frames:
-            break
+    with open_video(str(path)) as (container, stream):  # every frame in presentation order
+        for frame in container.decode(stream):
+            full.append(frame.to_ndarray(format="rgb24"))
+            if len(full) >= max_frames:
+                break
     if not full:
         raise ValueError(f"{path}: no frame decodes")
     picks = np.unique(np.linspace(0, len(full) - 1, min(count, len(full))).round().astype(int))
