@@ -21,8 +21,9 @@ FPS = synthetic.FPS
 STATUSES = {"kept", "pose", "blur", "low_quality", "occluded", "not_in_clip"}
 
 
-def make_run(run, clips: list[tuple[str, int, int, str]]) -> dict[str, str]:
-    """A run dir with a videos table (probed) and a clips table of (uri, start, end, status) rows."""
+def make_run(run, clips: list[tuple[str, int, int, str]], crops: dict[int, list[float]] | None = None) -> dict[str, str]:
+    """A run dir with a videos table (probed) and a clips table of (uri, start, end, status) rows;
+    ``crops``: {clip's position: its crop (x, y, w, h)}."""
     videos = {}
     for uri, *_ in clips:
         if uri not in videos:
@@ -36,7 +37,8 @@ def make_run(run, clips: list[tuple[str, int, int, str]]) -> dict[str, str]:
         rows.append({"clip_id": cid, "video_id": video["video_id"], "uri": uri, "start_frame": start,
                      "end_frame": end, "start_s": start / FPS, "end_s": end / FPS, "fps": float(FPS),
                      "width": video["width"], "height": video["height"], "status": status,
-                     "caption": "a person", "subjects": ["person"], INPUT: video["video_id"]})
+                     "caption": "a person", "subjects": ["person"], INPUT: video["video_id"],
+                     "crop": (crops or {}).get(len(rows))})
     commit(to_table(rows, CLIPS), str(run), "clips", "clips")
     return ids
 
@@ -155,3 +157,28 @@ def test_clips_without_faces_have_zero_rows_and_a_broken_clip_settles_alone(ray_
     books = inspect_run.inspect(run_dir)
     assert books["ok"], books["problems"]
     assert pc.sum(pc.equal(run_dir.read("faces").column("selected"), True)).as_py() == 4
+
+
+def test_a_clips_crop_bounds_the_search_and_boxes_stay_in_source_pixels(ray_session, tmp_path):
+    """An imported clip's watermark crop: a face outside it is not found, one inside it is found
+    where the uncropped search finds it, in the video's pixels."""
+    video = synthetic.posed_face_video(tmp_path / "media" / "astronaut.mp4", seconds=2.0)
+    run = tmp_path / "run"
+    crop, band = [24.0, 16.0, 216.0, 224.0], [0.0, 0.0, 256.0, 40.0]  # the face is near (128, 128)
+    ids = make_run(run, [(str(video), 0, 24, "kept"), (str(video), 0, 23, "kept"), (str(video), 24, 48, "kept")],
+                   crops={1: crop, 2: band})
+    assert stage3(run, "faces.backend=dlib", "faces.every_s=0.25", "faces.margin_s=0") == 0
+    _, faces = faces_of(run)
+    by_clip: dict[str, dict[int, dict]] = {}
+    for face in faces:
+        if face["clip_id"] is not None:
+            by_clip.setdefault(face["clip_id"], {})[face["frame"]] = face
+    assert ids[f"{video}:24"] not in by_clip  # the top band holds no face: the whole and the cropped clip do
+    found = list(by_clip.values())
+    assert len(found) == 2 and set(found[0]) == set(found[1]) and len(found[0]) == 4
+    truth = synthetic.posed_face_centres(synthetic.astronaut(), 48)
+    for frame in found[0]:
+        for face in (found[0][frame], found[1][frame]):  # the same face, in source px (the crop is at 24, 16)
+            x, y, w, h = face["box"]
+            np.testing.assert_allclose([x + w / 2, y + h / 2], truth[frame], atol=10)
+            assert crop[0] <= x and x + w <= crop[0] + crop[2] and crop[1] <= y and y + h <= crop[1] + crop[3]

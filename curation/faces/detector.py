@@ -65,7 +65,11 @@ class FaceDetector:
             sets = decode_frame_sets(clip[FRAMES])
             frame = sets[CLIP].images
             source = (clip.get("width") or frame.shape[2], clip.get("height") or frame.shape[1])
-            faces = measure_faces(self.backend, sets, (int(source[0]), int(source[1])), self.config)
+            offset = (0.0, 0.0)
+            if clip.get("crop"):  # the frames are the crop (segments.cut_to_crop): its size, at its origin
+                x, y, w, h = clip["crop"]
+                source, offset = (w, h), (x, y)
+            faces = measure_faces(self.backend, sets, (int(source[0]), int(source[1])), self.config, offset)
             if not faces:
                 rows.append(empty_row(clip[INPUT]))
             for face in faces:

@@ -27,11 +27,12 @@ SEGMENTS = (BEFORE, CLIP, AFTER)
 
 
 def measure_faces(backend: FaceBackend, frame_sets: Mapping[str, Any], source_size: tuple[int, int],
-                  config: FacesConfig) -> list[dict[str, Any]]:
+                  config: FacesConfig, offset: tuple[float, float] = (0.0, 0.0)) -> list[dict[str, Any]]:
     """One row per face found on the frames of ``frame_sets`` ({segment: ClipFrames}).
 
-    ``source_size`` is the video's (width, height): boxes and keypoints are stored in
-    source pixels whatever size the frames were decoded at.
+    ``source_size`` is the (width, height) in source pixels the frames show (the video's,
+    or its crop's, at ``offset`` in the video): boxes and keypoints are stored in the
+    video's pixels whatever size the frames were decoded at; filters see the frames' edges.
     """
     images, where = [], []
     for segment in SEGMENTS:
@@ -48,7 +49,19 @@ def measure_faces(backend: FaceBackend, frame_sets: Mapping[str, Any], source_si
     for image, (segment, frame, time_s), faces in zip(images, where, found):
         for face in faces:
             rows.append(_row(face, image, segment, frame, time_s, source_size, backend, config))
+    if offset != (0.0, 0.0):
+        for row in rows:
+            shift(row, offset)
     return rows
+
+
+def shift(row: dict[str, Any], offset: tuple[float, float]) -> None:
+    """Move a face row measured on a crop to the video's pixels (box, keypoints, crop box)."""
+    dx, dy = float(offset[0]), float(offset[1])
+    row["box"] = [row["box"][0] + dx, row["box"][1] + dy, *row["box"][2:]]
+    row["keypoints"] = [v + (dx if k % 2 == 0 else dy) for k, v in enumerate(row["keypoints"])]
+    if row["crop_box"] is not None:
+        row["crop_box"] = [row["crop_box"][0] + dx, row["crop_box"][1] + dy, *row["crop_box"][2:]]
 
 
 def _row(face: DetectedFace, image: np.ndarray, segment: str, frame: int, time_s: float,

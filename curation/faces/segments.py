@@ -8,11 +8,14 @@ are fine, and its references should not depend on the next shot's bytes. The nei
 segments are cut at the video's ends: ``before`` starts at 0 s and ``after`` ends at the
 video's duration (the job joins ``duration_s`` from the videos table; without it there is
 no ``after`` segment, since asking a decoder for frames past the end is an error).
+A clip with a ``crop`` (imported datasets cut a watermark band off) is searched inside it
+only: its frames are cut to the crop here, and ``FaceDetector`` maps boxes back to source px.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -63,7 +66,20 @@ def read_segments(row: dict[str, Any], config: FacesConfig, strict: bool = True)
         except IncompleteVideoError as err:  # the clip's own frames decoded: keep the clip, lose this segment
             log.warning("faces: clip %s: the %s segment [%.2f, %.2f) s is not searched: %s",
                         row.get("clip_id"), segment, start, end, err)
+    crop = row.get("crop")
+    if crop:
+        sets = {name: cut_to_crop(frames, crop, (int(row["width"]), int(row["height"]))) for name, frames in sets.items()}
     return sets
+
+
+def cut_to_crop(frames: Any, crop: list[float], source_size: tuple[int, int]) -> Any:
+    """``frames`` cut to the clip's ``crop`` (x, y, w, h in source px), whatever size they were
+    decoded at: a face in the band outside it is not the clip's (OpenS2V's watermark crop)."""
+    height, width = frames.images.shape[1:3]
+    sx, sy = width / source_size[0], height / source_size[1]
+    x0, y0 = int(round(crop[0] * sx)), int(round(crop[1] * sy))
+    x1, y1 = int(round((crop[0] + crop[2]) * sx)), int(round((crop[1] + crop[3]) * sy))
+    return replace(frames, images=frames.images[:, y0:y1, x0:x1])
 
 
 class FaceFrames:
