@@ -13,7 +13,13 @@ then the key's ``imports`` row: a killed import resumes by key without duplicate
 pair lists (``--pairs``) become ``cross_pairs`` once every key is in; then
 ``stage4c_samples`` (the one assembly) writes ``samples``. A broken key (missing video,
 RLE size not the crop's, mask index not in ``mask_map``, a truncated JSON) is an error row
-naming the file and field; the rest import. Faces: run ``stage3_faces.py`` on the run.
+naming the file and field; the rest import. Faces come from stage 3, not from OpenS2V's
+person masks (those stay ``objects``): ``--set faces=true`` runs ``stage3_faces`` (InsightFace,
+or ``--models`` as given) on the imported kept clips before the assembly, searching only
+each clip's watermark crop, then ``stage4b_cross_pairs`` (identities across clips), so faces
+have embeddings, identities and cross pairs. For other ``faces.*`` settings import with
+``--set samples=false``, then run ``stage3_faces.py``, ``stage4b_cross_pairs.py`` and
+``stage4c_samples.py`` on the run.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from curation.envelope import empty_row, error_row, to_table
 from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists
 from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys
 from curation.operator import setting
-from pipelines import stage4c_samples
+from pipelines import stage3_faces, stage4b_cross_pairs, stage4c_samples
 from pipelines.cli import UserError, cli
 from pipelines.job import StageJob
 from pipelines.ledger import RunDir, clean_orphans, commit
@@ -45,7 +51,18 @@ CHAIN = (("probe", "videos", "uri"), ("clips", "clips", "video_id"), ("objects",
 @dataclass
 class ImportConfig:
     opens2v: OpenS2VConfig = field(default_factory=OpenS2VConfig)
+    faces: bool = setting(False, help="find faces afterwards with stage 3 (pipelines/stage3_faces.py, its defaults "
+                                      "and this command's --models) inside each imported clip's crop, then "
+                                      "their cross pairs (pipelines/stage4b_cross_pairs.py)")
     samples: bool = setting(True, help="assemble the samples table afterwards (pipelines/stage4c_samples.py)")
+
+
+def models_args(models: str | dict[str, str]) -> list[str]:
+    """``--models`` flags that give a chained stage the sources this command was given."""
+    if isinstance(models, str):
+        return ["--models", models]
+    return [arg for role, source in models.items()
+            for arg in ("--models", source if role == "*" else f"{role}={source}")]
 
 
 def _flags(parser) -> None:
@@ -193,8 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[opens2v] cross pairs: {import_cross_pairs(job.run, args.pairs)} new", flush=True)
         if not job.report.accounted:
             return 1
+        run = ["--run-dir", job.run.root.uri()]
+        if job.config.faces:  # stage 3 itself, then its identities' cross pairs, on the Ray this job started
+            code = stage3_faces.main([*run, *models_args(job.models)]) or stage4b_cross_pairs.main(run)
+            if code:
+                return code
         if job.config.samples:  # the one assembly, on the Ray this job started
-            return stage4c_samples.main(["--run-dir", job.run.root.uri()])
+            return stage4c_samples.main(run)
     return 0
 
 

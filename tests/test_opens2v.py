@@ -184,3 +184,28 @@ def test_limit_never_splits_a_video_and_a_late_clip_is_an_error_row(imported, tm
     errors = {e["input"]: e["message"] for e in RunDir.of(str(run)).read("errors").to_pylist()}
     assert "earlier import finished" in errors["key_late"]
     assert RunDir.of(str(run)).read("clips").num_rows == imported["run"].read("clips").num_rows
+
+
+@pytest.mark.slow
+def test_faces_come_from_stage3_inside_the_crop_and_reach_the_samples(tmp_path, ray_session) -> None:
+    """``--set faces=true``: stage 3 (the generated InsightFace pack) on the imported clip, in its crop."""
+    from curation.faces import synthetic as faces_synthetic
+
+    files = build(tmp_path, keys=1, width=256, height=256, broken=False)
+    faces_synthetic.posed_face_video(files["videos"] / "v0.mp4", seconds=1.0)  # the astronaut near (128, 128)
+    run = tmp_path / "run"
+    assert _import(files, run, "--set", "faces=true", "--models", "tiny") == 0
+    run_dir = RunDir.of(str(run))
+    (clip,) = run_dir.read("clips").to_pylist()
+    x, y, w, h = clip["crop"]
+    faces = run_dir.read("faces").to_pylist()
+    assert faces and {f["clip_id"] for f in faces} == {clip["clip_id"]}
+    assert all(len(f["embedding"]) == 512 for f in faces)
+    for face in faces:  # in the video's pixels, inside the watermark crop
+        fx, fy, fw, fh = face["box"]
+        assert x <= fx and fx + fw <= x + w and y <= fy and fy + fh <= y + h
+    identities = {f["identity_id"] for f in faces if f["selected"]}
+    assert identities
+    (sample,) = run_dir.read("samples").to_pylist()
+    assert {f["identity_id"] for f in sample["faces"]} <= identities and sample["faces"]
+    assert {o["label"] for o in sample["objects"]} == {"woman", "dog"}  # OpenS2V's person mask stays an object
