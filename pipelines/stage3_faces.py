@@ -10,7 +10,8 @@ cluster has them); then, per whole clip on CPUs, faces are grouped into identiti
 filtered (pose, blur, low_quality, occluded) and ranked, and up to ``faces.select.
 per_identity`` faces per identity spread over its poses are selected. Every face found
 is a ``faces`` row with its status; a clip with no face is processed with zero rows; a
-clip whose frames fail to decode is one ``errors`` row.
+clip whose frames fail to decode is one ``errors`` row. A clip with a ``crop`` (an imported
+watermark crop) is searched inside it only; boxes stay in the video's pixels.
 """
 
 from __future__ import annotations
