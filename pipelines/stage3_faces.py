@@ -24,7 +24,7 @@ import pyarrow as pa
 from curation.faces import FacesConfig
 from curation.faces.detector import FaceDetector, check_weights
 from curation.faces.references import FaceReferences
-from curation.faces.segments import DURATION, FaceFrames
+from curation.faces.segments import CLIP_CROP, DURATION, FaceFrames
 from curation.operator import setting
 from pipelines.cli import cli
 from pipelines.job import StageJob
@@ -40,7 +40,8 @@ class Stage3Config:
 
 
 def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
-    """Each clip with its video's duration, which bounds the segment searched after it."""
+    """Each clip with its video's duration, which bounds the segment searched after it, and its
+    crop (renamed ``CLIP_CROP``), which bounds the frame searched."""
     durations: dict[str, float] = {}
     if job.run.has("videos"):
         videos = job.run.read("videos", ["video_id", "duration_s"])
@@ -48,6 +49,8 @@ def with_durations(job: StageJob, clips: pa.Table) -> pa.Table:
     elif job.config.faces.margin_s > 0:
         LOG.warning(f"[faces] {job.run.root.uri()} has no videos table: no segment after a clip is searched")
     values = [durations.get(v) for v in clips.column("video_id").to_pylist()]
+    if "crop" in clips.column_names:  # a faces row's ``crop`` is its PNG: the clip's travels as CLIP_CROP
+        clips = clips.rename_columns([CLIP_CROP if name == "crop" else name for name in clips.column_names])
     return clips.append_column(DURATION, pa.array(values, pa.float64()))
 
 

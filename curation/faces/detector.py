@@ -20,6 +20,7 @@ from curation.faces.detect import insightface_pack
 from curation.faces.dlib_backend import weights_dir
 from curation.faces.measure import CLIP, measure_faces
 from curation.faces.references import FILTER
+from curation.faces.segments import CLIP_CROP
 from curation.frames import FRAMES, decode_frame_sets
 from curation.models import TINY, load, resolve
 from schemas.tables import FACES, INPUT, KEPT
@@ -66,8 +67,8 @@ class FaceDetector:
             frame = sets[CLIP].images
             source = (clip.get("width") or frame.shape[2], clip.get("height") or frame.shape[1])
             offset = (0.0, 0.0)
-            if clip.get("crop"):  # the frames are the crop (segments.cut_to_crop): its size, at its origin
-                x, y, w, h = clip["crop"]
+            if clip.get(CLIP_CROP):  # the frames are the crop (segments.cut_to_crop): its size, at its origin
+                x, y, w, h = clip[CLIP_CROP]
                 source, offset = (w, h), (x, y)
             faces = measure_faces(self.backend, sets, (int(source[0]), int(source[1])), self.config, offset)
             if not faces:

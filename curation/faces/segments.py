@@ -28,6 +28,7 @@ from curation.frames import FRAMES, TIME_EPS, FrameRequest, encode_frames, every
 from schemas.tables import FACES, INPUT
 
 DURATION = "duration_s"  # the video's duration, joined from the videos table by the job
+CLIP_CROP = "clip_crop"  # the clip's ``crop``, renamed by the job: a faces row's ``crop`` is its PNG
 NEIGHBOUR_MIN_S = 1e-3  # a neighbouring range shorter than this holds no frame worth reading
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def read_segments(row: dict[str, Any], config: FacesConfig, strict: bool = True)
         except IncompleteVideoError as err:  # the clip's own frames decoded: keep the clip, lose this segment
             log.warning("faces: clip %s: the %s segment [%.2f, %.2f) s is not searched: %s",
                         row.get("clip_id"), segment, start, end, err)
-    crop = row.get("crop")
+    crop = row.get(CLIP_CROP)
     if crop:
         sets = {name: cut_to_crop(frames, crop, (int(row["width"]), int(row["height"]))) for name, frames in sets.items()}
     return sets
