@@ -68,6 +68,20 @@ def configure_logging(verbose: bool = False) -> logging.Logger:
     return LOG
 
 
+def program_name(argv0: str | None = None) -> str:
+    """How the user called us: a script's file name, or ``python -m PACKAGE`` for a
+    ``__main__.py`` (``python -m model.train`` would otherwise say ``__main__.py``)."""
+    path = os.path.abspath(argv0 if argv0 is not None else (sys.argv[0] or "magref"))
+    name = os.path.basename(path)
+    if name != "__main__.py":
+        return name or "magref"
+    parts, folder = [], os.path.dirname(path)
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        parts.insert(0, os.path.basename(folder))
+        folder = os.path.dirname(folder)
+    return f"python -m {'.'.join(parts)}" if parts else name
+
+
 def run_command(main: Callable[[list[str] | None], int], argv: Sequence[str] | None = None,
                 user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Run ``main(argv)``: a user error becomes one line on stderr and exit code 2."""
@@ -75,7 +89,7 @@ def run_command(main: Callable[[list[str] | None], int], argv: Sequence[str] | N
     try:
         return main(None if argv is None else list(argv))
     except (UserError, *user_errors) as err:
-        prog = os.path.basename(sys.argv[0]) or "magref"
+        prog = program_name()
         text = str(err).strip()
         message = text.splitlines()[0] if text else type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)

@@ -41,7 +41,7 @@ def clip_rows(count: int) -> list[dict]:
         rows.append({"clip_id": clip_id(video, start, start + 48), "video_id": video, "uri": f"/videos/{video}.mp4",
                      "start_frame": start, "end_frame": start + 48, "start_s": start / 24, "end_s": (start + 48) / 24,
                      "fps": 24.0, "width": 128, "height": 96, "motion": 2.0, "aesthetic": 5.0, "status": "kept",
-                     "caption": "a man throws a red ball", "subjects": ["man", "ball"]})
+                     "caption": "a man throws a red ball", "subjects": ["man", "ball"], "crop": None})
     return rows
 
 

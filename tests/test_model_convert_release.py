@@ -152,7 +152,7 @@ def test_a_missing_or_extra_key_fails_naming_it(case: str, release, tmp_path, ca
     out = tmp_path / f"out-{case}"
     assert main([str(folder), str(out)]) == 2
     err = capsys.readouterr().err
-    assert key in err and err.startswith("error: ") and err.count("\n") == 1
+    assert key in err and ": error: " in err and err.count("\n") == 1
     assert not out.exists() and not list(tmp_path.glob(f".out-{case}.tmp-*"))
     # Loading applies the same check and leaves the model as it was.
     fresh = tiny_transformer(7)

@@ -115,4 +115,4 @@ def test_cli_mistake_exits_2_with_one_line(tmp_path, capsys) -> None:
 
     assert main(["--out", str(tmp_path / "o"), "--manifest", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --manifest") and "Traceback" not in err[0]
+    assert len(err) == 1 and ": error: --manifest" in err[0] and "Traceback" not in err[0]

@@ -21,7 +21,6 @@ converter.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from model.weights.checkpoint import (
     open_weights,
 )
 from model.weights.wan_keys import BLOCK_KEY, is_original_wan, to_diffusers_key, to_original_key
+from schemas.command import Parser, run_command
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 WAN_ROPE_POSITIONS = 1024  # Wan's rope_params(1024, ...) table; diffusers' rope_max_seq_len
@@ -169,8 +169,12 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.convert_release",
-                                     description=__doc__.split("\n\n")[0])
+    """The command: a bad release folder is one line naming the key, exit 2 (the one handler)."""
+    return run_command(_convert_command, argv, (CheckpointError,))
+
+
+def _convert_command(argv: Sequence[str] | None) -> int:
+    parser = Parser(prog="python -m model.convert_release", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", metavar="SRC_DIR",
                         help="the release's transformer folder (config.json + *.safetensors)")
     parser.add_argument("out", metavar="OUT_DIR", help="where to write the diffusers folder")
@@ -178,11 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="cast the weights (default: keep the source's dtype)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     args = parser.parse_args(argv)
-    try:
-        summary = convert(args.src, args.out, DTYPES.get(args.dtype), args.overwrite)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = convert(args.src, args.out, DTYPES.get(args.dtype), args.overwrite)
     cfg = summary["config"]
     print(f"converted {summary['tensors']} tensors ({', '.join(summary['source_dtypes'])} -> "
           f"{summary['dtype']}) in {summary['shards']} shard(s): {cfg['num_layers']} blocks, "
