@@ -11,7 +11,6 @@ import os
 import signal
 import time
 
-import pyarrow as pa
 import pytest
 
 from conftest import ROOT, run_script, start_script
