@@ -21,6 +21,12 @@ from schemas.validate import SchemaError
 
 PROGRESS_MODES = ("auto", "bar", "plain", "off")
 
+# One commit (outputs, errors, ledger part) covers at most this many inputs or output megabytes:
+# 100k clips then make ~800 parts per table instead of one per block (~25k), while a kill
+# loses at most the commits in flight. See ``pipelines/ledger.py`` ``commit_grouped``.
+PART_INPUTS = 128
+PART_MB = 256.0
+
 USER_ERRORS = (UserError, ConfigError, ModelSourceError, LockHeld, FileNotFoundError, SchemaError)
 
 
@@ -46,6 +52,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "'auto': a bar on a terminal, plain lines otherwise")
     parser.add_argument("--verbose", action="store_true",
                         help="show Ray's own INFO output (execution plans, Ray Data progress, worker logs)")
+    parser.add_argument("--part-inputs", type=int, default=PART_INPUTS, metavar="N",
+                        help=f"commit one part per table for at most N inputs (default {PART_INPUTS}); a kill "
+                             "loses at most the uncommitted parts in flight, so smaller N resumes finer and "
+                             "writes more files (python -m pipelines.compact merges them later)")
+    parser.add_argument("--part-mb", type=float, default=PART_MB, metavar="M",
+                        help=f"...or fewer inputs once their output rows reach M MB (default {PART_MB:g})")
+
+
+def check_part_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.part_inputs < 1:
+        parser.error(f"--part-inputs must be >= 1, got {args.part_inputs}")
+    if not args.part_mb > 0:
+        parser.error(f"--part-mb must be > 0, got {args.part_mb:g}")
 
 
 def config_epilog(config_cls: type) -> str:
@@ -100,6 +119,7 @@ def parse_args(stage: str, config_cls: type, description: str | None,
         parser.error("the following arguments are required: --run-dir")
     if args.limit is not None and args.limit < 0:
         parser.error(f"--limit must be >= 0, got {args.limit}")
+    check_part_limits(parser, args)
     return args, config
 
 

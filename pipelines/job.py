@@ -31,7 +31,7 @@ from curation.envelope import put_column
 from curation.models import resolve
 from pipelines.cli import parse_args
 from pipelines.config import to_dict
-from pipelines.ledger import RunDir, clean_orphans, commit, totals
+from pipelines.ledger import RunDir, clean_orphans, commit_grouped, pack_block, totals
 from pipelines.progress import Progress
 from pipelines.report import Report, versions
 from pipelines.run_lock import StageLock, update_run_record
@@ -154,10 +154,18 @@ class StageJob:
         return ds
 
     def write(self, ds) -> None:
-        """Commit every block (outputs, errors, ledger), tally the report, advance the progress display."""
-        committed = ds.map_batches(commit, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage.name,
-                                                      "table": self.table},
-                                   batch_size=None, batch_format="pyarrow", num_cpus=0.25)
+        """Commit the outputs (parts, errors, ledger) every ``--part-inputs`` inputs or ``--part-mb``
+        MB, tally the report, advance the progress display.
+
+        Blocks are first folded to one row per input (``pack_block``, on whole blocks), so Ray may
+        bundle and cut them into batches of exactly ``--part-inputs`` whole inputs for the commit.
+        """
+        packed = ds.map_batches(pack_block, fn_kwargs={"table": self.table}, batch_size=None,
+                                batch_format="pyarrow", num_cpus=0.25)
+        committed = packed.map_batches(
+            commit_grouped, fn_kwargs={"run_uri": self.run.root.uri(), "stage": self.stage.name, "table": self.table,
+                                       "part_inputs": self.args.part_inputs, "part_mb": self.args.part_mb},
+            batch_size=self.args.part_inputs, batch_format="pyarrow", num_cpus=0.25)
         label = f"[{self.args.step_of}] {self.stage.name}" if self.args.step_of else self.stage.name
         progress = Progress(label, self.report.selected, self.args.progress)
         watchdog = threading.Timer(GPU_WAIT_S, _warn_no_gpu, (self.stage.name, ds.context.get_config(GPU_STEPS, [])))

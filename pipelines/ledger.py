@@ -11,8 +11,15 @@ deleted, so a rerun after a kill ends with every input accounted once:
     RUN/errors/part-<stage>-<hash>.parquet       one row per failed input
     RUN/_ledger/<stage>/part-<hash>.parquet      one row per finished input
 
-``<hash>`` comes from the input ids of the block, so a Ray task retry rewrites the
+``<hash>`` comes from the input ids of the commit, so a Ray task retry rewrites the
 same files instead of adding copies.
+
+Fewer, larger parts: ``StageJob.write`` first folds each block to one row per input
+(``pack_block``: list columns, ``curation.envelope.group_inputs``), so a Ray batch of N rows
+is N *whole* inputs; ``commit_grouped`` then takes batches of ``--part-inputs`` inputs (Ray
+bundles blocks into one task for that) and commits them in one part per table, or in several
+when their rows pass ``--part-mb``. Each commit is still a pure function of its task's input
+bundle, never a buffer kept in an actor, so a lost node's task reruns with the same names.
 
 Invariant: all rows of one input travel in one block from the operator that makes
 them to ``commit``. ``StageJob.dataset`` turns off Ray's block re-splitting
@@ -36,10 +43,11 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.envelope import drop_failed_siblings
+from curation.envelope import drop_failed_siblings, group_inputs, ungroup_inputs
 from schemas.io import Filter, Location, list_parts, read_table, remove_temporaries, write_part
 from schemas.swap import finish_swaps
-from schemas.tables import EMPTY, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT, schema_for
+from schemas.tables import (EMPTY, ENVELOPE_COLUMNS, ERROR, ERROR_MESSAGE, ERROR_TRACEBACK, ERROR_TYPE, INPUT,
+                            schema_for)
 
 LEDGER = "_ledger"
 MERGED = "merged-"  # name of a part compaction wrote: part-<stage>-merged-<hash>
@@ -152,6 +160,47 @@ def commit(batch: pa.Table, run_uri: str, stage: str, table: str) -> pa.Table:
         for input_id in dict.fromkeys(inputs)], schema=schema_for("ledger"))
     write_part(ledger, run.ledger(stage), "ledger", name=name)  # last: this is the commit
     return summarize(ledger)
+
+
+def pack_block(block: pa.Table, table: str) -> pa.Table:
+    """One row per input of a whole block (list columns), keeping only what a commit writes.
+
+    Runs on whole blocks (``batch_size=None``), where every input is complete, so the
+    failed-sibling rule applies here; columns the table does not declare (frames, scratch)
+    are dropped before the rows travel to the commit, and all-null columns get the table's
+    type so grouped blocks from different tasks concatenate.
+    """
+    block = drop_failed_siblings(block)
+    schema = schema_for(table)
+    keep = [name for name in block.column_names
+            if name in schema.names or name in ENVELOPE_COLUMNS or name == "status"]
+    block = block.select(keep)
+    for name in keep:
+        if name in schema.names and pa.types.is_null(block.schema.field(name).type):
+            typed = pa.nulls(block.num_rows, schema.field(name).type)
+            block = block.set_column(block.column_names.index(name), name, typed)
+    return group_inputs(block)
+
+
+def commit_grouped(batch: pa.Table, run_uri: str, stage: str, table: str,
+                   part_inputs: int, part_mb: float) -> pa.Table:
+    """Commit a batch of packed inputs (``pack_block`` rows) as few parts as the limits allow.
+
+    The batch is cut, in order, into runs of at most ``part_inputs`` inputs whose rows stay
+    under ``part_mb`` megabytes (a single input larger than that still makes one part);
+    each run is one ``commit``. Returns one summary row per commit.
+    """
+    limit = part_mb * 1e6
+    summaries, start, size = [], 0, 0.0
+    for i in range(batch.num_rows):
+        row_bytes = batch.slice(i, 1).nbytes
+        if i > start and (i - start >= part_inputs or size + row_bytes > limit):
+            summaries.append(commit(ungroup_inputs(batch.slice(start, i - start)), run_uri, stage, table))
+            start, size = i, 0.0
+        size += row_bytes
+    if batch.num_rows > start:
+        summaries.append(commit(ungroup_inputs(batch.slice(start)), run_uri, stage, table))
+    return pa.concat_tables(summaries) if summaries else summarize(schema_for("ledger").empty_table())
 
 
 def summarize(ledger: pa.Table) -> pa.Table:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from curation import synthetic
-from pipelines.cli import Parser, UserError, add_run_arguments, cli
+from pipelines.cli import Parser, UserError, add_run_arguments, check_part_limits, cli
 from pipelines.inspect_run import inspect, render, render_samples
 from pipelines.ledger import RunDir
 from pipelines.stages import STAGES
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--set faces.pool.actors=2 (repeatable)")
     parser.add_argument("--stages", help="comma-separated subset of stage names to run")
     args = parser.parse_args(argv)
+    check_part_limits(parser, args)
     configure_logging(args.verbose)
 
     models = args.models or (["tiny"] if args.demo else [])
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i, stage in enumerate(todo, 1):
             stage_argv = ["--run-dir", args.run_dir, "--step-of", f"{i}/{len(todo)}", "--gpus", args.gpus,
-                          "--progress", args.progress, *(["--verbose"] if args.verbose else [])]
+                          "--progress", args.progress, *(["--verbose"] if args.verbose else []),
+                          "--part-inputs", str(args.part_inputs), "--part-mb", str(args.part_mb)]
             if stage.input_table is None:
                 stage_argv += ["--input", args.input]
             if args.address:

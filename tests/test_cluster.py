@@ -190,7 +190,7 @@ def test_a_lost_worker_node_mid_stage_gives_the_rows_of_an_uninterrupted_run(two
     # The scorer's actors need 1.5 CPUs: only a worker node holds one, so the work is there.
     stage1 = ["pipelines/stage1_clips.py", "--set", "caption.enabled=false", "--set", "quality.pool.num_cpus=1.5",
               "--set", "scenes.pool.batch_size=1", "--set", "quality.pool.batch_size=1",
-              "--gpus", "off", "--models", "tiny"]
+              "--gpus", "off", "--models", "tiny", "--part-inputs", "1"]
     reference = job(env, *stage1, "--run-dir", str(whole))
     assert reference.returncode == 0, reference.stderr[-3000:]
 

@@ -66,7 +66,8 @@ def test_killed_job_resumes_with_the_same_rows(tmp_path):
     prompts, videos = make_inputs(tmp_path / "in", 16)
     run = tmp_path / "run"
     args = [str(ROOT / "pipelines" / "evaluate_videos.py"), "--run-dir", str(run), "--input", str(prompts),
-            "--videos", str(videos), "--models", "tiny", *MOTION, "--set", "evaluate.pool.batch_size=1"]
+            "--videos", str(videos), "--models", "tiny", *MOTION, "--set", "evaluate.pool.batch_size=1",
+            "--part-inputs", "1"]
     proc = start_script(args)
     ledger = run / "_ledger" / "evaluate"
     deadline = time.time() + 480  # a loaded machine starts Ray slowly

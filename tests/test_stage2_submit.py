@@ -22,7 +22,7 @@ from pipelines.ledger import RunDir
 # One clip per block and per model call: the job commits clip by clip (a kill lands
 # between commits) and no clip's rows depend on which clips shared its batch.
 ARGS = ["--models", "tiny", "--set", "filters.theta_min=0.001", "--set", "grounding.pool.batch_size=1",
-        "--set", "segment.pool.batch_size=1"]
+        "--set", "segment.pool.batch_size=1", "--part-inputs", "1"]
 
 
 def objects_of(run: Path) -> list[dict]:
