@@ -44,7 +44,7 @@ def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
 
     meta, dataset = open_cache(str(run))
     assert meta["data"]["augmentations"] == 2 and meta["dtype"] == "float32"
-    assert sorted(dataset.entries) == [("s0", 0), ("s0", 1), ("s1", 0), ("s1", 1)]
+    assert dataset.keys() == [("s0", 0), ("s0", 1), ("s1", 0), ("s1", 1)]
     errors = read_table(Location.of(str(run)).join("errors"), "errors").to_pylist()
     assert [(e["stage"], e["input"]) for e in errors] == [("latents", "gone")]
     assert "missing.mp4" in errors[0]["message"]
@@ -54,7 +54,7 @@ def test_cache_job_writes_entries_index_and_errors(run: Path) -> None:
     table = SamplesTable(str(run / "samples"))
     row = table.row(table.index_of("s1"))
     online = encode_examples(pipe, [make_example(row, 1, data, pipe.tokenizer)])
-    cached = read_entry(str(run), dataset.entries[("s1", 1)])
+    cached = read_entry(str(run), dataset.path_of(1, 1))
     for name in ("latents", "condition", "prompt_embeds", "image_embeds"):
         torch.testing.assert_close(getattr(cached, name), getattr(online, name), rtol=0, atol=1e-6)
     torch.testing.assert_close(cached.guidance.token_weights, online.guidance.token_weights)

@@ -202,6 +202,9 @@ def test_samples_reader_holds_at_most_k_row_groups_and_deals_them_to_ranks(tmp_p
     table = SamplesTable(str(folder))
     assert len(table) == 240 and table.row_groups == 30 and table.row_group_reads == 0  # the index reads ids only
     assert table.index_of("s0100") == 100 and table.row(100)["sample_id"] == "s0100"
+    assert [table.index_of(f"s{i:04d}") for i in (0, 239)] == [0, 239]
+    with pytest.raises(KeyError):
+        table.index_of("s0100x")
     seen = []
     for rank in range(3):
         reader = SamplesTable(str(folder))
@@ -209,6 +212,7 @@ def test_samples_reader_holds_at_most_k_row_groups_and_deals_them_to_ranks(tmp_p
         assert [reader.row(int(i))["sample_id"] for i in share] == [reader.sample_id(int(i)) for i in share]
         assert reader.most_held <= reader.max_row_groups == 4
         assert reader.row_group_reads == 10  # its own 10 row groups, each read once in the epoch
+        assert reader.footer_reads <= 3  # each part's footer parsed once while it stays open, not per row group
         seen += [reader.sample_id(int(i)) for i in share]
     assert sorted(seen) == [r["sample_id"] for r in rows]  # disjoint shares that cover the table
     again = SamplesTable(str(folder))

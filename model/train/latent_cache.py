@@ -20,7 +20,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 import model.roles  # noqa: F401 - registers video_backbone
@@ -78,24 +80,46 @@ class CacheConfig:
 class CachedDataset:
     """The cache as a dataset: same sample order and augmentation seeds as the raw table.
 
-    ``entries`` maps ``(sample_id, augmentation) -> relative path`` (the cache job's index
-    table). Sample ids are sorted, as ``SamplesTable`` sorts them, so index i is the same
-    sample in a cached and an uncached run over the same good samples.
+    ``index`` is the cache job's index table (``sample_id``, ``augmentation``, ``path``), kept
+    as Arrow arrays sorted by id, then augmentation: a few bytes per entry and no Python
+    object per entry, whatever the cache's size. Sample ids are sorted, as ``SamplesTable``
+    sorts them, so index i is the same sample in a cached and an uncached run over the same
+    good samples.
     """
 
-    def __init__(self, root: str, entries: dict[tuple[str, int], str]) -> None:
-        self.root, self.entries = root, entries
-        self.ids = sorted({sid for sid, _ in entries})
+    def __init__(self, root: str, index: pa.Table) -> None:
+        self.root = root
+        index = index.select(["sample_id", "augmentation", "path"])
+        index = index.take(pc.sort_indices(index, [("sample_id", "ascending"), ("augmentation", "ascending")]))
+        ids = index.column("sample_id").combine_chunks().cast(pa.string())
+        self._augmentation = index.column("augmentation").to_numpy().astype(np.int64)
+        self._path = index.column("path").combine_chunks()
+        # Where each distinct id's entries start (ids are sorted, so runs of equal ids).
+        changes = np.flatnonzero(pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)) + 1 \
+            if len(ids) > 1 else np.zeros(0, np.int64)
+        self._starts = np.concatenate([[0], changes, [len(ids)]]).astype(np.int64) if len(ids) else np.zeros(1, np.int64)
+        self.ids: pa.Array = ids.take(pa.array(self._starts[:-1]))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def sample_id(self, index: int) -> str:
-        return self.ids[index]
+        return self.ids[index].as_py()
+
+    def keys(self) -> list[tuple[str, int]]:
+        """Every (sample_id, augmentation) the cache holds, sorted (a Python list: for inspection)."""
+        return [(self.sample_id(i), int(a)) for i in range(len(self))
+                for a in self._augmentation[self._starts[i]:self._starts[i + 1]]]
+
+    def path_of(self, index: int, augmentation: int) -> str | None:
+        """The entry's path relative to the cache root, or ``None`` when it is not cached."""
+        start, end = int(self._starts[index]), int(self._starts[index + 1])
+        found = np.flatnonzero(self._augmentation[start:end] == augmentation)
+        return self._path[start + int(found[0])].as_py() if len(found) else None
 
     def load(self, index: int, augmentation: int) -> "CachedExample":
-        sample_id = self.ids[index]
-        relative = self.entries.get((sample_id, augmentation))
+        sample_id = self.sample_id(index)
+        relative = self.path_of(index, augmentation)
         if relative is None:
             raise BadRecord("not_cached", sample_id, f"augmentation {augmentation} is not in the cache")
         try:
@@ -139,12 +163,9 @@ def open_cache(root: str) -> tuple[dict[str, Any], CachedDataset]:
     meta = read_meta(root)
     index = read_table(Location.of(root).join("latents"), "latents",
                        columns=["sample_id", "augmentation", "path"])
-    entries = {(sid, int(aug)): path for sid, aug, path in zip(
-        index.column("sample_id").to_pylist(), index.column("augmentation").to_pylist(),
-        index.column("path").to_pylist())}
-    if not entries:
+    if not index.num_rows:
         raise FileNotFoundError(f"{root}: the latent cache has no entries yet")
-    return meta, CachedDataset(root, entries)
+    return meta, CachedDataset(root, index)
 
 
 def cache_meta(data: DataConfig, base: str, dtype: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from schemas.io import Location, parallel, table_files
 from schemas.validate import SchemaError, validate
 
 WINDOW_ROW_GROUPS = 2  # rows are shuffled inside windows of this many consecutive (shuffled) row groups
+OPEN_FILES = 8  # parts kept open (footer parsed once) for the row groups that follow
 
 
 class SamplesTable:
@@ -71,6 +72,8 @@ class SamplesTable:
         self._group = np.concatenate(group_of)[order] if ids else np.zeros(0, np.int32)
         self._row = np.concatenate(row_of)[order] if ids else np.zeros(0, np.int32)
         self._held: collections.OrderedDict[int, pa.Table] = collections.OrderedDict()
+        self._open: collections.OrderedDict[int, pq.ParquetFile] = collections.OrderedDict()
+        self.footer_reads = 0  # parts opened for row groups (tests count: once per part while it stays open)
         self._lock = threading.Lock()
 
     def _index_part(self, file: str) -> tuple[list[pa.Array] | None, int, str | None]:
@@ -99,11 +102,18 @@ class SamplesTable:
         return self.sample_ids[index].as_py()
 
     def index_of(self, sample_id: str) -> int:
-        """The index of ``sample_id`` (ids are sorted); ``KeyError`` when absent."""
-        at = int(np.searchsorted(self.sample_ids.to_numpy(zero_copy_only=False), sample_id))
-        if at >= len(self) or self.sample_id(at) != sample_id:
+        """The index of ``sample_id`` (ids are sorted: a binary search, no copy of the ids);
+        ``KeyError`` when absent."""
+        low, high = 0, len(self)
+        while low < high:
+            middle = (low + high) // 2
+            if self.sample_id(middle) < sample_id:
+                low = middle + 1
+            else:
+                high = middle
+        if low >= len(self) or self.sample_id(low) != sample_id:
             raise KeyError(sample_id)
-        return at
+        return low
 
     def row(self, index: int) -> dict[str, Any]:
         """One row, read with its row group (kept among the last ``max_row_groups`` used)."""
@@ -118,8 +128,7 @@ class SamplesTable:
             file, in_file = self._groups[group]
             source = f"{self.files[file]} (row group {in_file})"
             try:
-                table = validate(pq.ParquetFile(self.files[file], filesystem=self._fs).read_row_group(in_file),
-                                 "samples", source=source)
+                table = validate(self._part(file).read_row_group(in_file), "samples", source=source)
             except SchemaError as exc:
                 raise BadRecord("schema", sample_id, str(exc)) from exc
             except (pa.ArrowInvalid, OSError) as exc:
@@ -130,6 +139,18 @@ class SamplesTable:
             self.row_group_reads += 1
             self.most_held = max(self.most_held, len(self._held))
             return table
+
+    def _part(self, file: int) -> pq.ParquetFile:
+        """Part ``file``, opened once while it is among the last ``OPEN_FILES`` used (caller holds the lock)."""
+        if file in self._open:
+            self._open.move_to_end(file)
+            return self._open[file]
+        part = pq.ParquetFile(self.files[file], filesystem=self._fs)
+        self.footer_reads += 1
+        while len(self._open) >= OPEN_FILES:
+            self._open.popitem(last=False)
+        self._open[file] = part
+        return part
 
     def epoch_order(self, seed: int, epoch: int, rank: int, world: int) -> np.ndarray | None:
         """Rank ``rank``'s indices for an epoch: its row groups (a seeded permutation dealt
