@@ -8,12 +8,11 @@ they change over time, the environment and the camera motion, and a last line
 ``Subjects: a, b, c`` that becomes the ``subjects`` column (stage 2's object labels
 and the model's subject words). A model that writes no such line gives ``[]``.
 
-Why our own video preprocessing: transformers' ``Qwen2VLVideoProcessor`` needs
-torchvision, which has no wheel that imports beside the CPU torch we run on. The
-math is small and fixed by the model (smart resize to multiples of 28, CLIP mean/std,
-2x14x14 patches merged 2x2), so ``video_inputs`` does it in torch with the processor's
-exact patch layout, and the chat text is written here in Qwen's format. One code path
-for the tiny model here and the 7B model on a GPU.
+Video preprocessing: transformers' ``Qwen2VLVideoProcessor`` where torchvision runs, and
+where it does not (PyPI's torchvision does not import beside the CPU torch we run on) our
+``patchify_videos``, the same small maths fixed by the model (CLIP mean/std, 2x14x14
+patches merged 2x2) in the processor's exact patch layout; ``curation/processors.py``
+decides which. The chat text comes from the tokenizer's own chat template.
 
 The frames are decoded *before* this step, on CPUs, by ``curation.frames.FrameReader``
 with the request ``frame_request(config)`` builds, and arrive in the ``FRAMES`` column:
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curation import processors
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, ClipFrames, FrameRequest, decode_frames, drop_frames, uniform
 from curation.images import CLIP_MEAN, CLIP_STD
@@ -103,11 +103,20 @@ def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels
 
 def video_inputs(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
     """``pixel_values_videos`` and ``video_grid_thw`` for (T, H, W, 3) uint8 clips already at a
-    ``smart_size``; the same layout as ``Qwen2VLVideoProcessor.patchify``.
+    ``smart_size``: ``Qwen2VLVideoProcessor``'s where torchvision runs, else ours (one switch,
+    ``curation/processors.py``)."""
+    if processors.use_official():
+        return processors.qwen_video_inputs(videos, vision)
+    return patchify_videos(videos, vision)
 
-    Ours stands in for ``Qwen2VLVideoProcessor``, which needs torchvision (it does not import
+
+def patchify_videos(videos: list[np.ndarray], vision: Any) -> tuple[Any, Any]:
+    """Ours: the same layout as ``Qwen2VLVideoProcessor.patchify`` (no resize: frames arrive sized).
+
+    Stands in for ``Qwen2VLVideoProcessor``, which needs torchvision (it does not import
     beside the CPU torch here); tests/test_preprocessing_parity.py checks it equals
-    ``Qwen2VLImageProcessorPil`` on a clip of identical frames."""
+    ``Qwen2VLImageProcessorPil`` on a clip of identical frames, and the video processor itself
+    where torchvision runs."""
     import torch
 
     patch, merge, temporal = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
@@ -133,8 +142,8 @@ def chat_prompt(tokenizer: Any, prompt: str, video_tokens: int = 0) -> str:
     chat template (``apply_chat_template``), ready for generation.
 
     The template writes one ``<|video_pad|>`` per video; like ``Qwen2VLProcessor`` we repeat
-    it once per merged vision patch, since our ``video_inputs`` stands in for the processor's
-    video half (``Qwen2VLVideoProcessor`` needs torchvision, which does not import here).
+    it once per merged vision patch (the processor's text half: its video half is
+    ``video_inputs``, and ``Qwen2VLProcessor`` as a whole needs torchvision).
     """
     content = ([{"type": "video"}] if video_tokens else []) + [{"type": "text", "text": prompt}]
     text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from curation import processors
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, FrameRequest, decode_frames, uniform
 from curation.models import default_dtype, load
@@ -122,8 +123,9 @@ def normalised(images: list[np.ndarray], sizes: list[tuple[int, int]], device: s
     processors do, without PIL.
 
     Ours stands in for the torch processors (``GroundingDinoImageProcessor``,
-    ``Sam2ImageProcessor``), which need torchvision (it does not import beside the CPU torch
-    here); tests/test_preprocessing_parity.py checks it against ``GroundingDinoImageProcessorPil``."""
+    ``Sam2ImageProcessor``) where torchvision does not run (it does not import beside the CPU
+    torch here; ``curation/processors.py`` decides); tests/test_preprocessing_parity.py checks
+    it against ``GroundingDinoImageProcessorPil``, and the torch processors where they run."""
     import torch
     import torch.nn.functional as F
 
@@ -139,8 +141,13 @@ def normalised(images: list[np.ndarray], sizes: list[tuple[int, int]], device: s
 
 
 def pixel_batch(images: list[np.ndarray], shortest: int, longest: int, device: str, dtype: Any):
-    """Resized, normalised, zero-padded pixels (B, 3, H, W) and the pixel mask (B, H, W)."""
+    """Resized, normalised, zero-padded pixels (B, 3, H, W) and the pixel mask (B, H, W):
+    ``GroundingDinoImageProcessor``'s where torchvision runs, else ours."""
     import torch
+
+    if processors.use_official():
+        pixels, mask = processors.grounding_pixels(images, shortest, longest, device)
+        return pixels.to(dtype), mask
 
     resized = normalised(images, [model_size(*image.shape[:2], shortest, longest) for image in images], device)
     height, width = max(x.shape[1] for x in resized), max(x.shape[2] for x in resized)

@@ -8,9 +8,10 @@ gathered per box, across the keyframes of a batch), ``boxes_per_forward`` at a t
 upsampled to the keyframe's size and thresholded on the model's device, and travel
 to the CPU refinement step bit-packed (``pack_mask``): 1 bit per pixel.
 
-Preprocessing matches ``Sam2ImageProcessor`` (resize to the model's square input,
-ImageNet normalisation) but runs in torch on the device: that processor needs
-torchvision, which does not import beside the CPU torch (FACTS.md).
+Preprocessing is ``Sam2ImageProcessor`` (resize to the model's square input, ImageNet
+normalisation) where torchvision runs; where it does not (beside the CPU torch, FACTS.md)
+the same maths runs in torch on the device (``grounding.normalised``; ``curation/processors.py``
+decides).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curation import processors
 from curation.envelope import put_column, run_isolated
 from curation.frames import FRAMES, decode_frames
 from curation.models import default_dtype, load
@@ -100,6 +102,8 @@ def _pixels(seg: SegmentModel, images: list[np.ndarray]):
     """SAM2's input: every frame squashed to the model's square size, normalised (B, 3, S, S)."""
     import torch
 
+    if processors.use_official():
+        return processors.sam2_pixels(images, seg.image_size, seg.device).to(seg.dtype)
     size = (seg.image_size, seg.image_size)
     return torch.stack(normalised(images, [size] * len(images), seg.device)).to(seg.dtype)
 
