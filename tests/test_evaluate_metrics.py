@@ -111,7 +111,8 @@ def test_grounding_and_sam2_find_regions_end_to_end_smoke(scene, tmp_path):
 
 def test_broken_entries_say_why_and_unavailable_metric_is_one_line(tmp_path, scene):
     lines = []
-    metrics = build_metrics(EvaluateConfig(metrics=["motion", "facesim_cur"]), "tiny", "cpu", say=lines.append)
+    metrics = build_metrics(EvaluateConfig(metrics=["motion", "facesim_cur"]),
+                            {"*": "tiny", "curricularface": str(tmp_path / "none.bin")}, "cpu", say=lines.append)
     assert [m.name for m in metrics] == ["motion"]
     assert len(lines) == 1 and "'curricularface'" in lines[0] and "--models curricularface=" in lines[0]
     (tmp_path / "bad.mp4").write_bytes(b"not a video")

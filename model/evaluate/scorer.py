@@ -38,6 +38,7 @@ METRICS: dict[str, type[Metric]] = {
     "nexus_score": NexusScore, "natural_score": NaturalScore, "facesim_cur": CurricularFaceSimilarity,
 }
 DINO_METRICS = ("subj_sim", "bg_sim", "nexus_score")
+FACE_METRICS = ("id_sim", "facesim_cur")  # one face detector for both
 PAPER = ("id_sim", "subj_sim", "bg_sim", "aesthetic", "motion_smoothness", "gme_score")  # Table 1-2 columns
 
 
@@ -63,12 +64,12 @@ def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None
     """The chosen metrics, loaded; an unavailable one is reported through ``say`` and left out."""
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     built: list[Metric] = []
-    shared: dict[str, Any] = {"regions": regions}  # one finder and one DINO for the three DINO metrics
+    shared: dict[str, Any] = {"regions": regions}  # one finder + one DINO for the DINO metrics, one face role
     for name in config.metrics:
         cls = METRICS[name]
         kwargs: dict[str, Any] = {}
-        if name == "id_sim":
-            kwargs["backend"] = config.faces
+        if name in FACE_METRICS:
+            kwargs.update(backend=config.faces, faces=shared.get("faces"))
         if name in DINO_METRICS:
             kwargs.update(regions=shared["regions"], dino=shared.get("dino"))
         try:
@@ -78,6 +79,8 @@ def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None
             continue
         if name in DINO_METRICS:
             shared.update(regions=metric.regions, dino=metric.dino)
+        if name in FACE_METRICS:
+            shared["faces"] = metric.faces
         built.append(metric)
     return built
 
