@@ -42,6 +42,14 @@ def largest(faces: list) -> object | None:
     return max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
 
 
+def frame_faces(backend, video: VideoFrames) -> list[list]:
+    """The sampled frames' faces, detected once per video and backend (ID-Sim and FaceSim-Cur share them)."""
+    key = ("faces", id(backend))
+    if key not in video.found:
+        video.found[key] = backend.detect(list(video.sampled))
+    return video.found[key]
+
+
 def identity_similarity(reference_embeddings: list[np.ndarray], frame_faces: list[list]) -> float:
     """Mean over references and face-showing frames of the best face's cosine (Eq. 20)."""
     per_ref = []
@@ -73,7 +81,7 @@ class IdentitySimilarity(Metric):
         embeddings = [f.embedding for f in found if f is not None]
         if not embeddings:
             raise NotScored("no_face_in_reference", "no face detected on any face reference")
-        return {"id_sim": identity_similarity(embeddings, self.faces.detect(list(video.sampled)))}
+        return {"id_sim": identity_similarity(embeddings, frame_faces(self.faces, video))}
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -129,10 +137,10 @@ class CurricularFaceSimilarity(Metric):
         self.faces = faces if faces is not None else self.load(self.roles[0])
         self.network = self.load("curricularface")
 
-    def aligned_largest(self, images: list[np.ndarray]) -> list[np.ndarray | None]:
+    def aligned_largest(self, images: list[np.ndarray], found: list[list] | None = None) -> list[np.ndarray | None]:
         """Each image's largest face aligned to 112x112, retried on the grey-padded image."""
         out: list[np.ndarray | None] = []
-        for image, faces in zip(images, self.faces.detect(images)):
+        for image, faces in zip(images, found if found is not None else self.faces.detect(images)):
             face, offset = largest(faces), np.zeros(2, np.float32)
             if face is None:
                 padded, offset = pad_grey(image)
@@ -147,7 +155,8 @@ class CurricularFaceSimilarity(Metric):
         ref_crops = [c for c in self.aligned_largest([r.image for r in refs]) if c is not None]
         if not ref_crops:
             raise NotScored("no_face_in_reference", "no face detected on any face reference")
-        frame_crops = [c for c in self.aligned_largest(list(video.sampled)) if c is not None]
+        frame_crops = [c for c in self.aligned_largest(list(video.sampled), frame_faces(self.faces, video))
+                       if c is not None]
         if not frame_crops:
             return {"facesim_cur": 0.0}
         embeddings = self.network.embed(ref_crops + frame_crops)
