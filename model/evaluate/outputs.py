@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,7 +16,7 @@ from model.evaluate.summary import summarize
 from schemas.tables import SCORES
 
 
-def write_outputs(rows: list[dict], entries: list[Entry], out: Path, domain: str, html_path: str | None,
+def write_outputs(rows: list[dict], entries: Iterable[Entry], out: Path, domain: str, html_path: str | None,
                   scores_file: bool = True) -> dict:
     """scores.parquet (unless the caller keeps its own table), summary.json, opens2v/*.json,
     opens2v_total.json, and the page when ``html_path`` is given."""
