@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model.evaluate.entries import Entry
-from model.evaluate.opens2v import merged_total, read_folder, write_jsons
+from model.evaluate.opens2v import merged_total, read_folder, total_notes, write_jsons
 from model.evaluate.page import render
 from model.evaluate.summary import summarize
 from schemas.tables import SCORES
@@ -25,7 +25,9 @@ def write_outputs(rows: list[dict], entries: Iterable[Entry], out: Path, domain:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCORES), out / "scores.parquet")
     summary = summarize(rows)
     write_jsons(rows, out / "opens2v")
-    summary["opens2v"] = merged_total(read_folder(out / "opens2v"), domain)
+    merged = read_folder(out / "opens2v")
+    summary["opens2v"] = merged_total(merged, domain)
+    summary["opens2v_notes"] = total_notes(merged, domain)
     (out / "opens2v_total.json").write_text(json.dumps(summary["opens2v"], indent=4))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if html_path:
