@@ -7,7 +7,8 @@ Generates ``--videos`` moving videos with the astronaut's face and a labelled ob
 runs every metric through ``Evaluator.evaluate`` and prints, per family, the mean seconds
 per video (the first video is a warm-up and not counted when there are several). With
 ``--models tiny`` the numbers are the tiny configs' (this machine, offline); on a GPU with
-real checkpoints give ``--models ROLE=DIR`` per role.
+real checkpoints give ``--models ROLE=DIR`` per role; ``--ir101-random`` times FaceSim-Cur on
+a real-size IR-101 with random weights.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.faces.synthetic import astronaut, posed_frames  # noqa: E402
 from curation.synthetic import write_video  # noqa: E402
+from model.evaluate.curricularface import CurricularFaceBackbone  # noqa: E402
 from model.evaluate.entries import BACKGROUND, FACE, OBJECT, Entry, Reference  # noqa: E402
 from model.evaluate.scorer import METRICS, EvaluateConfig, Evaluator  # noqa: E402
 
@@ -36,13 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=33)
     p.add_argument("--size", default="240x416", help="HxW")
     p.add_argument("--sampled", type=int, default=8, help="frames sampled per video for the model metrics")
-    p.add_argument("--metrics", default=",".join(m for m in METRICS if m != "facesim_cur"))
+    p.add_argument("--metrics", default=",".join(METRICS))
+    p.add_argument("--ir101-random", action="store_true",
+                   help="facesim_cur on a real-size IR-101 with random weights (saved to a temporary folder)")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
     height, width = (int(v) for v in args.size.split("x"))
     config = EvaluateConfig(metrics=args.metrics.split(","), frames=args.sampled, faces=args.faces)
+    models = args.models
+    keep = tempfile.TemporaryDirectory()
+    if args.ir101_random:
+        folder = CurricularFaceBackbone().eval().save_pretrained(Path(keep.name) / "ir101")
+        models = {"*": args.models, "curricularface": str(folder)}
     started = time.perf_counter()
-    evaluator = Evaluator(config, args.models, args.device)
+    evaluator = Evaluator(config, models, args.device)
     print(f"models loaded in {time.perf_counter() - started:.1f}s", flush=True)
     photo = astronaut()
     cx, cy = (int(v) for v in photo.face_centre)

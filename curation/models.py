@@ -3,7 +3,8 @@
 A *role* (captioner, grounding, segmenter, ...) resolves to one of three sources:
 
 * a Hugging Face hub id (the documented default for real runs),
-* a local directory holding the same files (``save_pretrained`` output),
+* a local directory holding the same files (``save_pretrained`` output), or for a role
+  whose loader takes one, a weights file,
 * ``tiny``: the *same* real class built from a small random config, fully offline,
   processors and tokenizers included. Tests, CI and the offline demo use it, so the
   code path that runs here is the code path that runs on a cluster.
@@ -116,8 +117,8 @@ def resolve(role: str, models: str | Mapping[str, str] | None = None) -> str:
         source = models.get(role, models.get("*", DEFAULT))
     if source == DEFAULT:
         return ROLES[role].default
-    if source != TINY and _looks_like_path(source) and not os.path.isdir(os.path.expanduser(source)):
-        raise ModelSourceError(f"model role {role!r}: local directory {source!r} does not exist")
+    if source != TINY and _looks_like_path(source) and not os.path.exists(os.path.expanduser(source)):
+        raise ModelSourceError(f"model role {role!r}: local path {source!r} does not exist")
     return source
 
 

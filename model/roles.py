@@ -29,8 +29,9 @@ GME = register(Role(
     doc="evaluation: GmeScore, text-frame retrieval embeddings (GME, Qwen2-VL)"))
 CURRICULARFACE = register(Role(
     name="curricularface", default="./curricularface",
-    loader="model.evaluate.faces:load_curricularface", tiny="model.evaluate.faces:tiny_curricularface",
-    doc="evaluation: OpenS2V FaceSim-Cur (CurricularFace IR-101; user-supplied weights, not built in yet)"))
+    loader="model.evaluate.curricularface:load_curricularface",
+    tiny="model.evaluate.curricularface:tiny_curricularface",
+    doc="evaluation: OpenS2V FaceSim-Cur (CurricularFace IR-101; user-supplied weights file or folder)"))
 
 if __name__ == "__main__":  # curation's listing, now with model's roles registered
     raise SystemExit(main())

@@ -126,17 +126,18 @@ def resolve_image(spec: str, base: Path, where: str) -> Path:
                            + " and ".join(repr(str(p)) for p in tried) + ")")
 
 
-def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
-    """Release format ``key@@prompt@@img1@@img2...``, read as the release's ``generate.py`` does.
+def prompt_file_entries(path: str) -> list[tuple[str, str, list[tuple[str, Path]]] | tuple[str, str]]:
+    """The lines of a release prompt file as ``(key, prompt, [(word, image path), ...])``, the
+    images located but not opened (``jobs_from_prompt_file`` opens them; evaluation leaves that
+    to the task that scores the line), and ``(key, error)`` for lines that cannot run.
 
     Fields are stripped and empty image fields (a trailing ``@@``) ignored. An image field may
-    be ``word=path`` (our extension: ``word`` becomes that reference's subject word) unless the
-    whole field is itself an existing path. Returns jobs, and ``(key, error)`` for lines that
-    cannot run, so one bad line does not stop a batch. Blank lines and ``#`` comments are
-    skipped.
+    be ``word=path`` (our extension: ``word`` becomes that reference's subject word, ``""``
+    when none) unless the whole field is itself an existing path. Blank lines and ``#``
+    comments are skipped.
     """
     base = Path(path).parent
-    items: list[Job | tuple[str, str]] = []
+    items: list[tuple[str, str, list[tuple[str, Path]]] | tuple[str, str]] = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -147,15 +148,32 @@ def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str
             if len(parts) < 2 or not fields:
                 raise SampleInputError(f"{path}:{n}: expected key@@prompt@@img1[@@img2...]")
             check_ref_count(len(fields), key)
-            refs, subjects = [], []
+            images = []
             for field_ in fields:
                 word, img = "", field_
                 if "=" in field_ and not Path(field_).is_file() and not (base / field_).is_file():
                     word, _, img = field_.rpartition("=")
-                refs.append(read_image(resolve_image(img, base, f"{path}:{n}")))
-                if word.strip():
-                    subjects.append((word.strip(), len(refs) - 1))
-            items.append(Job(key, parts[1], refs, subjects, out_dir / f"{key}.mp4"))
+                images.append((word.strip(), resolve_image(img, base, f"{path}:{n}")))
+            items.append((key, parts[1], images))
+        except SampleInputError as exc:
+            items.append((key, str(exc)))
+    return items
+
+
+def jobs_from_prompt_file(path: str, out_dir: Path) -> list[Job | tuple[str, str]]:
+    """Release format ``key@@prompt@@img1@@img2...``, read as the release's ``generate.py`` does
+    (the lines as ``prompt_file_entries`` reads them). Returns jobs, and ``(key, error)`` for
+    lines that cannot run, so one bad line does not stop a batch."""
+    items: list[Job | tuple[str, str]] = []
+    for item in prompt_file_entries(path):
+        if len(item) == 2:
+            items.append(item)
+            continue
+        key, prompt, images = item
+        try:
+            refs = [read_image(image) for _, image in images]
+            subjects = [(word, i) for i, (word, _) in enumerate(images) if word]
+            items.append(Job(key, prompt, refs, subjects, out_dir / f"{key}.mp4"))
         except (SampleInputError, ConditioningError) as exc:
             items.append((key, str(exc)))
     return items

@@ -7,7 +7,9 @@
 (told apart by extension); videos are ``DIR/<key>.mp4``. Every entry is one input of the
 ledger: the scorer (``model.evaluate.scorer.Evaluator``, one actor loads the metric models
 once) writes its rows to ``RUN/scores`` (one per video and metric), commits them with the
-ledger, and a killed run resumes with the entries not yet committed. A broken entry
+ledger, and a killed run resumes with the entries not yet committed. The driver holds only the
+index (ids, videos, where each entry's references are; a samples table is read for its
+``sample_id`` and ``caption`` columns only): the scoring actors read the images. A broken entry
 (missing video or reference, no face) has rows whose status says why; a crash inside a
 metric for one entry is an error row. At the end ``RUN/evaluation/`` gets the summary
 (mean + bootstrap 95% interval), OpenS2V's per-metric JSONs and their merged total,
@@ -21,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.evaluate.entries import EntryInputError, read_entries, to_table
+from model.evaluate.entries import EntryInputError, index_entries, iter_entries
 from model.evaluate.opens2v import WEIGHTS
 from model.evaluate.outputs import write_outputs
 from model.evaluate.scorer import EvaluateConfig, Evaluator
@@ -58,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("give --input (what was generated from) and --videos (the folder of <key>.mp4)")
     cfg = job.config.evaluate
     with job:
-        try:
-            entries = read_entries(job.args.input, own.videos)
+        try:  # ids and where the references are: the scoring tasks read the images
+            index = index_entries(job.args.input, own.videos)
         except EntryInputError as exc:
             raise UserError(str(exc)) from exc
-        todo = job.pending(to_table(entries))
+        todo = job.pending(index)
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.pool.batch_size)
             ds = map_operator(ds, Evaluator, cfg.pool, config=cfg, models=job.models)
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         local = job.run.root.fs.type_name == "local"
         out = Path(job.run.root.join("evaluation").path)
         if local:
-            summary = write_outputs(rows, entries if own.html else [], out, own.domain, own.html, scores_file=False)
+            summary = write_outputs(rows, iter_entries(index) if own.html else [], out, own.domain, own.html,
+                                    scores_file=False)
             print(summary_text(summary), flush=True)
             print(f"[evaluate] OpenS2V {own.domain} total (their merge): {summary['opens2v']['total_score']:.4f}; "
                   f"outputs in {out}", flush=True)

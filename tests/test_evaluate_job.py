@@ -8,6 +8,7 @@ import signal
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import ROOT, run_script, start_script
 from PIL import Image
@@ -15,6 +16,7 @@ from PIL import Image
 from curation import synthetic
 from pipelines.evaluate_videos import main
 from pipelines.ledger import RunDir
+from schemas import schema_for, write_table
 
 MOTION = ["--set", "evaluate.metrics=[motion]", "--set", "evaluate.frames=2"]
 
@@ -59,6 +61,25 @@ def test_job_scores_every_entry_and_says_why_for_broken_ones(ray_session, tmp_pa
     assert main(argv) == 0  # a rerun finds everything done and adds nothing
     assert "5 already done" in capsys.readouterr().out
     assert rundir.read("scores").num_rows == 15
+
+
+def test_job_on_a_samples_table_reads_references_in_the_scoring_task(ray_session, tmp_path, capsys):
+    """The driver indexes ids only; a reference PNG that does not decode is found by the actor."""
+    folder = tmp_path / "in"
+    _, videos = make_inputs(folder, 2)
+    png = (folder / "ref.png").read_bytes()
+    base = {"clip_id": "c", "uri": "/v.mp4", "start_frame": 0, "end_frame": 4, "fps": 24.0, "provenance": "{}",
+            "caption": "a moving pattern", "subject_words": [], "objects": [], "background": None}
+    rows = [{**base, "sample_id": key, "faces": [{"identity_id": "i", "label": None, "ref": ref}]}
+            for key, ref in (("v000", png), ("v001", b"not a png"))]
+    write_table(pa.Table.from_pylist(rows, schema=schema_for("samples")), str(folder / "samples.parquet"), "samples")
+    run = tmp_path / "run"
+    argv = ["--run-dir", str(run), "--input", str(folder / "samples.parquet"), "--videos", str(videos),
+            "--models", "tiny", *MOTION]
+    assert main(argv) == 0
+    status = {(r["entry_id"], r["metric"]): (r["status"], r["detail"]) for r in RunDir.of(str(run)).read("scores").to_pylist()}
+    assert status[("v000", "motion_fb")][0] == "kept"
+    assert status[("v001", "motion_fb")][0] == "bad_reference" and "unreadable reference" in status[("v001", "motion_fb")][1]
 
 
 @pytest.mark.slow

@@ -17,8 +17,10 @@ from model.evaluate.motion import motion_fb, motion_lk, motion_smoothness
 from model.evaluate.scorer import EvaluateConfig, Evaluator, build_metrics
 from model.evaluate.subjects import (
     BackgroundSimilarity,
+    NexusScore,
     SubjectSimilarity,
     background_similarity,
+    nexus_score,
     subject_similarity,
 )
 from model.evaluate.video import read_video
@@ -90,12 +92,22 @@ def test_subject_and_background_similarity_with_known_regions(scene):
 def test_metric_classes_take_supplied_regions_and_score_through_the_evaluator(scene, tmp_path):
     synthetic.write_video(tmp_path / "v.mp4", [scene["with_thing"]] * 4)
     supplied = lambda frames, labels: [{"thing": scene["mask"]} for _ in frames]
-    metrics = [SubjectSimilarity("tiny", "cpu", regions=supplied), BackgroundSimilarity("tiny", "cpu", regions=supplied)]
+    metrics = [SubjectSimilarity("tiny", "cpu", regions=supplied), BackgroundSimilarity("tiny", "cpu", regions=supplied),
+               NexusScore("tiny", "cpu", regions=supplied)]
     entry = Entry("v", "a thing", tmp_path / "v.mp4", [Reference(scene["thing"], "thing", OBJECT),
                                                          Reference(scene["background"], None, "background")])
     rows = rows_by_metric(Evaluator(EvaluateConfig(frames=3), metrics=metrics).evaluate(entry))
     assert rows["subj_sim"]["value"] > 0.95 and rows["bg_sim"]["value"] > 0.95
     assert rows["subj_sim"]["model"] == "dino=tiny"
+    # NexusScore in OpenS2V's form: the thing on all 3 sampled frames -> its crop cosine / 32 (their 32 frames)
+    assert rows["nexus_similarity"]["value"] > 0.95
+    assert rows["nexus_score"]["value"] == pytest.approx(rows["nexus_similarity"]["value"] / 32)
+
+
+def test_nexus_score_divides_by_frames_with_a_detection_at_their_32_frames():
+    assert nexus_score([0.6, 0.8, 0.0], frames_with_detection=4, sampled=8) == pytest.approx(0.7 / 16)
+    assert nexus_score([0.5], frames_with_detection=32, sampled=32) == pytest.approx(0.5 / 32)
+    assert nexus_score([], 0, 8) == 0.0 and nexus_score([0.0], 1, 8) == 0.0
 
 
 def test_grounding_and_sam2_find_regions_end_to_end_smoke(scene, tmp_path):
@@ -111,7 +123,8 @@ def test_grounding_and_sam2_find_regions_end_to_end_smoke(scene, tmp_path):
 
 def test_broken_entries_say_why_and_unavailable_metric_is_one_line(tmp_path, scene):
     lines = []
-    metrics = build_metrics(EvaluateConfig(metrics=["motion", "facesim_cur"]), "tiny", "cpu", say=lines.append)
+    metrics = build_metrics(EvaluateConfig(metrics=["motion", "facesim_cur"]),
+                            {"*": "tiny", "curricularface": str(tmp_path / "none.bin")}, "cpu", say=lines.append)
     assert [m.name for m in metrics] == ["motion"]
     assert len(lines) == 1 and "'curricularface'" in lines[0] and "--models curricularface=" in lines[0]
     (tmp_path / "bad.mp4").write_bytes(b"not a video")

@@ -15,6 +15,7 @@ from model.evaluate.opens2v import (
     merged_total,
     per_metric_json,
     read_folder,
+    total_notes,
     write_jsons,
 )
 from model.evaluate.summary import bootstrap_interval, summarize
@@ -63,6 +64,13 @@ def test_per_metric_files_match_their_layout_and_merge_like_their_script(tmp_pat
         assert abs(total[key] - value) < 1e-9, key
     weighted = 0.12 * 0.75 + 0.12 * 0.625 + 0.20 * 0.5 + 0.12 * 0.5 + 0.20 * 0.4 + 0.24 * 0.75
     assert abs(total["total_score"] - weighted) < 1e-9
+    notes = total_notes(read_folder(folder), "Open-Domain")
+    assert sorted(notes["substitutes"]) == ["natural_score", "nexus_score"] and notes["missing"] == []
+    (folder / "facesim.json").unlink()  # no CurricularFace weights: their merge counts 0, we say so
+    assert total_notes(read_folder(folder), "Human-Domain") == {
+        "substitutes": {"natural_score": total_notes(read_folder(folder))["substitutes"]["natural_score"]},
+        "missing": ["facesim_cur"]}
+    (folder / "facesim.json").write_text(json.dumps(files["facesim"]))
     human = merged_total(read_folder(folder), "Human-Domain")
     assert "nexus_score" not in human and abs(human["total_score"] - (
         0.15 * 0.75 + 0.15 * 0.625 + 0.25 * 0.5 + 0.15 * 0.5 + 0.30 * 0.75)) < 1e-9

@@ -23,10 +23,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+
 from curation.images import encode_png
 from curation.models import ModelSourceError
 from model import sample
-from model.evaluate.entries import Entry, EntryInputError, read_entries
+from model.evaluate.entries import (
+    EntryInputError,
+    from_rows,
+    index_entries,
+    iter_entries,
+)
 from model.evaluate.opens2v import WEIGHTS
 from model.evaluate.outputs import write_outputs
 from model.evaluate.scorer import METRICS, EvaluateConfig, Evaluator
@@ -74,19 +81,21 @@ def parse_models(specs: list[str]) -> str | dict[str, str] | None:
     return mapping if mapping.keys() != {"*"} else mapping["*"]
 
 
-def load_entries(args: argparse.Namespace) -> list[Entry]:
+def load_index(args: argparse.Namespace) -> pa.Table:
+    """The input's index (``entries.index_entries``): the images are read one chunk at a time."""
     given = [(fmt, path) for fmt, path in (("samples", args.manifest), ("prompt_file", args.prompt_file),
                                            ("opens2v", args.opens2v)) if path]
     if len(given) != 1:
         raise EvaluateUsageError("give exactly one of --manifest, --prompt-file or --opens2v")
     fmt, path = given[0]
-    return read_entries(path, args.videos, fmt)
+    return index_entries(path, args.videos, fmt)
 
 
-def generate_missing(entries: list[Entry], videos: Path, base: str, device: str | None) -> int:
+def generate_missing(index: pa.Table, videos: Path, base: str, device: str | None) -> int:
     """``model.sample`` for every readable entry without a video, through a release prompt file
     (references written as PNGs beside it, labelled ``word=path``), so all three inputs work."""
-    todo = [e for e in entries if not e.error and not e.video.exists()]
+    missing = [row for row in index.to_pylist() if not Path(row["video"]).exists()]
+    todo = [e for e in from_rows(missing) if not e.error]
     if not todo:
         return 0
     videos.mkdir(parents=True, exist_ok=True)
@@ -115,20 +124,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         config = EvaluateConfig(metrics=metrics, frames=args.frames, faces=args.faces)
         models = parse_models(args.models)
-        entries = load_entries(args)
+        index = load_index(args)
         if args.generate:
-            generate_missing(entries, Path(args.videos), args.base, args.device)
+            generate_missing(index, Path(args.videos), args.base, args.device)
         evaluator = Evaluator(config, models, args.device)
     except (EvaluateUsageError, EntryInputError, ModelSourceError, ValueError) as exc:
         raise UserError(str(exc)) from None
     started, rows = time.perf_counter(), []
-    for n, entry in enumerate(entries, 1):
+    for n, entry in enumerate(iter_entries(index), 1):
         rows.extend(evaluator.evaluate(entry))
-        print(f"[{n}/{len(entries)}] {entry.key}", flush=True)
-    summary = write_outputs(rows, entries, Path(args.out_dir), args.domain, args.html)
+        print(f"[{n}/{index.num_rows}] {entry.key}", flush=True)
+    summary = write_outputs(rows, iter_entries(index) if args.html else [], Path(args.out_dir), args.domain,
+                            args.html)
     print(summary_text(summary))
     print(f"OpenS2V {args.domain} total (their merge): {summary['opens2v']['total_score']:.4f}; "
-          f"{len(entries)} videos in {time.perf_counter() - started:.1f}s -> {args.out_dir}")
+          f"{index.num_rows} videos in {time.perf_counter() - started:.1f}s -> {args.out_dir}")
     return 0
 
 

@@ -16,8 +16,22 @@ tests for each key), and an id with nothing in a file is left out of that file.
 ``merged_total`` reproduces their merge: per metric the mean over ids of the value
 clipped to its range, min-max normalised, then weighted (Open-Domain: aes 0.12, motion
 0.12, facesim_cur 0.20, gme 0.12, nexus 0.20, natural 0.24; Human-Domain drops nexus).
-Our NexusScore and NaturalScore are substitutes (``subjects.py``, ``judge.py``): a total
-with them is comparable in form, not in value.
+Every merged metric of ours is on their scale, so their ranges apply to all of them:
+
+* ``aes_score``: the LAION aesthetic head on CLIP ViT-L/14, theirs (stage 1's ``aesthetic``);
+* ``motion_score``: ``motion_fb``, Farneback flow amplitude computed as theirs;
+* ``facesim_cur``: CurricularFace IR-101 with the user's copy of their checkpoint, their
+  alignment and clipping (``faces.py``); 0.0 where no frame shows a face, as theirs;
+* ``gme_score``: GME-Qwen2-VL text-frame cosine; the ``gme`` role's default is the 2B model,
+  theirs the 7B (``--models gme=Alibaba-NLP/gme-Qwen2-VL-7B-Instruct`` for theirs);
+* ``nexus_score`` (substitute): their form, mean crop cosine / frames with a detection at
+  their 32 frames, with GroundingDINO + DINO in place of YOLO-World + GME (``subjects.py``);
+* ``natural_score`` (substitute): 1-5 from an open VLM (``captioner``) asked their rubric, in
+  place of GPT-4o (``judge.py``).
+
+A total with a substitute is comparable in scale, not equal to theirs; ``total_notes`` names
+the substitutes in it and any weighted metric without values (their merge counts it as 0,
+so a total without ``facesim_cur`` weights is 0.20 lower: supply its weights).
 """
 
 from __future__ import annotations
@@ -48,6 +62,11 @@ WEIGHTS = {
                      "natural_score": 0.30},
 }
 WEIGHTS["Single-Domain"] = WEIGHTS["Open-Domain"]
+SUBSTITUTES = {
+    "nexus_score": "GroundingDINO + DINO in place of YOLO-World + GME, in their form (mean cosine / frames "
+                   "with a detection at 32 frames)",
+    "natural_score": "an open VLM judge (captioner role) in place of GPT-4o, their 1-5 rubric",
+}
 
 
 def per_metric_json(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -130,3 +149,11 @@ def merged_total(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain")
     out = {"total_score": sum(w * normalised[k] for k, w in weights.items())}
     out.update({k: normalised[k] for k in weights})
     return out
+
+
+def total_notes(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain") -> dict[str, Any]:
+    """What the domain's total is made of: the substitutes in it and the weighted metrics with no value."""
+    weights = WEIGHTS[domain]
+    present = {key for scores in merged.values() for key in scores}
+    return {"substitutes": {k: v for k, v in SUBSTITUTES.items() if k in weights and k in present},
+            "missing": sorted(k for k in weights if k not in present)}

@@ -2,7 +2,7 @@
 
 ``Evaluator(config, models)`` loads each metric's models once (a metric whose model is
 unavailable is skipped with one line naming the role and how to supply it) and maps a
-batch of entries (``entries.ENTRY_SCHEMA`` rows) to one row per entry and metric output.
+batch of index rows (``entries.ENTRY_SCHEMA``; their references are read here) to one row per entry and metric output.
 It is a plain ``curation``-style operator: ``python -m model.evaluate`` calls it in a loop,
 ``pipelines/evaluate_videos.py`` runs it on a Ray actor pool. A broken entry (missing
 video, unreadable reference, no face) gives rows whose ``status`` says why; the rest score.
@@ -23,7 +23,7 @@ from curation.envelope import per_input, to_table
 from curation.operator import ActorPool, setting
 from model.evaluate.aesthetic import Aesthetic
 from model.evaluate.base import SCORED, Metric, MetricUnavailable, NotScored
-from model.evaluate.entries import Entry, from_row
+from model.evaluate.entries import Entry, from_rows
 from model.evaluate.faces import CurricularFaceSimilarity, IdentitySimilarity
 from model.evaluate.judge import GmeScore, NaturalScore
 from model.evaluate.motion import Motion
@@ -38,6 +38,7 @@ METRICS: dict[str, type[Metric]] = {
     "nexus_score": NexusScore, "natural_score": NaturalScore, "facesim_cur": CurricularFaceSimilarity,
 }
 DINO_METRICS = ("subj_sim", "bg_sim", "nexus_score")
+FACE_METRICS = ("id_sim", "facesim_cur")  # one face detector for both
 PAPER = ("id_sim", "subj_sim", "bg_sim", "aesthetic", "motion_smoothness", "gme_score")  # Table 1-2 columns
 
 
@@ -63,12 +64,12 @@ def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None
     """The chosen metrics, loaded; an unavailable one is reported through ``say`` and left out."""
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     built: list[Metric] = []
-    shared: dict[str, Any] = {"regions": regions}  # one finder and one DINO for the three DINO metrics
+    shared: dict[str, Any] = {"regions": regions}  # one finder + one DINO for the DINO metrics, one face role
     for name in config.metrics:
         cls = METRICS[name]
         kwargs: dict[str, Any] = {}
-        if name == "id_sim":
-            kwargs["backend"] = config.faces
+        if name in FACE_METRICS:
+            kwargs.update(backend=config.faces, faces=shared.get("faces"))
         if name in DINO_METRICS:
             kwargs.update(regions=shared["regions"], dino=shared.get("dino"))
         try:
@@ -78,6 +79,8 @@ def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None
             continue
         if name in DINO_METRICS:
             shared.update(regions=metric.regions, dino=metric.dino)
+        if name in FACE_METRICS:
+            shared["faces"] = metric.faces
         built.append(metric)
     return built
 
@@ -101,7 +104,10 @@ class Evaluator:
         self.metrics = metrics if metrics is not None else build_metrics(config, models, device, regions)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return to_table(per_input(batch.to_pylist(), "entry_id", lambda row: self.evaluate(from_row(row))), SCORES)
+        """Index rows in: their references are read here (``entries.from_rows``), not by the driver."""
+        rows = batch.to_pylist()
+        entries = {e.key: e for e in from_rows(rows)}
+        return to_table(per_input(rows, "entry_id", lambda row: self.evaluate(entries[row["entry_id"]])), SCORES)
 
     def evaluate(self, entry: Entry) -> list[dict[str, Any]]:
         """Every metric's rows for one entry, never raising for the entry's own faults."""

@@ -7,10 +7,18 @@
 * Bg-Sim: every subject region of a frame is inpainted away (OpenCV Telea, stage 4's
   ``background.backend=opencv``; the paper uses SDXL inpainting, our ``inpainter`` role), and
   the result's DINO embedding is compared with the background reference.
-* NexusScore: OpenS2V detects each class label with YOLO-World (AGPL) and scores the crops
-  against the reference with GME retrieval; we detect with GroundingDINO (boxes only, no
-  SAM2) and compare crops with DINO, averaging over frames where the label was detected.
-  Not numerically their score: their merge clips it to [0, 0.05], ours is a cosine.
+* NexusScore, in OpenS2V's form (``get_nexusscore.py``): on 32 sampled frames they detect
+  every reference with YOLO-World (AGPL; image-prompted, boxes kept above confidence 0.6)
+  and embed each box crop with GME-Qwen2-VL-7B; a crop counts when its GME text score with
+  the label is above 0.30; the score is the mean over counted crops of the crop-reference
+  GME cosine *divided by the number of frames with any detection* (``frame_obj``), hence
+  their merge's range [0, 0.05] (a cosine near 0.6 over ~12-32 frames). We detect with
+  GroundingDINO on the label (boxes only, no SAM2, its own thresholds, no text-score gate)
+  and embed crops with DINO; ``nexus_score`` = mean crop-reference cosine over all crops /
+  (frames with a detection x 32 / sampled frames), i.e. their division rescaled to their 32
+  frames so that our ``evaluate.frames`` (8) gives the same magnitude. On their scale and
+  merged with their range, but with other detector and embedder: a substitute, not their
+  value. ``nexus_similarity`` is the plain mean cosine (0-1, readable on its own).
 """
 
 from __future__ import annotations
@@ -100,9 +108,20 @@ class BackgroundSimilarity(_DinoMetric):
         return {"bg_sim": background_similarity(self.dino, backgrounds[0].image, frames, found)}
 
 
+OPENS2V_NEXUS_FRAMES = 32  # frames get_nexusscore.py samples; its score divides by their count with a detection
+
+
+def nexus_score(crop_similarities: list[float], frames_with_detection: int, sampled: int) -> float:
+    """OpenS2V's form: mean crop cosine / frames with a detection, that count rescaled to 32 frames."""
+    kept = [s for s in crop_similarities if s != 0]  # their loop drops a zero score
+    if not kept or not frames_with_detection:
+        return 0.0
+    return float(np.mean(kept)) / (frames_with_detection * OPENS2V_NEXUS_FRAMES / sampled)
+
+
 class NexusScore(_DinoMetric):
     name = "nexus_score"
-    outputs = ("nexus_score",)
+    outputs = ("nexus_score", "nexus_similarity")
 
     def __init__(self, models=None, device=None, regions: Regions | None = None, dino=None):
         super().__init__(models, device, regions, dino)
@@ -117,17 +136,19 @@ class NexusScore(_DinoMetric):
             boxes = [{k: _mask_box(m) for k, m in found.items()} for found in self.regions(frames, [r.label for r in refs])]
         else:
             boxes = self.finder.boxes(frames, [r.label for r in refs])
-        scores = []
+        similarities: list[float] = []
+        detected = np.zeros(len(frames), bool)
         for ref in refs:
-            target = self.dino.embed([ref.image])
             crops = []
-            for frame, found in zip(frames, boxes):
+            for i, (frame, found) in enumerate(zip(frames, boxes)):
                 for x0, y0, x1, y1 in np.atleast_2d(found.get(ref.label, np.zeros((0, 4)))).astype(int):
                     if x1 > x0 and y1 > y0:
                         crops.append(frame[max(y0, 0):y1, max(x0, 0):x1])
+                        detected[i] = True
             if crops:
-                scores.append(float(cosine(self.dino.embed(crops), target).mean()))
-        return {"nexus_score": float(np.mean(scores)) if scores else 0.0}
+                similarities += cosine(self.dino.embed(crops), self.dino.embed([ref.image]))[:, 0].tolist()
+        return {"nexus_score": nexus_score(similarities, int(detected.sum()), len(frames)),
+                "nexus_similarity": float(np.mean(similarities)) if similarities else 0.0}
 
 
 def _mask_box(mask: np.ndarray) -> np.ndarray:

@@ -59,4 +59,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<20} {mean:>9} {interval:>22} {m['videos']:>7}  {missing}")
     if summary["paper_total"] is not None:
         lines.append(f"paper Total Score (mean of {', '.join(summary['paper_metrics'])}): {summary['paper_total']:.4f}")
+    notes = summary.get("opens2v_notes") or {}
+    if notes.get("substitutes"):
+        lines.append(f"OpenS2V total: substitutes on their scale, not their values: {', '.join(notes['substitutes'])}")
+    if notes.get("missing"):
+        lines.append(f"OpenS2V total: no values for {', '.join(notes['missing'])} (their merge counts 0 for them)")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ read up to ``max_frames``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -25,6 +25,7 @@ class VideoFrames:
     sampled: np.ndarray  # (N, H, W, 3) uint8, N evenly spaced frames at full size
     sampled_indices: np.ndarray  # (N,) frame numbers
     small: np.ndarray  # (T, h, w, 3) uint8, every frame, short side ``motion_side``
+    found: dict = field(default_factory=dict)  # per-video results metrics share (the sampled frames' faces)
 
 
 def read_video(path: str | Path, count: int = 8, motion_side: int = 128, max_frames: int = 256) -> VideoFrames:
