@@ -13,13 +13,15 @@ then the key's ``imports`` row: a killed import resumes by key without duplicate
 pair lists (``--pairs``) become ``cross_pairs`` once every key is in; then
 ``stage4c_samples`` (the one assembly) writes ``samples``. A broken key (missing video,
 RLE size not the crop's, mask index not in ``mask_map``, a truncated JSON) is an error row
-naming the file and field; the rest import. Faces come from stage 3, not from OpenS2V's
-person masks (those stay ``objects``): ``--set faces=true`` runs ``stage3_faces`` (InsightFace,
-or ``--models`` as given) on the imported kept clips before the assembly, searching only
-each clip's watermark crop, then ``stage4b_cross_pairs`` (identities across clips), so faces
-have embeddings, identities and cross pairs. For other ``faces.*`` settings import with
-``--set samples=false``, then run ``stage3_faces.py``, ``stage4b_cross_pairs.py`` and
-``stage4c_samples.py`` on the run.
+naming the file and field; the rest import. Faces, by default, come from an InsightFace pass
+over the people OpenS2V annotated: ``stage3_faces`` with ``faces.regions=person_boxes`` searches
+only the boxes of each kept clip's objects labelled a person (``opens2v.person_labels``) on the
+annotated frame, inside the watermark crop (boxes in source pixels), so faces have embeddings;
+then ``stage4b_cross_pairs`` forms identities' cross pairs. The person masks stay ``objects``
+(mask-only cut-outs). ``--models`` is passed on (``--models tiny`` for the generated pack);
+``--set faces=false`` imports no faces. For other ``faces.*`` settings import with
+``--set faces=false --set samples=false``, then run ``stage3_faces.py`` (with
+``--set faces.regions=person_boxes``), ``stage4b_cross_pairs.py`` and ``stage4c_samples.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from curation.envelope import empty_row, error_row, to_table
+from curation.faces import FacesConfig
+from curation.faces.detector import check_weights
 from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists
 from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys
 from curation.operator import setting
@@ -51,9 +55,10 @@ CHAIN = (("probe", "videos", "uri"), ("clips", "clips", "video_id"), ("objects",
 @dataclass
 class ImportConfig:
     opens2v: OpenS2VConfig = field(default_factory=OpenS2VConfig)
-    faces: bool = setting(False, help="find faces afterwards with stage 3 (pipelines/stage3_faces.py, its defaults "
-                                      "and this command's --models) inside each imported clip's crop, then "
-                                      "their cross pairs (pipelines/stage4b_cross_pairs.py)")
+    faces: bool = setting(True, help="find faces afterwards with stage 3 (pipelines/stage3_faces.py, this "
+                                     "command's --models) inside the person boxes of each imported clip "
+                                     "(opens2v.person_labels), then their cross pairs (pipelines/"
+                                     "stage4b_cross_pairs.py); false: no faces")
     samples: bool = setting(True, help="assemble the samples table afterwards (pipelines/stage4c_samples.py)")
 
 
@@ -63,6 +68,11 @@ def models_args(models: str | dict[str, str]) -> list[str]:
         return ["--models", models]
     return [arg for role, source in models.items()
             for arg in ("--models", source if role == "*" else f"{role}={source}")]
+
+
+def faces_sets(config: OpenS2VConfig) -> list[str]:
+    """Stage 3's settings for imported clips: search the person boxes only."""
+    return ["--set", "faces.regions=person_boxes", "--set", "faces.person_labels=" + ",".join(config.person_labels)]
 
 
 def _flags(parser) -> None:
@@ -193,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     folders = Folders(os.path.abspath(args.videos), args.backgrounds and os.path.abspath(args.backgrounds),
                       args.views and os.path.abspath(args.views))
     cfg = job.config.opens2v
+    if job.config.faces:  # a missing InsightFace is one line now, not an error row per clip after the import
+        check_weights(FacesConfig(), job.models)
     with job:
         for stage, table, _ in CHAIN:  # parts a killed import committed no ledger for
             clean_orphans(job.run, stage, table)
@@ -211,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         if not job.report.accounted:
             return 1
         run = ["--run-dir", job.run.root.uri()]
-        if job.config.faces:  # stage 3 itself, then its identities' cross pairs, on the Ray this job started
-            code = stage3_faces.main([*run, *models_args(job.models)]) or stage4b_cross_pairs.main(run)
+        if job.config.faces:  # stage 3 in the person boxes, then identities' cross pairs, on the Ray this job started
+            code = stage3_faces.main([*run, *models_args(job.models), *faces_sets(cfg)]) or stage4b_cross_pairs.main(run)
             if code:
                 return code
         if job.config.samples:  # the one assembly, on the Ray this job started

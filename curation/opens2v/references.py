@@ -13,8 +13,9 @@ What maps onto what (MAGREF Eq. 19):
 * a generated view ``<views>/<key>/<idx>_<class>.png`` -> a ``pairs`` row (the variant I'
   of that object); ``<backgrounds>/<key>.png`` -> the clip's background pair (I^Bg).
 
-Person masks stay ``objects``: faces (with embeddings, identities and cross pairs) come
-from stage 3's face pass over the imported clips.
+Person masks stay ``objects`` (mask-only cut-outs): faces (with embeddings, identities and
+cross pairs) come from stage 3's InsightFace pass over the boxes of the objects whose label is
+one of ``person_labels``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from curation.envelope import error_row
+from curation.faces import PERSON_LABELS
 from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png, encode_mask, encode_png, rgba_cutout
 from curation.objects.filters import mask_iou
@@ -55,6 +57,9 @@ class OpenS2VConfig:
     min_tech: float = setting(float("-inf"), help="the clip's metadata.tech (DOVER technical score; may be negative)")
     duplicate_iou: float = setting(0.8, help="masks of different labels overlapping this much are one subject")
     drop_background_words: bool = setting(True, help="masks whose class is one of word_tags.background are not references")
+    person_labels: list[str] = setting(factory=lambda: list(PERSON_LABELS), help=
+        "class names that are people: faces are searched inside these masks' boxes (faces=true); "
+        "compared case-insensitively")
     pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=1.0),
                              help="keys per task")
 
