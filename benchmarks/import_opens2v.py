@@ -12,7 +12,6 @@ RLE decode, cut-outs, PNG encode: the work per key) and the whole job
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.opens2v.layout import iter_part  # noqa: E402
 from curation.opens2v.references import Folders, OpenS2VConfig, import_keys  # noqa: E402
+from curation.opens2v.scan import scan_part  # noqa: E402
 from curation.opens2v.synthetic import build  # noqa: E402
 from pipelines import import_opens2v  # noqa: E402
 
@@ -35,8 +34,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = build(root, keys=args.keys, width=args.width, height=args.height, broken=False)
-        rows = [{"key": k, "entry": json.dumps(v), "parse_error": e}
-                for k, v, e in iter_part(files["json"].read_text(), str(files["json"]))]
+        rows = [{"key": s.key, "offset": s.offset, "length": s.length, "parse_error": s.error}
+                for s in scan_part(str(files["json"]))]
         folders = Folders(str(files["videos"]), str(files["backgrounds"]), str(files["views"]))
         import_keys(rows[:1], folders, OpenS2VConfig(), str(files["json"]))  # warm imports
         start = time.perf_counter()

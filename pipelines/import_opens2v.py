@@ -26,7 +26,6 @@ then ``stage4b_cross_pairs`` forms identities' cross pairs. The person masks sta
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ import pyarrow as pa
 from curation.envelope import empty_row, error_row, to_table
 from curation.faces import FacesConfig
 from curation.faces.detector import check_weights
-from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists
+from curation.opens2v.layout import LayoutError, read_pair_lists
 from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys
+from curation.opens2v.scan import scan_part
 from curation.operator import setting
 from pipelines import stage3_faces, stage4b_cross_pairs, stage4c_samples
 from pipelines.cli import UserError, cli
@@ -84,24 +84,20 @@ def _flags(parser) -> None:
 
 
 def read_keys(path: str) -> pa.Table:
-    """The part's keys in video order (``key``, ``path``, ``entry`` JSON, ``parse_error``)."""
+    """The part's keys in video order (``key``, ``path``, ``offset``, ``length``, ``parse_error``):
+    one streaming scan (``curation/opens2v/scan.py``), so the driver never holds the file; each
+    task reads its own keys' bytes."""
     if not os.path.isfile(path):
         raise UserError(f"--json {path}: no such file")
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        text = stream.read()
     try:
-        items = list(iter_part(text, path))
+        spans = [(s.path, s.key, s.offset, s.length, s.error) for s in scan_part(path)]
     except LayoutError as err:
         raise UserError(str(err)) from None
-    rows = []
-    for key, value, error in items:
-        video = (value or {}).get("metadata", {}).get("path") if isinstance(value, dict) else None
-        rows.append({"key": key, "path": str(video or ""), "entry": None if value is None else json.dumps(value),
-                     "parse_error": error})
-    rows.sort(key=lambda r: (r["path"], r["key"]))
-    schema = pa.schema([("key", pa.string()), ("path", pa.string()), ("entry", pa.string()),
-                        ("parse_error", pa.string())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    spans.sort(key=lambda s: (s[0], s[1]))
+    columns = list(zip(*spans)) or [[]] * 5
+    return pa.table({"key": pa.array(columns[1], pa.string()), "path": pa.array(columns[0], pa.string()),
+                     "offset": pa.array(columns[2], pa.int64()), "length": pa.array(columns[3], pa.int64()),
+                     "parse_error": pa.array(columns[4], pa.string())})
 
 
 def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2VConfig, source: str) -> pa.Table:

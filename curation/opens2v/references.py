@@ -34,6 +34,7 @@ from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png, encode_mask, encode_png, rgba_cutout
 from curation.objects.filters import mask_iou
 from curation.opens2v.layout import Entry, LayoutError, decode_rle, pair_key, read_entry
+from curation.opens2v.scan import read_span
 from curation.operator import TaskPool, setting
 from curation.video import probe_video
 from schemas.ids import background_id, clip_id, cross_pair_id, object_id, variant_id
@@ -127,8 +128,9 @@ def import_key(entry: Entry, folders: Folders, config: OpenS2VConfig) -> dict[st
 
 def import_keys(rows: list[dict[str, Any]], folders: Folders, config: OpenS2VConfig, source: str
                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """A batch of keys (``key``, ``entry`` JSON text, ``parse_error``) -> (``imports`` rows with
-    the envelope, one error row per broken key; the other tables' rows of the good keys)."""
+    """A batch of keys (``key``, ``offset`` and ``length`` of its value in the part ``source``
+    (``scan.scan_part``), ``parse_error``) -> (``imports`` rows with the envelope, one error row
+    per broken key; the other tables' rows of the good keys)."""
     imports: list[dict[str, Any]] = []
     tables: dict[str, list[dict[str, Any]]] = {"videos": [], "clips": [], "objects": [], "pairs": []}
     for row in rows:
@@ -136,7 +138,8 @@ def import_keys(rows: list[dict[str, Any]], folders: Folders, config: OpenS2VCon
         try:
             if row.get("parse_error"):
                 raise LayoutError(row["parse_error"])
-            out = import_key(read_entry(key, json.loads(row["entry"]), source), folders, config)
+            value = json.loads(read_span(source, int(row["offset"]), int(row["length"])))
+            out = import_key(read_entry(key, value, source), folders, config)
         except Exception as exc:  # noqa: BLE001 - a broken key is that key's error row
             imports.append(error_row(key, exc))
             continue
