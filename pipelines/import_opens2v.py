@@ -36,7 +36,12 @@ from curation.envelope import empty_row, error_row, to_table
 from curation.faces import FacesConfig
 from curation.faces.detector import check_weights
 from curation.opens2v.layout import LayoutError, read_pair_lists
-from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys
+from curation.opens2v.references import (
+    Folders,
+    OpenS2VConfig,
+    cross_pair_rows,
+    import_keys,
+)
 from curation.opens2v.scan import scan_part
 from curation.operator import setting
 from pipelines import stage3_faces, stage4b_cross_pairs, stage4c_samples

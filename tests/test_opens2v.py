@@ -14,13 +14,28 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curation.envelope import to_table
+from curation.faces import FacesConfig
+from curation.faces.detector import FaceDetector
+from curation.faces.segments import CLIP_CROP, FACE_REGIONS, FaceFrames
 from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png
-from curation.opens2v.synthetic import (ANN_FRAME, CAPTION, FACE_CUT, FACE_WINDOW, FACES_SIZE, OTHER_FACE,
-                                        PERSON_BOX, build, build_faces, entry, shapes)
+from curation.opens2v.synthetic import (
+    ANN_FRAME,
+    CAPTION,
+    FACE_CUT,
+    FACE_WINDOW,
+    FACES_SIZE,
+    OTHER_FACE,
+    PERSON_BOX,
+    build,
+    build_faces,
+    entry,
+    shapes,
+)
 from pipelines import export, import_opens2v
 from pipelines.ledger import RunDir
-from schemas.tables import KEPT
+from schemas.tables import INPUT, KEPT
 
 
 def _import(files: dict, run: Path, *extra: str) -> int:
@@ -143,9 +158,13 @@ def test_round_trip_through_opens2v_gives_the_same_references(imported, tmp_path
     part = json.loads((out / "samples.json").read_text())
     assert len(part) == 2
     again = tmp_path / "again"
+    pairs = [p for group in json.loads((out / "pairs" / "cross_frames_pairs.json").read_text()).values() for p in group]
+    (cluster,) = json.loads((out / "pairs" / "cluster_videos.json").read_text()).values()
+    assert [p["cur_id"].split("/")[0] for p in pairs] == ["samples_cluster"]
+    assert len(cluster) == 2 and set(cluster) == {p[side] for p in pairs for side in ("cur_id", "aft_id")}
     assert import_opens2v.main(["--json", str(out / "samples.json"), "--videos", str(imported["videos"]),
                                 "--backgrounds", str(out / "backgrounds"), "--views", str(out / "views"),
-                                "--run-dir", str(again), "--set", "faces=false"]) == 0
+                                "--pairs", str(out / "pairs"), "--run-dir", str(again), "--set", "faces=false"]) == 0
 
     def references(r: RunDir) -> dict:
         return {(s["uri"], o["label"]): (decode_png(o["ref"], "RGBA").tobytes(),
@@ -153,6 +172,14 @@ def test_round_trip_through_opens2v_gives_the_same_references(imported, tmp_path
                 for s in r.read("samples").to_pylist() for o in s["objects"]}
 
     assert references(RunDir.of(str(again))) == references(run)
+
+    def cross_pairs(r: RunDir) -> set:
+        """Each pair as its two sides (video, label) and similarity: ids hold mask numbers, which the export renumbers."""
+        side = {o["source_id"]: (s["uri"], o["label"]) for s in r.read("samples").to_pylist() for o in s["objects"]}
+        return {(frozenset((side[p["identity_a"]], side[p["identity_b"]])), p["similarity"])
+                for p in r.read("cross_pairs").to_pylist()}
+
+    assert cross_pairs(run) and cross_pairs(RunDir.of(str(again))) == cross_pairs(run)
     first = {s["uri"]: s for s in run.read("samples").to_pylist()}
     for s in RunDir.of(str(again)).read("samples").to_pylist():
         assert (s["caption"], s["start_frame"], s["end_frame"], s["crop"]) == \
@@ -199,12 +226,6 @@ def _inside(point: tuple[float, float], box: tuple) -> bool:
 def test_face_search_is_bounded_by_the_person_boxes(tmp_path: Path) -> None:
     """Stage 3's operators (no Ray) on a frame with two faces in the crop: everywhere finds both;
     with regions, only the face in a region, on the region's frame; with no region, none."""
-    from curation.envelope import to_table
-    from curation.faces import FacesConfig
-    from curation.faces.detector import FaceDetector
-    from curation.faces.segments import CLIP_CROP, FACE_REGIONS, FaceFrames
-    from schemas.tables import INPUT
-
     files = build_faces(tmp_path, keys=1)
     crop = files["crop"]
     frame = FACE_CUT[0] + ANN_FRAME

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
+
 class LayoutError(ValueError):
     """A field of an OpenS2V file that cannot be read; the message names the file and field."""
 

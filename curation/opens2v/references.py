@@ -233,23 +233,29 @@ def cross_pair_rows(pairs: list[dict], clip_of_key: dict[str, str], objects: dic
     """OpenS2V's cross-video pairs as ``cross_pairs`` rows between our kept objects.
 
     Their pairs are per class (``cur_class_name`` of one key with ``aft_class_name`` of
-    another), not per identity: each side becomes the kept object of that label in that
-    key's clip (the best-scored one when a label has several). ``identity_a``/``identity_b``
+    another), not per identity: each side becomes the kept object of that key's clip whose mask
+    index is the pair's class id (``cur_class_id``), else the kept object of that label (the
+    best-scored one when a label has several). ``identity_a``/``identity_b``
     are those object ids; ``similarity`` is their ``image_similarity``. A side whose key was
     not imported, or whose label has no kept object, gives no row.
     """
-    def side(key: str, label: str) -> tuple[str, str] | None:
+    def side(key: str, label: str, idx: Any) -> tuple[str, str] | None:
         clip = clip_of_key.get(pair_key(key))
         if clip is None:
             return None
-        same = [o for o in objects.get(clip, []) if o["status"] == KEPT and o["label"] == label]
+        kept = [o for o in objects.get(clip, []) if o["status"] == KEPT]
+        if idx is not None:  # the class id is the mask index: that very object, when it is kept
+            exact = [o for o in kept if o["object_id"] == object_id(clip, int(idx))]
+            if exact:
+                return exact[0]["object_id"], clip
+        same = [o for o in kept if o["label"] == label]
         same.sort(key=lambda o: (-(o.get("score") or 0.0), o["object_id"]))
         return (same[0]["object_id"], clip) if same else None
 
     rows: dict[str, dict] = {}
     for pair in pairs:
-        a = side(str(pair["cur_id"]), str(pair.get("cur_class_name")))
-        b = side(str(pair["aft_id"]), str(pair.get("aft_class_name")))
+        a = side(str(pair["cur_id"]), str(pair.get("cur_class_name")), pair.get("cur_class_id"))
+        b = side(str(pair["aft_id"]), str(pair.get("aft_class_name")), pair.get("aft_class_id"))
         if a is None or b is None or a[1] == b[1]:
             continue
         (first, clip_a), (second, clip_b) = sorted([a, b])
