@@ -59,7 +59,7 @@ class OpenS2VConfig:
     duplicate_iou: float = setting(0.8, help="masks of different labels overlapping this much are one subject")
     drop_background_words: bool = setting(True, help="masks whose class is one of word_tags.background are not references")
     person_labels: list[str] = setting(factory=lambda: list(PERSON_LABELS), help=
-        "class names that are people: faces are searched inside these masks' boxes (faces=true); "
+        "class names that are people: faces are searched inside these masks' boxes (unless faces=false); "
         "compared case-insensitively")
     pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=1.0),
                              help="keys per task")

@@ -112,13 +112,16 @@ PERSON_FACE, OTHER_FACE = (14, 80), (150, 80)  # the faces' windows' top-left co
 PERSON_BOX = (8, 62, 112, 150)  # x, y, w, h in source px: the person masks' box (holds PERSON_FACE's window)
 
 
-def faces_frame(shade: int = 0) -> np.ndarray:
-    """The faces part's frame: grey (darker by ``shade``: each video its own content hash), the
-    astronaut in the person box and again outside it."""
-    frame = np.full((FACES_SIZE, FACES_SIZE, 3), faces_synthetic.GREY[0] - shade, np.uint8)
+def faces_frame(number: int = 0) -> np.ndarray:
+    """The faces part's frame: grey, the astronaut in the person box and again outside it, and
+    ``number`` in white 16 px blocks in the watermark band (each video its own content hash)."""
+    frame = np.full((FACES_SIZE, FACES_SIZE, 3), faces_synthetic.GREY[0], np.uint8)
     face = faces_synthetic.face_window(faces_synthetic.astronaut(), (FACE_WINDOW, FACE_WINDOW), zoom=1.5)
     for x, y in (PERSON_FACE, OTHER_FACE):
         frame[y:y + FACE_WINDOW, x:x + FACE_WINDOW] = face
+    for bit in range(FACES_SIZE // 16):
+        if number >> bit & 1:
+            frame[:16, bit * 16:(bit + 1) * 16] = 255
     return frame
 
 
@@ -135,7 +138,7 @@ def build_faces(root: Path, keys: int = 2) -> dict:
     woman = person & (yy < y + h - 10)
     part = {}
     for n in range(keys):
-        synthetic.write_video(folders["videos"] / f"v{n}.mp4", (faces_frame(8 * n) for _ in range(24)))
+        synthetic.write_video(folders["videos"] / f"v{n}.mp4", (faces_frame(n) for _ in range(24)))
         part[f"key{n}"] = entry(f"v{n}.mp4", FACES_SIZE, FACES_SIZE, masks={"1": person, "2": woman})
     path = root / "faces.json"
     path.write_text(json.dumps(part))
