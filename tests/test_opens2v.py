@@ -28,6 +28,7 @@ from curation.opens2v.synthetic import (
     FACES_SIZE,
     OTHER_FACE,
     PERSON_BOX,
+    PERSON_FACE,
     build,
     build_faces,
     entry,
@@ -223,6 +224,12 @@ def _inside(point: tuple[float, float], box: tuple) -> bool:
     return box[0] <= point[0] < box[0] + box[2] and box[1] <= point[1] < box[1] + box[3]
 
 
+def _on_the_person_face(point: tuple[float, float]) -> bool:
+    """Within 32 px of the face in the person box, in the video's pixels (in the crop's, the
+    point would lie the crop's 42 px offset higher: the generated detector is off by ~24 px)."""
+    return all(abs(point[k] - (PERSON_FACE[k] + FACE_WINDOW / 2)) < 32 for k in (0, 1))
+
+
 def test_face_search_is_bounded_by_the_person_boxes(tmp_path: Path) -> None:
     """Stage 3's operators (no Ray) on a frame with two faces in the crop: everywhere finds both;
     with regions, only the face in a region, on the region's frame; with no region, none."""
@@ -247,7 +254,7 @@ def test_face_search_is_bounded_by_the_person_boxes(tmp_path: Path) -> None:
     assert any(_inside(c, PERSON_BOX) for c in everywhere) and any(_inside(c, other) for c in everywhere)
     found = faces([[frame, *PERSON_BOX]])
     assert found and {f["frame"] for f in found} == {frame}
-    assert all(_inside(c, PERSON_BOX) for c in _centres(found))
+    assert all(_on_the_person_face(c) for c in _centres(found))
     assert all(len(f["embedding"]) == 512 for f in found)
     moved = faces([[frame, *other]])  # the same search around the other face finds that one only
     assert moved and all(_inside(c, other) for c in _centres(moved))
@@ -269,7 +276,7 @@ def test_faces_by_default_from_the_person_boxes_get_identities_and_cross_pairs(t
     found = [f for f in faces if f.get("box")]
     assert {f["clip_id"] for f in found} == {c["clip_id"] for c in clips}
     assert {f["frame"] for f in found} == {FACE_CUT[0] + ANN_FRAME}
-    assert all(_inside(c, PERSON_BOX) for c in _centres(found))  # never the face outside the person box
+    assert all(_on_the_person_face(c) for c in _centres(found))  # never the face outside the person box
     assert all(len(f["embedding"]) == 512 for f in found)
     selected = {f["identity_id"] for f in found if f["selected"]}
     assert len(selected) == 2  # one identity per clip
