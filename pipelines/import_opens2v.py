@@ -49,6 +49,7 @@ from pipelines.cli import UserError, cli
 from pipelines.job import StageJob
 from pipelines.ledger import RunDir, clean_orphans, commit
 from pipelines.stages import IMPORT_CROSS, IMPORT_OPENS2V
+from schemas.command import LOG
 from schemas.io import read_table
 from schemas.tables import INPUT, KEPT, schema_for
 
@@ -205,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                       args.views and os.path.abspath(args.views))
     cfg = job.config.opens2v
     if job.config.faces:  # a missing InsightFace is one line now, not an error row per clip after the import
-        check_weights(FacesConfig(), job.models)
+        note = check_weights(FacesConfig(), job.models)
+        if note:
+            LOG.info(f"[opens2v] faces: {note} (--set faces=false imports without faces)")
     with job:
         for stage, table, _ in CHAIN:  # parts a killed import committed no ledger for
             clean_orphans(job.run, stage, table)
