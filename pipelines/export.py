@@ -6,10 +6,11 @@
 ``hf``: ``DIR/data/train-NNNNN.parquet`` (one per samples part, images as ``Image``
 features, ``schemas/hf.py``) and a ``README.md`` dataset card;
 ``datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")`` loads it.
-``opens2v``: ``DIR/samples.json`` ({key: {metadata, word_tags, annotation}}), ``DIR/backgrounds``
-and ``DIR/views`` (``curation/opens2v/export.py``); video paths are relative to
+``opens2v``: ``DIR/samples.json`` ({key: {metadata, word_tags, annotation}}), ``DIR/backgrounds``,
+``DIR/views`` and the cross pairs as their pair lists in ``DIR/pairs`` (``cross_frames_pairs.json``,
+``cluster_videos.json``) (``curation/opens2v/export.py``); video paths are relative to
 ``--videos-root`` (default: the videos' common folder), which their loader and
-``pipelines/import_opens2v.py --videos`` take. Parts are read one at a time; the OpenS2V JSON
+``pipelines/import_opens2v.py --videos`` take (and ``--pairs DIR/pairs``). Parts are read one at a time; the OpenS2V JSON
 is one object per file, as theirs is, so it is written key by key.
 """
 
@@ -23,7 +24,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
-from curation.opens2v.export import sample_entry
+from curation.opens2v.export import pair_lists, sample_entry
 from pipelines.cli import Parser, UserError, cli
 from pipelines.ledger import RunDir
 from schemas.hf import dataset_card, to_hf
@@ -31,6 +32,8 @@ from schemas.io import list_parts
 from schemas.validate import validate
 
 OBJECT_COLUMNS = ["object_id", "label", "frame", "box", "mask", "score"]
+PAIR_COLUMNS = ["pair_id", "identity_a", "identity_b", "similarity", "status"]
+PAIRS_FOLDER = "samples_cluster"  # the part folder their pair lists put before a key
 
 
 def export_hf(run: RunDir, out: str) -> int:
@@ -63,6 +66,7 @@ def export_opens2v(run: RunDir, out: str, videos_root: str | None) -> tuple[int,
                 .column("uri").to_pylist()]
         videos_root = os.path.commonpath([os.path.dirname(u) for u in uris]) if uris else "/"
     left_out: Counter = Counter()
+    masks = {}  # object id -> where it was exported: ids only, for the pair lists
     keys = 0
     path = os.path.join(out, "samples.json")
     with open(path + ".tmp", "w", encoding="utf-8") as stream:
@@ -77,8 +81,10 @@ def export_opens2v(run: RunDir, out: str, videos_root: str | None) -> tuple[int,
                                                         [("clip_id", "in", clip_ids)]).to_pylist()} \
                 if run.has("clips") else {}
             for sample in samples:
-                entry, files, dropped = sample_entry(sample, objects, clips.get(sample["clip_id"]), videos_root)
+                entry, files, dropped, placed = sample_entry(sample, objects, clips.get(sample["clip_id"]),
+                                                             videos_root)
                 left_out.update(dropped)
+                masks.update(placed)
                 for name, data in files.items():
                     os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
                     with open(os.path.join(out, name), "wb") as image:
@@ -89,7 +95,21 @@ def export_opens2v(run: RunDir, out: str, videos_root: str | None) -> tuple[int,
     os.replace(path + ".tmp", path)
     with open(os.path.join(out, "videos_root.txt"), "w", encoding="utf-8") as stream:
         stream.write(videos_root + "\n")
+    left_out.update(export_pair_lists(run, os.path.join(out, "pairs"), masks))
     return keys, left_out
+
+
+def export_pair_lists(run: RunDir, out: str, masks: dict) -> Counter:
+    """The kept ``cross_pairs`` as their ``cross_frames_pairs.json`` and ``cluster_videos.json``."""
+    rows = run.read("cross_pairs", PAIR_COLUMNS, [("status", "==", "kept")]).to_pylist() \
+        if run.has("cross_pairs") else []
+    clusters, pairs, left_out = pair_lists(rows, masks, PAIRS_FOLDER)
+    os.makedirs(out, exist_ok=True)
+    for name, data in (("cluster_videos.json", clusters), ("cross_frames_pairs.json", pairs)):
+        with open(os.path.join(out, name + ".tmp"), "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=1)
+        os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
+    return left_out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,18 +13,19 @@ then the key's ``imports`` row: a killed import resumes by key without duplicate
 pair lists (``--pairs``) become ``cross_pairs`` once every key is in; then
 ``stage4c_samples`` (the one assembly) writes ``samples``. A broken key (missing video,
 RLE size not the crop's, mask index not in ``mask_map``, a truncated JSON) is an error row
-naming the file and field; the rest import. Faces come from stage 3, not from OpenS2V's
-person masks (those stay ``objects``): ``--set faces=true`` runs ``stage3_faces`` (InsightFace,
-or ``--models`` as given) on the imported kept clips before the assembly, searching only
-each clip's watermark crop, then ``stage4b_cross_pairs`` (identities across clips), so faces
-have embeddings, identities and cross pairs. For other ``faces.*`` settings import with
-``--set samples=false``, then run ``stage3_faces.py``, ``stage4b_cross_pairs.py`` and
-``stage4c_samples.py`` on the run.
+naming the file and field; the rest import. Faces, by default, come from an InsightFace pass
+over the people OpenS2V annotated: ``stage3_faces`` with ``faces.regions=person_boxes`` searches
+only the boxes of each kept clip's objects labelled a person (``opens2v.person_labels``) on the
+annotated frame, inside the watermark crop (boxes in source pixels), so faces have embeddings;
+then ``stage4b_cross_pairs`` forms identities' cross pairs. The person masks stay ``objects``
+(mask-only cut-outs). ``--models`` is passed on (``--models tiny`` for the generated pack);
+``--set faces=false`` imports no faces. For other ``faces.*`` settings import with
+``--set faces=false --set samples=false``, then run ``stage3_faces.py`` (with
+``--set faces.regions=person_boxes``), ``stage4b_cross_pairs.py`` and ``stage4c_samples.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -32,14 +33,23 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from curation.envelope import empty_row, error_row, to_table
-from curation.opens2v.layout import LayoutError, iter_part, read_pair_lists
-from curation.opens2v.references import Folders, OpenS2VConfig, cross_pair_rows, import_keys
+from curation.faces import FacesConfig
+from curation.faces.detector import check_weights
+from curation.opens2v.layout import LayoutError, read_pair_lists
+from curation.opens2v.references import (
+    Folders,
+    OpenS2VConfig,
+    cross_pair_rows,
+    import_keys,
+)
+from curation.opens2v.scan import scan_part
 from curation.operator import setting
 from pipelines import stage3_faces, stage4b_cross_pairs, stage4c_samples
 from pipelines.cli import UserError, cli
 from pipelines.job import StageJob
 from pipelines.ledger import RunDir, clean_orphans, commit
 from pipelines.stages import IMPORT_CROSS, IMPORT_OPENS2V
+from schemas.command import LOG
 from schemas.io import read_table
 from schemas.tables import INPUT, KEPT, schema_for
 
@@ -51,9 +61,10 @@ CHAIN = (("probe", "videos", "uri"), ("clips", "clips", "video_id"), ("objects",
 @dataclass
 class ImportConfig:
     opens2v: OpenS2VConfig = field(default_factory=OpenS2VConfig)
-    faces: bool = setting(False, help="find faces afterwards with stage 3 (pipelines/stage3_faces.py, its defaults "
-                                      "and this command's --models) inside each imported clip's crop, then "
-                                      "their cross pairs (pipelines/stage4b_cross_pairs.py)")
+    faces: bool = setting(True, help="find faces afterwards with stage 3 (pipelines/stage3_faces.py, this "
+                                     "command's --models) inside the person boxes of each imported clip "
+                                     "(opens2v.person_labels), then their cross pairs (pipelines/"
+                                     "stage4b_cross_pairs.py); false: no faces")
     samples: bool = setting(True, help="assemble the samples table afterwards (pipelines/stage4c_samples.py)")
 
 
@@ -65,6 +76,11 @@ def models_args(models: str | dict[str, str]) -> list[str]:
             for arg in ("--models", source if role == "*" else f"{role}={source}")]
 
 
+def faces_sets(config: OpenS2VConfig) -> list[str]:
+    """Stage 3's settings for imported clips: search the person boxes only."""
+    return ["--set", "faces.regions=person_boxes", "--set", "faces.person_labels=" + ",".join(config.person_labels)]
+
+
 def _flags(parser) -> None:
     parser.add_argument("--json", help="an OpenS2V-5M part JSON ({key: {metadata, word_tags, annotation}}); required")
     parser.add_argument("--videos", help="the part's video folder (metadata.path is relative to it); required")
@@ -74,24 +90,20 @@ def _flags(parser) -> None:
 
 
 def read_keys(path: str) -> pa.Table:
-    """The part's keys in video order (``key``, ``path``, ``entry`` JSON, ``parse_error``)."""
+    """The part's keys in video order (``key``, ``path``, ``offset``, ``length``, ``parse_error``):
+    one streaming scan (``curation/opens2v/scan.py``), so the driver never holds the file; each
+    task reads its own keys' bytes."""
     if not os.path.isfile(path):
         raise UserError(f"--json {path}: no such file")
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        text = stream.read()
     try:
-        items = list(iter_part(text, path))
+        spans = [(s.path, s.key, s.offset, s.length, s.error) for s in scan_part(path)]
     except LayoutError as err:
         raise UserError(str(err)) from None
-    rows = []
-    for key, value, error in items:
-        video = (value or {}).get("metadata", {}).get("path") if isinstance(value, dict) else None
-        rows.append({"key": key, "path": str(video or ""), "entry": None if value is None else json.dumps(value),
-                     "parse_error": error})
-    rows.sort(key=lambda r: (r["path"], r["key"]))
-    schema = pa.schema([("key", pa.string()), ("path", pa.string()), ("entry", pa.string()),
-                        ("parse_error", pa.string())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    spans.sort(key=lambda s: (s[0], s[1]))
+    columns = list(zip(*spans)) or [[]] * 5
+    return pa.table({"key": pa.array(columns[1], pa.string()), "path": pa.array(columns[0], pa.string()),
+                     "offset": pa.array(columns[2], pa.int64()), "length": pa.array(columns[3], pa.int64()),
+                     "parse_error": pa.array(columns[4], pa.string())})
 
 
 def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2VConfig, source: str) -> pa.Table:
@@ -193,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     folders = Folders(os.path.abspath(args.videos), args.backgrounds and os.path.abspath(args.backgrounds),
                       args.views and os.path.abspath(args.views))
     cfg = job.config.opens2v
+    if job.config.faces:  # a missing InsightFace is one line now, not an error row per clip after the import
+        note = check_weights(FacesConfig(), job.models)
+        if note:
+            LOG.info(f"[opens2v] faces: {note} (--set faces=false imports without faces)")
     with job:
         for stage, table, _ in CHAIN:  # parts a killed import committed no ledger for
             clean_orphans(job.run, stage, table)
@@ -211,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         if not job.report.accounted:
             return 1
         run = ["--run-dir", job.run.root.uri()]
-        if job.config.faces:  # stage 3 itself, then its identities' cross pairs, on the Ray this job started
-            code = stage3_faces.main([*run, *models_args(job.models)]) or stage4b_cross_pairs.main(run)
+        if job.config.faces:  # stage 3 in the person boxes, then identities' cross pairs, on the Ray this job started
+            code = stage3_faces.main([*run, *models_args(job.models), *faces_sets(cfg)]) or stage4b_cross_pairs.main(run)
             if code:
                 return code
         if job.config.samples:  # the one assembly, on the Ray this job started

@@ -14,18 +14,35 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curation.envelope import to_table
+from curation.faces import FacesConfig
+from curation.faces.detector import FaceDetector
+from curation.faces.segments import CLIP_CROP, FACE_REGIONS, FaceFrames
 from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png
-from curation.opens2v.synthetic import ANN_FRAME, CAPTION, FACE_CUT, build, entry, shapes
+from curation.opens2v.synthetic import (
+    ANN_FRAME,
+    CAPTION,
+    FACE_CUT,
+    FACE_WINDOW,
+    FACES_SIZE,
+    OTHER_FACE,
+    PERSON_BOX,
+    PERSON_FACE,
+    build,
+    build_faces,
+    entry,
+    shapes,
+)
 from pipelines import export, import_opens2v
 from pipelines.ledger import RunDir
-from schemas.tables import KEPT
+from schemas.tables import INPUT, KEPT
 
 
 def _import(files: dict, run: Path, *extra: str) -> int:
     return import_opens2v.main(["--json", str(files["json"]), "--videos", str(files["videos"]),
                                 "--backgrounds", str(files["backgrounds"]), "--views", str(files["views"]),
-                                "--pairs", str(files["pairs"]), "--run-dir", str(run), *extra])
+                                "--pairs", str(files["pairs"]), "--run-dir", str(run), "--set", "faces=false", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +159,13 @@ def test_round_trip_through_opens2v_gives_the_same_references(imported, tmp_path
     part = json.loads((out / "samples.json").read_text())
     assert len(part) == 2
     again = tmp_path / "again"
+    pairs = [p for group in json.loads((out / "pairs" / "cross_frames_pairs.json").read_text()).values() for p in group]
+    (cluster,) = json.loads((out / "pairs" / "cluster_videos.json").read_text()).values()
+    assert [p["cur_id"].split("/")[0] for p in pairs] == ["samples_cluster"]
+    assert len(cluster) == 2 and set(cluster) == {p[side] for p in pairs for side in ("cur_id", "aft_id")}
     assert import_opens2v.main(["--json", str(out / "samples.json"), "--videos", str(imported["videos"]),
                                 "--backgrounds", str(out / "backgrounds"), "--views", str(out / "views"),
-                                "--run-dir", str(again)]) == 0
+                                "--pairs", str(out / "pairs"), "--run-dir", str(again), "--set", "faces=false"]) == 0
 
     def references(r: RunDir) -> dict:
         return {(s["uri"], o["label"]): (decode_png(o["ref"], "RGBA").tobytes(),
@@ -152,6 +173,14 @@ def test_round_trip_through_opens2v_gives_the_same_references(imported, tmp_path
                 for s in r.read("samples").to_pylist() for o in s["objects"]}
 
     assert references(RunDir.of(str(again))) == references(run)
+
+    def cross_pairs(r: RunDir) -> set:
+        """Each pair as its two sides (video, label) and similarity: ids hold mask numbers, which the export renumbers."""
+        side = {o["source_id"]: (s["uri"], o["label"]) for s in r.read("samples").to_pylist() for o in s["objects"]}
+        return {(frozenset((side[p["identity_a"]], side[p["identity_b"]])), p["similarity"])
+                for p in r.read("cross_pairs").to_pylist()}
+
+    assert cross_pairs(run) and cross_pairs(RunDir.of(str(again))) == cross_pairs(run)
     first = {s["uri"]: s for s in run.read("samples").to_pylist()}
     for s in RunDir.of(str(again)).read("samples").to_pylist():
         assert (s["caption"], s["start_frame"], s["end_frame"], s["crop"]) == \
@@ -180,32 +209,79 @@ def test_limit_never_splits_a_video_and_a_late_clip_is_an_error_row(imported, tm
     late["metadata"]["face_cut"] = [4, 20]  # another clip of a video the first import finished
     part = tmp_path / "late.json"
     part.write_text(json.dumps({"key_late": late}))
-    assert import_opens2v.main(["--json", str(part), "--videos", str(imported["videos"]), "--run-dir", str(run)]) == 0
+    assert import_opens2v.main(["--json", str(part), "--videos", str(imported["videos"]), "--run-dir", str(run),
+                                "--set", "faces=false"]) == 0
     errors = {e["input"]: e["message"] for e in RunDir.of(str(run)).read("errors").to_pylist()}
     assert "earlier import finished" in errors["key_late"]
     assert RunDir.of(str(run)).read("clips").num_rows == imported["run"].read("clips").num_rows
 
 
-@pytest.mark.slow
-def test_faces_come_from_stage3_inside_the_crop_and_reach_the_samples(tmp_path, ray_session) -> None:
-    """``--set faces=true``: stage 3 (the generated InsightFace pack) on the imported clip, in its crop."""
-    from curation.faces import synthetic as faces_synthetic
+def _centres(faces: list[dict]) -> list[tuple[float, float]]:
+    return [(f["box"][0] + f["box"][2] / 2, f["box"][1] + f["box"][3] / 2) for f in faces]
 
-    files = build(tmp_path, keys=1, width=256, height=256, broken=False)
-    faces_synthetic.posed_face_video(files["videos"] / "v0.mp4", seconds=1.0)  # the astronaut near (128, 128)
+
+def _inside(point: tuple[float, float], box: tuple) -> bool:
+    return box[0] <= point[0] < box[0] + box[2] and box[1] <= point[1] < box[1] + box[3]
+
+
+def _on_the_person_face(point: tuple[float, float]) -> bool:
+    """Within 32 px of the face in the person box, in the video's pixels (in the crop's, the
+    point would lie the crop's 42 px offset higher: the generated detector is off by ~24 px)."""
+    return all(abs(point[k] - (PERSON_FACE[k] + FACE_WINDOW / 2)) < 32 for k in (0, 1))
+
+
+def test_face_search_is_bounded_by_the_person_boxes(tmp_path: Path) -> None:
+    """Stage 3's operators (no Ray) on a frame with two faces in the crop: everywhere finds both;
+    with regions, only the face in a region, on the region's frame; with no region, none."""
+    files = build_faces(tmp_path, keys=1)
+    crop = files["crop"]
+    frame = FACE_CUT[0] + ANN_FRAME
+    config = FacesConfig(margin_s=0.0)
+    detector = FaceDetector(config, models="tiny")
+    other = (OTHER_FACE[0], OTHER_FACE[1], FACE_WINDOW, FACE_WINDOW)
+
+    def faces(regions: list | None) -> list[dict]:
+        row = {"clip_id": "c", INPUT: "c", "uri": str(files["videos"] / "v0.mp4"), "start_frame": FACE_CUT[0],
+               "end_frame": FACE_CUT[1], "start_s": FACE_CUT[0] / 24, "end_s": FACE_CUT[1] / 24, "fps": 24.0,
+               "width": FACES_SIZE, "height": FACES_SIZE,
+               CLIP_CROP: [crop[0], crop[2], crop[1] - crop[0], crop[3] - crop[2]], FACE_REGIONS: regions}
+        table = to_table([row])
+        if regions is None:
+            table = table.drop_columns([FACE_REGIONS])
+        return [f for f in detector(FaceFrames(config)(table)).to_pylist() if f.get("box")]
+
+    everywhere = _centres(faces(None))
+    assert any(_inside(c, PERSON_BOX) for c in everywhere) and any(_inside(c, other) for c in everywhere)
+    found = faces([[frame, *PERSON_BOX]])
+    assert found and {f["frame"] for f in found} == {frame}
+    assert all(_on_the_person_face(c) for c in _centres(found))
+    assert all(len(f["embedding"]) == 512 for f in found)
+    moved = faces([[frame, *other]])  # the same search around the other face finds that one only
+    assert moved and all(_inside(c, other) for c in _centres(moved))
+    assert not faces([])  # no person: nowhere to search
+
+
+@pytest.mark.slow
+def test_faces_by_default_from_the_person_boxes_get_identities_and_cross_pairs(tmp_path, ray_session) -> None:
+    """The default import runs stage 3 over the person boxes (the generated InsightFace pack):
+    the face in the person box is found on the annotated frame, in source px, with an embedding;
+    the face outside every person box is not; two keys of one person make a cross pair."""
+    files = build_faces(tmp_path, keys=2)
     run = tmp_path / "run"
-    assert _import(files, run, "--set", "faces=true", "--models", "tiny") == 0
+    assert import_opens2v.main(["--json", str(files["json"]), "--videos", str(files["videos"]),
+                                "--run-dir", str(run), "--models", "tiny"]) == 0
     run_dir = RunDir.of(str(run))
-    (clip,) = run_dir.read("clips").to_pylist()
-    x, y, w, h = clip["crop"]
+    clips = run_dir.read("clips").to_pylist()
     faces = run_dir.read("faces").to_pylist()
-    assert faces and {f["clip_id"] for f in faces} == {clip["clip_id"]}
-    assert all(len(f["embedding"]) == 512 for f in faces)
-    for face in faces:  # in the video's pixels, inside the watermark crop
-        fx, fy, fw, fh = face["box"]
-        assert x <= fx and fx + fw <= x + w and y <= fy and fy + fh <= y + h
-    identities = {f["identity_id"] for f in faces if f["selected"]}
-    assert identities
-    (sample,) = run_dir.read("samples").to_pylist()
-    assert {f["identity_id"] for f in sample["faces"]} <= identities and sample["faces"]
-    assert {o["label"] for o in sample["objects"]} == {"woman", "dog"}  # OpenS2V's person mask stays an object
+    found = [f for f in faces if f.get("box")]
+    assert {f["clip_id"] for f in found} == {c["clip_id"] for c in clips}
+    assert {f["frame"] for f in found} == {FACE_CUT[0] + ANN_FRAME}
+    assert all(_on_the_person_face(c) for c in _centres(found))  # never the face outside the person box
+    assert all(len(f["embedding"]) == 512 for f in found)
+    selected = {f["identity_id"] for f in found if f["selected"]}
+    assert len(selected) == 2  # one identity per clip
+    (pair,) = run_dir.read("cross_pairs").to_pylist()
+    assert {pair["identity_a"], pair["identity_b"]} == selected
+    for sample in run_dir.read("samples").to_pylist():
+        assert len(sample["faces"]) >= 1 and {f["identity_id"] for f in sample["faces"]} <= selected
+        assert {o["label"] for o in sample["objects"]} == {"woman"}  # the person mask stays an object

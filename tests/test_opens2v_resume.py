@@ -28,7 +28,7 @@ def _args(files: dict, run) -> list[str]:
     return [str(ROOT / "pipelines" / "import_opens2v.py"), "--json", str(files["json"]),
             "--videos", str(files["videos"]), "--backgrounds", str(files["backgrounds"]),
             "--views", str(files["views"]), "--pairs", str(files["pairs"]), "--run-dir", str(run),
-            "--set", "opens2v.pool.batch_size=1", "--part-inputs", "1"]
+            "--set", "opens2v.pool.batch_size=1", "--set", "faces=false", "--part-inputs", "1"]
 
 
 def _rows(run: RunDir) -> dict[str, list]:

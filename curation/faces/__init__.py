@@ -29,6 +29,10 @@ from curation.operator import ActorPool, TaskPool, setting
 
 BACKENDS = ("insightface", "dlib")
 CROPS = ("selected", "all")
+REGIONS = ("frame", "person_boxes")
+# Object labels that name a person (OpenS2V-5M labels one person several ways: person, individual, woman).
+PERSON_LABELS = ("person", "man", "woman", "individual", "people", "human", "boy", "girl", "child", "kid", "baby",
+                 "lady", "gentleman", "guy", "teenager", "adult")
 
 
 @dataclass
@@ -44,6 +48,12 @@ class FacesConfig:
     short_side: int = setting(720, help="frames are decoded with at most this short side (crops come from them)")
     crop_margin: float = setting(0.3, help="the stored crop is the box grown by this fraction of its size per side")
     crops: str = setting("selected", help="store the crop PNG of selected faces only, or of all faces (debugging)")
+    regions: str = setting("frame", help=
+        "where faces are searched: frame (every_s over the clip and margin_s around it, inside its crop) or "
+        "person_boxes (only inside the boxes of the clip's objects labelled one of person_labels, on those objects' "
+        "frames; what pipelines/import_opens2v.py uses)")
+    person_labels: list[str] = setting(factory=lambda: list(PERSON_LABELS), help=
+        "object labels that name a person (regions=person_boxes), compared case-insensitively")
     insightface: InsightFaceConfig = field(default_factory=InsightFaceConfig)
     dlib: DlibConfig = field(default_factory=DlibConfig)
     filters: FaceFilters = field(default_factory=FaceFilters)
@@ -58,6 +68,8 @@ class FacesConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"faces.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.regions not in REGIONS:
+            raise ValueError(f"faces.regions must be one of {', '.join(REGIONS)}, got {self.regions!r}")
         if self.crops not in CROPS:
             raise ValueError(f"faces.crops must be one of {', '.join(CROPS)}, got {self.crops!r}")
         if self.every_s <= 0 or self.margin_s < 0 or self.short_side < 32 or self.crop_margin < 0:

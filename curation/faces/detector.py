@@ -20,7 +20,7 @@ from curation.faces.detect import insightface_pack
 from curation.faces.dlib_backend import weights_dir
 from curation.faces.measure import CLIP, measure_faces
 from curation.faces.references import FILTER
-from curation.faces.segments import CLIP_CROP
+from curation.faces.segments import CLIP_CROP, FACE_REGIONS, in_regions
 from curation.frames import FRAMES, decode_frame_sets
 from curation.models import TINY, load, resolve
 from schemas.tables import FACES, INPUT, KEPT
@@ -64,6 +64,9 @@ class FaceDetector:
         rows: list[dict[str, Any]] = []
         for clip in live.to_pylist():
             sets = decode_frame_sets(clip[FRAMES])
+            if CLIP not in sets:  # regions mode, and the clip has no region: nowhere to search
+                rows.append(empty_row(clip[INPUT]))
+                continue
             frame = sets[CLIP].images
             source = (clip.get("width") or frame.shape[2], clip.get("height") or frame.shape[1])
             offset = (0.0, 0.0)
@@ -71,6 +74,9 @@ class FaceDetector:
                 x, y, w, h = clip[CLIP_CROP]
                 source, offset = (w, h), (x, y)
             faces = measure_faces(self.backend, sets, (int(source[0]), int(source[1])), self.config, offset)
+            regions = clip.get(FACE_REGIONS)
+            if regions is not None:  # a face straddling a region's edge counts only if centred inside it
+                faces = [face for face in faces if in_regions(face["box"], face["frame"], regions)]
             if not faces:
                 rows.append(empty_row(clip[INPUT]))
             for face in faces:

@@ -10,6 +10,9 @@ video's duration (the job joins ``duration_s`` from the videos table; without it
 no ``after`` segment, since asking a decoder for frames past the end is an error).
 A clip with a ``crop`` (imported datasets cut a watermark band off) is searched inside it
 only: its frames are cut to the crop here, and ``FaceDetector`` maps boxes back to source px.
+A clip with ``FACE_REGIONS`` (``faces.regions=person_boxes``: boxes of its person objects, each
+on its own frame) is searched on those frames only, with every pixel outside the boxes blanked,
+so the detector sees the whole crop (its edge filters stay the frame's) but only the people in it.
 """
 
 from __future__ import annotations
@@ -18,17 +21,29 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from curation.decode import IncompleteVideoError
 from curation.envelope import apply_to_live, put_column, settle_failures
 from curation.faces import FacesConfig
 from curation.faces.measure import AFTER, BEFORE, CLIP
-from curation.frames import FRAMES, TIME_EPS, FrameRequest, encode_frames, every, read_clip_frames, read_range_frames
+from curation.frames import (
+    FRAMES,
+    TIME_EPS,
+    ClipFrames,
+    FrameRequest,
+    at_frames,
+    encode_frames,
+    every,
+    read_clip_frames,
+    read_range_frames,
+)
 from schemas.tables import FACES, INPUT
 
 DURATION = "duration_s"  # the video's duration, joined from the videos table by the job
 CLIP_CROP = "clip_crop"  # the clip's ``crop``, renamed by the job: a faces row's ``crop`` is its PNG
+FACE_REGIONS = "face_regions"  # [[frame, x, y, w, h], ...] in source px: the only places searched (null: everywhere)
 NEIGHBOUR_MIN_S = 1e-3  # a neighbouring range shorter than this holds no frame worth reading
 log = logging.getLogger(__name__)
 
@@ -55,7 +70,10 @@ def segment_ranges(start_s: float, end_s: float, duration_s: float | None, margi
 
 
 def read_segments(row: dict[str, Any], config: FacesConfig, strict: bool = True) -> dict[str, Any]:
-    """{segment: ClipFrames} of one clip row: its own frames and its neighbours'."""
+    """{segment: ClipFrames} of one clip row: its own frames and its neighbours' (or only its
+    regions' frames, blanked outside the regions, when it has ``FACE_REGIONS``)."""
+    if row.get(FACE_REGIONS) is not None:
+        return read_regions(row, row[FACE_REGIONS], config, strict)
     request = frame_request(config)
     sets = {CLIP: read_clip_frames(row["uri"], int(row["start_frame"]), int(row["end_frame"]),
                                    float(row["start_s"]), float(row["end_s"]), request, strict)}
@@ -73,13 +91,44 @@ def read_segments(row: dict[str, Any], config: FacesConfig, strict: bool = True)
     return sets
 
 
+def read_regions(row: dict[str, Any], regions: list[list[float]], config: FacesConfig, strict: bool = True
+                 ) -> dict[str, ClipFrames]:
+    """{CLIP: the regions' frames}, black outside every region box of each frame, cut to the
+    clip's crop; no set at all for a clip without regions (nothing to search)."""
+    numbers = sorted({int(region[0]) for region in regions})
+    if not numbers:
+        return {}
+    frames = read_clip_frames(row["uri"], 0, numbers[-1] + 1, 0.0, float("inf"),
+                              at_frames(numbers, short_side=config.short_side), strict)
+    source = (int(row["width"]), int(row["height"]))
+    images = np.zeros_like(frames.images)
+    for k, number in enumerate(frames.indices):
+        for region in regions:
+            if int(region[0]) == int(number):
+                y0, y1, x0, x1 = _scaled(region[1:], source, frames.images.shape[1:3])
+                images[k, y0:y1, x0:x1] = frames.images[k, y0:y1, x0:x1]
+    frames = replace(frames, images=images)
+    crop = row.get(CLIP_CROP)
+    return {CLIP: cut_to_crop(frames, crop, source) if crop else frames}
+
+
+def in_regions(box: list[float], frame: int, regions: list[list[float]]) -> bool:
+    """Whether a face's box (x, y, w, h, source px) is centred in a region of its frame."""
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return any(int(r[0]) == int(frame) and r[1] <= cx < r[1] + r[3] and r[2] <= cy < r[2] + r[4] for r in regions)
+
+
+def _scaled(box: list[float], source_size: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box (x, y, w, h, source px) as y0, y1, x0, x1 on frames decoded at ``shape`` (height, width)."""
+    sx, sy = shape[1] / source_size[0], shape[0] / source_size[1]
+    return (int(round(box[1] * sy)), int(round((box[1] + box[3]) * sy)),
+            int(round(box[0] * sx)), int(round((box[0] + box[2]) * sx)))
+
+
 def cut_to_crop(frames: Any, crop: list[float], source_size: tuple[int, int]) -> Any:
     """``frames`` cut to the clip's ``crop`` (x, y, w, h in source px), whatever size they were
     decoded at: a face in the band outside it is not the clip's (OpenS2V's watermark crop)."""
-    height, width = frames.images.shape[1:3]
-    sx, sy = width / source_size[0], height / source_size[1]
-    x0, y0 = int(round(crop[0] * sx)), int(round(crop[1] * sy))
-    x1, y1 = int(round((crop[0] + crop[2]) * sx)), int(round((crop[1] + crop[3]) * sy))
+    y0, y1, x0, x1 = _scaled(crop, source_size, frames.images.shape[1:3])
     return replace(frames, images=frames.images[:, y0:y1, x0:x1])
 
 

@@ -9,12 +9,21 @@ stage 2 mask, cut to the crop, as a COCO RLE), a ``mask_map`` entry and an annot
 with its box and score. References from other frames, and faces (which carry a crop box,
 not a mask), are left out and counted. Object variants become views
 ``<key>/<idx>_<label>.png``; the background ``<key>.png``.
+
+Cross pairs (``pair_lists``) become their pair lists: ``cross_frames_pairs.json``
+``{cluster: [pair]}`` with ``cur_id``/``aft_id`` = ``<part folder>/<key>``, the mask indices
+and class names of both sides (``cur_class_id``/``cur_class_name``, ``aft_...``), the
+``image_similarity`` and the annotated frames (``cur_frame_idx``/``aft_frame_idx``), and
+``cluster_videos.json`` ``{cluster: [member ids]}`` (a cluster is a connected set of paired
+keys). Pairs between exported masks only: a side that is a face identity (faces are not
+exported) or an object left out of its key is counted, not written.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from curation.images import decode_png
@@ -26,9 +35,20 @@ def view_name(idx: int, label: str) -> str:
     return f"{idx}_{label.replace('/', '_')}.png"
 
 
+@dataclass(frozen=True)
+class Mask:
+    """Where an exported object landed: its key, mask index, class name and annotated frame."""
+
+    key: str
+    idx: int
+    class_name: str
+    frame_idx: int
+
+
 def sample_entry(sample: dict[str, Any], objects: dict[str, dict[str, Any]], clip: dict[str, Any] | None,
-                 videos_root: str) -> tuple[dict[str, Any], dict[str, bytes], Counter]:
-    """(the key's entry, files to write relative to the export root, what was left out).
+                 videos_root: str) -> tuple[dict[str, Any], dict[str, bytes], Counter, dict[str, Mask]]:
+    """(the key's entry, files to write relative to the export root, what was left out, the
+    exported objects by object id).
 
     ``objects`` maps object_id to its ``objects`` row (``frame``, ``box``, ``mask``, ``score``);
     ``clip`` is the sample's ``clips`` row (quality scores) when there is one.
@@ -45,7 +65,7 @@ def sample_entry(sample: dict[str, Any], objects: dict[str, dict[str, Any]], cli
     left_out["object_on_other_frame"] = sum(1 for _, row in items if int(row["frame"]) != ann_frame)
     left_out["face"] = len(sample.get("faces") or [])
     files: dict[str, bytes] = {}
-    mask_map, masks, annotations = {}, {}, []
+    mask_map, masks, annotations, placed = {}, {}, [], {}
     for idx, (item, row) in enumerate(((i, r) for i, r in items if int(r["frame"]) == ann_frame), start=1):
         full = decode_png(row["mask"], "L") > 0
         if crop is not None:
@@ -55,6 +75,7 @@ def sample_entry(sample: dict[str, Any], objects: dict[str, dict[str, Any]], cli
         bx, by, bw, bh = row["box"]
         label = item.get("label") or row["label"]
         mask_map[str(idx)] = {"class_name": label}
+        placed[row["object_id"]] = Mask(key, idx, label, ann_frame - start)
         masks[str(idx)] = encode_rle(full)
         annotations.append({"class_name": label, "bbox": [bx - cx, by - cy, bx - cx + bw, by - cy + bh],
                             "gme_score": row.get("score"), "aes_score": None})
@@ -75,7 +96,41 @@ def sample_entry(sample: dict[str, Any], objects: dict[str, dict[str, Any]], cli
     entry = {"metadata": metadata, "word_tags": words, "annotation": {
         "ann_frame_data": {"ann_frame_idx": ann_frame - start, "annotations": annotations, "box_format": "xyxy"},
         "mask_map": mask_map, "mask_annotation": {str(ann_frame - start): masks}}}
-    return entry, files, left_out
+    return entry, files, left_out, placed
+
+
+def pair_lists(cross_pairs: list[dict[str, Any]], masks: dict[str, Mask], folder: str
+               ) -> tuple[dict[str, list[str]], dict[str, list[dict[str, Any]]], Counter]:
+    """(``cluster_videos``, ``cross_frames_pairs``, left out) for our ``cross_pairs`` rows, whose
+    identities are looked up in ``masks`` (``sample_entry``'s exported objects)."""
+    left_out: Counter = Counter()
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    pairs = []
+    for row in sorted(cross_pairs, key=lambda r: r["pair_id"]):
+        a, b = masks.get(row["identity_a"]), masks.get(row["identity_b"])
+        if a is None or b is None:
+            left_out["cross_pair_not_of_exported_masks"] += 1
+            continue
+        parent[root(a.key)] = root(b.key)
+        pairs.append({"cur_id": f"{folder}/{a.key}", "aft_id": f"{folder}/{b.key}", "cur_class_id": a.idx,
+                      "cur_class_name": a.class_name, "aft_class_id": b.idx, "aft_class_name": b.class_name,
+                      "image_similarity": row["similarity"], "cur_frame_idx": a.frame_idx,
+                      "aft_frame_idx": b.frame_idx})
+    names = {r: f"cluster_{n}" for n, r in enumerate(sorted({root(k) for k in parent}))}
+    clusters: dict[str, list[str]] = {name: [] for name in names.values()}
+    for key in sorted(parent):
+        clusters[names[root(key)]].append(f"{folder}/{key}")
+    by_cluster: dict[str, list[dict[str, Any]]] = {name: [] for name in names.values()}
+    for pair in pairs:
+        by_cluster[names[root(pair["cur_id"].rsplit("/", 1)[-1])]].append(pair)
+    return clusters, by_cluster, left_out
 
 
 def _frame_size(sample: dict[str, Any], items: list, clip: dict[str, Any] | None) -> tuple[int, int]:

@@ -13,8 +13,8 @@ OpenS2V-Nexus repository's ``data_process/demo_result`` holds a complete example
   annotation ``bbox`` x0, y0, x1, y1 with ``gme_score`` / ``aes_score``; annotation i is
   mask idx i + 1).
 
-``iter_part`` reads a part key by key, so a truncated file still yields every key before
-the cut and one error for the key the cut fell in.
+``scan.scan_part`` finds each key's bytes in a part without holding the file; ``read_entry``
+checks one key's value.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import glob
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as coco_mask
-
-_DECODER = json.JSONDecoder()
 
 
 class LayoutError(ValueError):
@@ -63,39 +61,6 @@ class Entry:
     annotations: tuple[Annotation, ...]
     words: dict[str, list[str]]
     source: str = ""  # the part file, for error messages
-
-
-def iter_part(text: str, source: str) -> Iterator[tuple[str, dict | None, str | None]]:
-    """``(key, entry, None)`` per key of a part's JSON text, or ``(key, None, error)`` for a key
-    whose value does not parse (a truncated file: the key the cut fell in; reading stops)."""
-    at = _skip(text, 0)
-    if at >= len(text) or text[at] != "{":
-        raise LayoutError(f"{source}: not a JSON object of keys (starts with {text[at:at + 20]!r})")
-    at = _skip(text, at + 1)
-    while at < len(text) and text[at] != "}":
-        try:
-            key, at = _DECODER.raw_decode(text, at)
-        except json.JSONDecodeError:
-            return  # the cut fell inside a key's name: nothing of that key to name
-        at = _skip(text, at)
-        if at >= len(text) or text[at] != ":":
-            yield key, None, f"{source}: key {key!r}: truncated before its value"
-            return
-        try:
-            value, at = _DECODER.raw_decode(text, _skip(text, at + 1))
-        except json.JSONDecodeError as err:
-            yield key, None, f"{source}: key {key!r}: its JSON value does not parse ({err.msg} at char {err.pos})"
-            return
-        yield key, value, None
-        at = _skip(text, at)
-        if at < len(text) and text[at] == ",":
-            at = _skip(text, at + 1)
-
-
-def _skip(text: str, at: int) -> int:
-    while at < len(text) and text[at] in " \t\r\n":
-        at += 1
-    return at
 
 
 def _field(value: dict, path: str, source: str, key: str) -> Any:

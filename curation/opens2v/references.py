@@ -13,8 +13,9 @@ What maps onto what (MAGREF Eq. 19):
 * a generated view ``<views>/<key>/<idx>_<class>.png`` -> a ``pairs`` row (the variant I'
   of that object); ``<backgrounds>/<key>.png`` -> the clip's background pair (I^Bg).
 
-Person masks stay ``objects``: faces (with embeddings, identities and cross pairs) come
-from stage 3's face pass over the imported clips.
+Person masks stay ``objects`` (mask-only cut-outs): faces (with embeddings, identities and
+cross pairs) come from stage 3's InsightFace pass over the boxes of the objects whose label is
+one of ``person_labels``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from typing import Any
 import numpy as np
 
 from curation.envelope import error_row
+from curation.faces import PERSON_LABELS
 from curation.frames import at_frames, read_clip_frames
 from curation.images import decode_png, encode_mask, encode_png, rgba_cutout
 from curation.objects.filters import mask_iou
 from curation.opens2v.layout import Entry, LayoutError, decode_rle, pair_key, read_entry
+from curation.opens2v.scan import read_span
 from curation.operator import TaskPool, setting
 from curation.video import probe_video
 from schemas.ids import background_id, clip_id, cross_pair_id, object_id, variant_id
@@ -55,6 +58,9 @@ class OpenS2VConfig:
     min_tech: float = setting(float("-inf"), help="the clip's metadata.tech (DOVER technical score; may be negative)")
     duplicate_iou: float = setting(0.8, help="masks of different labels overlapping this much are one subject")
     drop_background_words: bool = setting(True, help="masks whose class is one of word_tags.background are not references")
+    person_labels: list[str] = setting(factory=lambda: list(PERSON_LABELS), help=
+        "class names that are people: faces are searched inside these masks' boxes (unless faces=false); "
+        "compared case-insensitively")
     pool: TaskPool = setting(factory=lambda: TaskPool(batch_size=8, num_cpus=1.0),
                              help="keys per task")
 
@@ -122,8 +128,9 @@ def import_key(entry: Entry, folders: Folders, config: OpenS2VConfig) -> dict[st
 
 def import_keys(rows: list[dict[str, Any]], folders: Folders, config: OpenS2VConfig, source: str
                 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """A batch of keys (``key``, ``entry`` JSON text, ``parse_error``) -> (``imports`` rows with
-    the envelope, one error row per broken key; the other tables' rows of the good keys)."""
+    """A batch of keys (``key``, ``offset`` and ``length`` of its value in the part ``source``
+    (``scan.scan_part``), ``parse_error``) -> (``imports`` rows with the envelope, one error row
+    per broken key; the other tables' rows of the good keys)."""
     imports: list[dict[str, Any]] = []
     tables: dict[str, list[dict[str, Any]]] = {"videos": [], "clips": [], "objects": [], "pairs": []}
     for row in rows:
@@ -131,7 +138,8 @@ def import_keys(rows: list[dict[str, Any]], folders: Folders, config: OpenS2VCon
         try:
             if row.get("parse_error"):
                 raise LayoutError(row["parse_error"])
-            out = import_key(read_entry(key, json.loads(row["entry"]), source), folders, config)
+            value = json.loads(read_span(source, int(row["offset"]), int(row["length"])))
+            out = import_key(read_entry(key, value, source), folders, config)
         except Exception as exc:  # noqa: BLE001 - a broken key is that key's error row
             imports.append(error_row(key, exc))
             continue
@@ -225,23 +233,29 @@ def cross_pair_rows(pairs: list[dict], clip_of_key: dict[str, str], objects: dic
     """OpenS2V's cross-video pairs as ``cross_pairs`` rows between our kept objects.
 
     Their pairs are per class (``cur_class_name`` of one key with ``aft_class_name`` of
-    another), not per identity: each side becomes the kept object of that label in that
-    key's clip (the best-scored one when a label has several). ``identity_a``/``identity_b``
+    another), not per identity: each side becomes the kept object of that key's clip whose mask
+    index is the pair's class id (``cur_class_id``), else the kept object of that label (the
+    best-scored one when a label has several). ``identity_a``/``identity_b``
     are those object ids; ``similarity`` is their ``image_similarity``. A side whose key was
     not imported, or whose label has no kept object, gives no row.
     """
-    def side(key: str, label: str) -> tuple[str, str] | None:
+    def side(key: str, label: str, idx: Any) -> tuple[str, str] | None:
         clip = clip_of_key.get(pair_key(key))
         if clip is None:
             return None
-        same = [o for o in objects.get(clip, []) if o["status"] == KEPT and o["label"] == label]
+        kept = [o for o in objects.get(clip, []) if o["status"] == KEPT]
+        if idx is not None:  # the class id is the mask index: that very object, when it is kept
+            exact = [o for o in kept if o["object_id"] == object_id(clip, int(idx))]
+            if exact:
+                return exact[0]["object_id"], clip
+        same = [o for o in kept if o["label"] == label]
         same.sort(key=lambda o: (-(o.get("score") or 0.0), o["object_id"]))
         return (same[0]["object_id"], clip) if same else None
 
     rows: dict[str, dict] = {}
     for pair in pairs:
-        a = side(str(pair["cur_id"]), str(pair.get("cur_class_name")))
-        b = side(str(pair["aft_id"]), str(pair.get("aft_class_name")))
+        a = side(str(pair["cur_id"]), str(pair.get("cur_class_name")), pair.get("cur_class_id"))
+        b = side(str(pair["aft_id"]), str(pair.get("aft_class_name")), pair.get("aft_class_id"))
         if a is None or b is None or a[1] == b[1]:
             continue
         (first, clip_a), (second, clip_b) = sorted([a, b])

@@ -7,6 +7,10 @@ grass, a background word); key 0 has a background PNG and a generated view of it
 a pair list links key 0's dog with key 1's. ``broken=True`` adds four broken keys: a
 missing video, an RLE whose size is not the crop's, a mask index absent from
 ``mask_map``, and a value cut off by a truncated file.
+
+``build_faces`` writes a part whose videos show two faces inside the watermark crop, one
+inside the person masks' box (``PERSON_BOX``) and one outside every mask (``OTHER_FACE``):
+the faces pass over person boxes must find the first and never the second.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from curation import synthetic
+from curation.faces import synthetic as faces_synthetic
 from curation.images import encode_png
 from curation.opens2v.layout import encode_rle
 
@@ -99,3 +104,42 @@ def build(root: Path, keys: int = 2, width: int = 128, height: int = 96, broken:
     (pairs / "final_output" / "c0.json").write_text(json.dumps({"c0": [pair]}))
     return {"json": path, "videos": videos, "backgrounds": backgrounds, "views": views, "pairs": pairs,
             "background": background, "view": view, "crop": crop}
+
+
+FACES_SIZE = 256  # the faces part's frames are square
+FACE_WINDOW = 100  # each face is a 100 px window of the astronaut photo (face ~45 px wide)
+PERSON_FACE, OTHER_FACE = (14, 80), (150, 80)  # the faces' windows' top-left corners, source px
+PERSON_BOX = (8, 62, 112, 150)  # x, y, w, h in source px: the person masks' box (holds PERSON_FACE's window)
+
+
+def faces_frame(number: int = 0) -> np.ndarray:
+    """The faces part's frame: grey, the astronaut in the person box and again outside it, and
+    ``number`` in white 16 px blocks in the watermark band (each video its own content hash)."""
+    frame = np.full((FACES_SIZE, FACES_SIZE, 3), faces_synthetic.GREY[0], np.uint8)
+    face = faces_synthetic.face_window(faces_synthetic.astronaut(), (FACE_WINDOW, FACE_WINDOW), zoom=1.5)
+    for x, y in (PERSON_FACE, OTHER_FACE):
+        frame[y:y + FACE_WINDOW, x:x + FACE_WINDOW] = face
+    for bit in range(FACES_SIZE // 16):
+        if number >> bit & 1:
+            frame[:16, bit * 16:(bit + 1) * 16] = 255
+    return frame
+
+
+def build_faces(root: Path, keys: int = 2) -> dict:
+    """A part of ``keys`` keys on videos of ``faces_frame``, masks "person" and "woman" (one
+    subject, labelled twice) over ``PERSON_BOX``; empty background, view and pair folders."""
+    folders = {n: root / n for n in ("videos", "backgrounds", "views", "pairs")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    crop = crop_of(FACES_SIZE, FACES_SIZE)
+    yy, xx = np.mgrid[:crop[3] - crop[2], :crop[1] - crop[0]]
+    x, y, w, h = PERSON_BOX[0] - crop[0], PERSON_BOX[1] - crop[2], PERSON_BOX[2], PERSON_BOX[3]
+    person = (xx >= x) & (xx < x + w) & (yy >= y) & (yy < y + h)
+    woman = person & (yy < y + h - 10)
+    part = {}
+    for n in range(keys):
+        synthetic.write_video(folders["videos"] / f"v{n}.mp4", (faces_frame(n) for _ in range(24)))
+        part[f"key{n}"] = entry(f"v{n}.mp4", FACES_SIZE, FACES_SIZE, masks={"1": person, "2": woman})
+    path = root / "faces.json"
+    path.write_text(json.dumps(part))
+    return {"json": path, **folders, "crop": crop}
