@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[opens2v] cross pairs: {import_cross_pairs(job.run, args.pairs)} new", flush=True)
         if not job.report.accounted:
             return 1
-        run = ["--run-dir", job.run.root.uri()]
+        run = ["--run-dir", job.run.root.uri(), "--gpus", args.gpus, "--progress", args.progress,
+               "--part-inputs", str(args.part_inputs), "--part-mb", str(args.part_mb),
+               *(["--verbose"] if args.verbose else [])]
         if job.config.faces:  # stage 3 in the person boxes, then identities' cross pairs, on the Ray this job started
             code = stage3_faces.main([*run, *models_args(job.models), *faces_sets(cfg)]) or stage4b_cross_pairs.main(run)
             if code:
