@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.evaluate.entries import EntryInputError, index_entries, iter_entries
-from model.evaluate.opens2v import WEIGHTS
+from model.evaluate.opens2v import VERSIONS, WEIGHTS
 from model.evaluate.outputs import write_outputs
 from model.evaluate.scorer import EvaluateConfig, Evaluator
 from model.evaluate.summary import summary_text
@@ -49,13 +49,15 @@ def split_argv(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     own.add_argument("--videos")
     own.add_argument("--html")
     own.add_argument("--domain", choices=sorted(WEIGHTS), default="Open-Domain")
+    own.add_argument("--opens2v-version", choices=VERSIONS, default="1.0")
     return own.parse_known_args(list(sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     own, rest = split_argv(argv)
     job = StageJob(EVALUATE, EvaluateJobConfig, __doc__ + "\nextra flags: --videos DIR (required), --html FILE, "
-                   "--domain {Human-Domain,Open-Domain,Single-Domain}", rest, INPUT_HELP)
+                   "--domain {Human-Domain,Open-Domain,Single-Domain}, --opens2v-version {1.0,1.1} (their harness's "
+                   "JSON layout and weights)", rest, INPUT_HELP)
     if not job.args.input or not own.videos:
         raise UserError("give --input (what was generated from) and --videos (the folder of <key>.mp4)")
     cfg = job.config.evaluate
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(job.run.root.join("evaluation").path)
         if local:
             summary = write_outputs(rows, iter_entries(index) if own.html else [], out, own.domain, own.html,
-                                    scores_file=False)
+                                    scores_file=False, version=own.opens2v_version)
             print(summary_text(summary), flush=True)
             print(f"[evaluate] OpenS2V {own.domain} total (their merge): {summary['opens2v']['total_score']:.4f}; "
                   f"outputs in {out}", flush=True)

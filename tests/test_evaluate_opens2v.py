@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from curation.faces.synthetic import astronaut, face_window
@@ -74,6 +75,29 @@ def test_per_metric_files_match_their_layout_and_merge_like_their_script(tmp_pat
     human = merged_total(read_folder(folder), "Human-Domain")
     assert "nexus_score" not in human and abs(human["total_score"] - (
         0.15 * 0.75 + 0.15 * 0.625 + 0.25 * 0.5 + 0.15 * 0.5 + 0.30 * 0.75)) < 1e-9
+
+
+def test_harness_1_1_layout_and_weights(tmp_path):
+    """Their current harness: motion_amplitude.json + motion_smoothness.json (as their
+    eval/demo_result holds them) and the 1.1 weights; a folder switched from 1.0 loses motionscore.json."""
+    rows = rows_for("faceobj_14", facesim_cur=0.5, gme_score=0.7, aesthetic=5.5, motion_fb=0.35, motion_lk=7.2,
+                    motion_smoothness=0.9, nexus_score=0.02, naturalscore_1=4.0, naturalscore_2=4.0,
+                    naturalscore_3=4.0)
+    files = per_metric_json(rows, "1.1")
+    assert files["motion_amplitude"] == {"faceobj_14": {"motion_fb": 0.35, "motion_lk": 7.2}}
+    assert files["motion_smoothness"] == {"faceobj_14": {"motion_smoothness": 0.9}}
+    assert "motionscore" not in files
+    folder = tmp_path / "opens2v"
+    write_jsons(rows, folder)  # 1.0 first: its motionscore.json must not survive the switch
+    write_jsons(rows, folder, "1.1")
+    assert not (folder / "motionscore.json").exists() and (folder / "motion_smoothness.json").exists()
+    total = merged_total(read_folder(folder), "Open-Domain", "1.1")
+    # aes (5.5-4)/3=0.5, smoothness 0.9, amplitude 0.35, facesim 0.5, gme 0.7, nexus 0.4, natural 0.75
+    weighted = 0.16 * 0.5 + 0.06 * 0.9 + 0.02 * 0.35 + 0.20 * 0.5 + 0.12 * 0.7 + 0.20 * 0.4 + 0.24 * 0.75
+    assert abs(total["total_score"] - weighted) < 1e-9 and abs(total["motion_smoothness"] - 0.9) < 1e-9
+    assert "motion_smoothness" in total_notes(read_folder(folder), "Open-Domain", "1.1")["substitutes"]
+    with pytest.raises(ValueError, match="unknown OpenS2V-Eval version '2.0'"):
+        merged_total(read_folder(folder), "Open-Domain", "2.0")
 
 
 def test_summary_mean_bootstrap_interval_and_paper_total():

@@ -34,7 +34,7 @@ from model.evaluate.entries import (
     index_entries,
     iter_entries,
 )
-from model.evaluate.opens2v import WEIGHTS
+from model.evaluate.opens2v import VERSIONS, WEIGHTS
 from model.evaluate.outputs import write_outputs
 from model.evaluate.scorer import METRICS, EvaluateConfig, Evaluator
 from model.evaluate.summary import summary_text
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=("insightface", "dlib"), default=EvaluateConfig.faces,
                    help="ID-Sim recognizer: insightface (ArcFace, the paper's) or dlib (offline weights)")
     p.add_argument("--domain", choices=sorted(WEIGHTS), default="Open-Domain", help="OpenS2V total's weights")
+    p.add_argument("--opens2v-version", choices=VERSIONS, default="1.0",
+                   help="OpenS2V-Eval harness whose JSON layout and weights to follow (1.1: motion_amplitude + "
+                        "motion_smoothness)")
     p.add_argument("--html", help="write a page of frames, references and scores here")
     p.add_argument("--generate", action="store_true", help="run model.sample first for entries without a video")
     p.add_argument("--base", default="tiny", help="with --generate: the backbone for model.sample ('tiny' or a dir)")
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.extend(evaluator.evaluate(entry))
         print(f"[{n}/{index.num_rows}] {entry.key}", flush=True)
     summary = write_outputs(rows, iter_entries(index) if args.html else [], Path(args.out_dir), args.domain,
-                            args.html)
+                            args.html, version=args.opens2v_version)
     print(summary_text(summary))
     print(f"OpenS2V {args.domain} total (their merge): {summary['opens2v']['total_score']:.4f}; "
           f"{index.num_rows} videos in {time.perf_counter() - started:.1f}s -> {args.out_dir}")

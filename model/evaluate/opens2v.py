@@ -32,6 +32,15 @@ Every merged metric of ours is on their scale, so their ranges apply to all of t
 A total with a substitute is comparable in scale, not equal to theirs; ``total_notes`` names
 the substitutes in it and any weighted metric without values (their merge counts it as 0,
 so a total without ``facesim_cur`` weights is 0.20 lower: supply its weights).
+
+Two versions of their harness: ``1.0`` (above; the layout the leaderboard's first results
+used, and our default) and ``1.1`` (their current ``merge_result.py``): ``motionscore.json``
+becomes ``motion_amplitude.json`` (same ``motion_fb``/``motion_lk``) plus
+``motion_smoothness.json`` ``{id: {"motion_smoothness": x}}``, and the Open-Domain weights are
+aes 0.16, motion smoothness 0.06, motion amplitude 0.02, facesim_cur 0.20, gme 0.12, nexus
+0.20, natural 0.24 (Human-Domain 0.18, 0.09, 0.03, 0.25, 0.15, natural 0.30). Their 1.1
+smoothness is the share of frames without a Q-Align quality jump; ours is VBench's
+frame-interpolation form (``motion.py``), a substitute on the same 0-1 scale.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+VERSIONS = ("1.0", "1.1")
 # file name -> {key in the file: our metric}; a str value means the file maps id -> str(value)
 LAYOUT: dict[str, dict[str, str] | str] = {
     "facesim": {"cur_score": "facesim_cur", "arc_score": "id_sim"},
@@ -52,9 +62,17 @@ LAYOUT: dict[str, dict[str, str] | str] = {
     "naturalscore_2": "naturalscore_2",
     "naturalscore_3": "naturalscore_3",
 }
-# (min, max) as in their merge script
-RANGES = {"aes_score": (4.0, 7.0), "motion_score": (0.0, 1.0), "facesim_cur": (0.0, 1.0), "gme_score": (0.0, 1.0),
+LAYOUTS: dict[str, dict[str, dict[str, str] | str]] = {
+    "1.0": LAYOUT,
+    "1.1": {**{k: v for k, v in LAYOUT.items() if k != "motionscore"},
+            "motion_amplitude": {"motion_fb": "motion_fb", "motion_lk": "motion_lk"},
+            "motion_smoothness": {"motion_smoothness": "motion_smoothness"}},
+}
+# (min, max) as in their merge script; the motion ones are also taken as absolute values
+RANGES = {"aes_score": (4.0, 7.0), "motion_score": (0.0, 1.0), "motion_amplitude": (0.0, 1.0),
+          "motion_smoothness": (0.0, 1.0), "facesim_cur": (0.0, 1.0), "gme_score": (0.0, 1.0),
           "nexus_score": (0.0, 0.05), "natural_score": (1.0, 5.0)}
+ABSOLUTE = ("motion_score", "motion_amplitude", "motion_smoothness")
 WEIGHTS = {
     "Open-Domain": {"aes_score": 0.12, "motion_score": 0.12, "facesim_cur": 0.20, "gme_score": 0.12,
                     "nexus_score": 0.20, "natural_score": 0.24},
@@ -62,22 +80,40 @@ WEIGHTS = {
                      "natural_score": 0.30},
 }
 WEIGHTS["Single-Domain"] = WEIGHTS["Open-Domain"]
+WEIGHTS_1_1 = {
+    "Open-Domain": {"aes_score": 0.16, "motion_smoothness": 0.06, "motion_amplitude": 0.02, "facesim_cur": 0.20,
+                    "gme_score": 0.12, "nexus_score": 0.20, "natural_score": 0.24},
+    "Human-Domain": {"aes_score": 0.18, "motion_smoothness": 0.09, "motion_amplitude": 0.03, "facesim_cur": 0.25,
+                     "gme_score": 0.15, "natural_score": 0.30},
+}
+WEIGHTS_1_1["Single-Domain"] = WEIGHTS_1_1["Open-Domain"]
+WEIGHTS_BY_VERSION = {"1.0": WEIGHTS, "1.1": WEIGHTS_1_1}
 SUBSTITUTES = {
     "nexus_score": "GroundingDINO + DINO in place of YOLO-World + GME, in their form (mean cosine / frames "
                    "with a detection at 32 frames)",
     "natural_score": "an open VLM judge (captioner role) in place of GPT-4o, their 1-5 rubric",
+    "motion_smoothness": "VBench's frame-interpolation smoothness (flow-rebuilt frames) in place of their "
+                         "Q-Align artifact-frame share (harness 1.1)",
 }
 
 
-def per_metric_json(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Score rows (``entry_id``, ``metric``, ``value``, ``status``) -> {file name: content}."""
+def _check_version(version: str) -> None:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown OpenS2V-Eval version {version!r}; use one of {', '.join(VERSIONS)}")
+
+
+def per_metric_json(rows: Iterable[dict[str, Any]], version: str = "1.0") -> dict[str, dict[str, Any]]:
+    """Score rows (``entry_id``, ``metric``, ``value``, ``status``) -> {file name: content}, in
+    harness ``version``'s layout."""
+    _check_version(version)
+    layout = LAYOUTS[version]
     values: dict[str, dict[str, float]] = {}
     for row in rows:
         if row.get("value") is not None and row.get("status") == "kept":
             values.setdefault(row["entry_id"], {})[row["metric"]] = float(row["value"])
-    files: dict[str, dict[str, Any]] = {name: {} for name in LAYOUT}
+    files: dict[str, dict[str, Any]] = {name: {} for name in layout}
     for entry_id, scores in values.items():
-        for name, keys in LAYOUT.items():
+        for name, keys in layout.items():
             if isinstance(keys, str):
                 if keys in scores:
                     files[name][entry_id] = str(round(scores[keys]))
@@ -88,12 +124,16 @@ def per_metric_json(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return files
 
 
-def write_jsons(rows: Iterable[dict[str, Any]], folder: str | Path) -> list[Path]:
-    """The per-metric JSONs, alone in ``folder`` (created; stale ones of ours replaced)."""
+def write_jsons(rows: Iterable[dict[str, Any]], folder: str | Path, version: str = "1.0") -> list[Path]:
+    """The per-metric JSONs, alone in ``folder`` (created; stale ones of ours, of either version,
+    replaced or removed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, content in per_metric_json(rows).items():
+    files = per_metric_json(rows, version)
+    for other in {name for layout in LAYOUTS.values() for name in layout} - set(files):
+        (folder / f"{other}.json").unlink(missing_ok=True)
+    for name, content in files.items():
         path = folder / f"{name}.json"
         if content:
             path.write_text(json.dumps(content, indent=4))
@@ -110,6 +150,8 @@ def read_folder(folder: str | Path) -> dict[str, dict[str, Any]]:
         for entry_id, value in json.loads(path.read_text()).items():
             merged.setdefault(entry_id, {})[path.stem] = value
     renames = {"aesthetic_score": ("aes_score", "aes_score"), "motionscore": ("motion_fb", "motion_score"),
+               "motion_amplitude": ("motion_fb", "motion_amplitude"),
+               "motion_smoothness": ("motion_smoothness", "motion_smoothness"),
                "facesim": ("cur_score", "facesim_cur"), "gmescore": ("gme_score", "gme_score"),
                "nexusscore": ("nexus_score", "nexus_score")}
     for scores in merged.values():
@@ -125,8 +167,10 @@ def read_folder(folder: str | Path) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def merged_total(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain") -> dict[str, float]:
+def merged_total(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain",
+                 version: str = "1.0") -> dict[str, float]:
     """Their normalised per-metric means and weighted total (keys as in their output JSON)."""
+    _check_version(version)
     if domain not in WEIGHTS:
         raise ValueError(f"unknown OpenS2V domain {domain!r}; use one of {', '.join(WEIGHTS)}")
     sums = dict.fromkeys(RANGES, 0.0)
@@ -136,7 +180,7 @@ def merged_total(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain")
             if key not in scores or (key == "nexus_score" and scores[key] == 0):
                 continue  # their merge skips a zero NexusScore (nothing detected)
             value = float(scores[key])
-            if key == "motion_score":
+            if key in ABSOLUTE:
                 value = abs(value)
             value = min(value, high) if key not in ("aes_score", "natural_score") else max(min(value, high), low)
             sums[key] += value
@@ -145,15 +189,17 @@ def merged_total(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain")
     for key, (low, high) in RANGES.items():
         mean = sums[key] / counts[key] if counts[key] else 0.0
         normalised[key] = (mean - low) / (high - low)
-    weights = WEIGHTS[domain]
+    weights = WEIGHTS_BY_VERSION[version][domain]
     out = {"total_score": sum(w * normalised[k] for k, w in weights.items())}
     out.update({k: normalised[k] for k in weights})
     return out
 
 
-def total_notes(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain") -> dict[str, Any]:
+def total_notes(merged: dict[str, dict[str, Any]], domain: str = "Open-Domain",
+                version: str = "1.0") -> dict[str, Any]:
     """What the domain's total is made of: the substitutes in it and the weighted metrics with no value."""
-    weights = WEIGHTS[domain]
+    _check_version(version)
+    weights = WEIGHTS_BY_VERSION[version][domain]
     present = {key for scores in merged.values() for key in scores}
     return {"substitutes": {k: v for k, v in SUBSTITUTES.items() if k in weights and k in present},
             "missing": sorted(k for k in weights if k not in present)}

@@ -17,17 +17,18 @@ from schemas.tables import SCORES
 
 
 def write_outputs(rows: list[dict], entries: Iterable[Entry], out: Path, domain: str, html_path: str | None,
-                  scores_file: bool = True) -> dict:
-    """scores.parquet (unless the caller keeps its own table), summary.json, opens2v/*.json,
-    opens2v_total.json, and the page when ``html_path`` is given."""
+                  scores_file: bool = True, version: str = "1.0") -> dict:
+    """scores.parquet (unless the caller keeps its own table), summary.json, opens2v/*.json (in
+    OpenS2V-Eval harness ``version``'s layout), opens2v_total.json, and the page when
+    ``html_path`` is given."""
     out.mkdir(parents=True, exist_ok=True)
     if scores_file:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCORES), out / "scores.parquet")
     summary = summarize(rows)
-    write_jsons(rows, out / "opens2v")
+    write_jsons(rows, out / "opens2v", version)
     merged = read_folder(out / "opens2v")
-    summary["opens2v"] = merged_total(merged, domain)
-    summary["opens2v_notes"] = total_notes(merged, domain)
+    summary["opens2v"] = merged_total(merged, domain, version)
+    summary["opens2v_notes"] = {"version": version, **total_notes(merged, domain, version)}
     (out / "opens2v_total.json").write_text(json.dumps(summary["opens2v"], indent=4))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if html_path:
