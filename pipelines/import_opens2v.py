@@ -9,7 +9,9 @@ videos' keys, builds their rows in ``curation/opens2v`` (video probe, clip with 
 watermark crop, RGBA object cut-outs from the RLE masks, generated views and background as
 ``pairs``) and commits them under the chain's stage names (``probe``, ``clips``,
 ``objects``, ``pairs``), each commit skipping inputs that stage's ledger already holds,
-then the key's ``imports`` row: a killed import resumes by key without duplicates. The
+then the key's ``imports`` row: a killed import resumes by key without duplicates. Which
+inputs the chain's ledgers hold is read once per job, by one ``ChainLedgers`` actor that
+tasks ask (never a scan of every ledger part per task, which grows with the run). The
 pair lists (``--pairs``) become ``cross_pairs`` once every key is in; then
 ``stage4c_samples`` (the one assembly) writes ``samples``. A broken key (missing video,
 RLE size not the crop's, mask index not in ``mask_map``, a truncated JSON) is an error row
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -47,7 +51,7 @@ from curation.operator import setting
 from pipelines import stage3_faces, stage4b_cross_pairs, stage4c_samples
 from pipelines.cli import UserError, cli
 from pipelines.job import StageJob
-from pipelines.ledger import RunDir, clean_orphans, commit
+from pipelines.ledger import RunDir, block_hash, clean_orphans, commit
 from pipelines.stages import IMPORT_CROSS, IMPORT_OPENS2V
 from schemas.command import LOG
 from schemas.io import read_table
@@ -106,12 +110,48 @@ def read_keys(path: str) -> pa.Table:
                      "parse_error": pa.array(columns[4], pa.string())})
 
 
-def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2VConfig, source: str) -> pa.Table:
+class ChainLedgers:
+    """The chain stages' ledgers as they were when the job started, plus this job's claims.
+
+    One scan of each ledger's ``input`` column per job (ids only; held as Python sets, a few
+    tens of bytes per input, like ``StageJob.pending``'s view of the import's own ledger).
+    A task *claims* the inputs it is about to commit: it may commit those no ledger held and
+    no other block of this job claimed. The owner is the block's key hash, so a retried task
+    gets its own claims back; after an actor restart the claims are rebuilt from the ledgers,
+    which then hold whatever was committed. Runs as a Ray actor (``ray.remote(ChainLedgers)``).
+    """
+
+    def __init__(self, run_uri: str, stages: list[str]) -> None:
+        run = RunDir.of(run_uri)
+        self.done = {stage: set(run.read_ledger(stage).column("input").to_pylist()) for stage in stages}
+        self.claims: dict[str, dict[str, str]] = {stage: {} for stage in stages}
+
+    def claim(self, stage: str, inputs: list[str], owner: str) -> tuple[list[str], list[str]]:
+        """(``inputs`` this owner may commit, those a ledger or another block already has)."""
+        mine, taken = [], []
+        for item in inputs:
+            if item in self.done[stage] or self.claims[stage].setdefault(item, owner) != owner:
+                taken.append(item)
+            else:
+                mine.append(item)
+        return mine, taken
+
+
+def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2VConfig, source: str,
+                 ledgers: Any) -> pa.Table:
     """One block's keys (whole videos): their rows, committed table by table, then their ``imports``
-    rows. A video's clips commit together, because ``clips`` counts a video as one input."""
+    rows. A video's clips commit together, because ``clips`` counts a video as one input.
+    ``ledgers``: the job's ``ChainLedgers`` actor."""
+    import ray
+
     run = RunDir.of(run_uri)
+    owner = block_hash(batch.column("key").to_pylist())
     imports, tables = import_keys(batch.to_pylist(), folders, config, source)
-    late = clips_of_finished_videos(run, tables["clips"])
+
+    def claim(stage: str, inputs: list[str]) -> tuple[list[str], list[str]]:
+        return ray.get(ledgers.claim.remote(stage, inputs, owner))
+
+    late = clips_of_finished_videos(run, tables["clips"], claim)
     if late:  # never dropped silently: the key becomes an error row saying why
         imports = [error_row(r[INPUT], LayoutError(
             f"{r['uri']}: key {r[INPUT]!r} adds clip {r['clip_id']} to a video an earlier import finished; "
@@ -122,16 +162,17 @@ def import_block(batch: pa.Table, run_uri: str, folders: Folders, config: OpenS2
               "clips": sorted({c["video_id"] for c in tables["clips"]}),
               "objects": kept_clips, "pairs": kept_clips}
     for stage, table, column in CHAIN:
-        commit_new(run, stage, table, column, inputs[stage], tables[table])
+        mine = claim(stage, inputs[stage])[0] if inputs[stage] else []
+        commit_new(run, stage, table, column, inputs[stage], tables[table], set(mine))
     return to_table(imports, schema_for("imports"))
 
 
-def clips_of_finished_videos(run: RunDir, clips: list[dict]) -> set[str]:
-    """Clips whose video the ``clips`` ledger already holds but whose row is not in the table:
-    ``clips`` counts a video as one input, so a clip can no longer join it."""
+def clips_of_finished_videos(run: RunDir, clips: list[dict],
+                             claim: Callable[[str, list[str]], tuple[list[str], list[str]]]) -> set[str]:
+    """Clips whose video the ``clips`` ledger (or another block of this job) already has but whose
+    row is not in the table: ``clips`` counts a video as one input, so a clip can no longer join it."""
     videos = sorted({c["video_id"] for c in clips})
-    done = set(read_table(run.ledger("clips"), "ledger", ["input"], [("input", "in", videos)])
-               .column("input").to_pylist()) if videos else set()
+    done = set(claim("clips", videos)[1]) if videos else set()
     candidates = sorted({c["clip_id"] for c in clips if c["video_id"] in done})
     if not candidates or not run.has("clips"):
         return set(candidates)
@@ -150,12 +191,11 @@ def whole_videos(todo: pa.Table, limit: int | None) -> pa.Table:
     return todo.slice(0, end)
 
 
-def commit_new(run: RunDir, stage: str, table: str, column: str, inputs: list[str], rows: list[dict]) -> None:
-    """Commit ``rows`` of the inputs that ``stage``'s ledger does not hold yet (each input once)."""
-    done = set()
-    if inputs:
-        done = set(read_table(run.ledger(stage), "ledger", ["input"], [("input", "in", inputs)])
-                   .column("input").to_pylist())
+def commit_new(run: RunDir, stage: str, table: str, column: str, inputs: list[str], rows: list[dict],
+               mine: set[str]) -> None:
+    """Commit ``rows`` of the inputs this block claimed (``mine``: no ledger holds them yet and no
+    other block of the job claimed them), each input once."""
+    done = set(inputs) - mine
     key = schema_for(table).metadata[b"magref.key"].decode()
     out, seen = [], set()
     for row in rows:
@@ -218,9 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         job.report.selected = todo.num_rows
         if todo.num_rows:
             ds = job.dataset(todo, rows_per_block=cfg.pool.batch_size, together="path")
+            import ray
+
+            ledgers = ray.remote(ChainLedgers).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote(
+                job.run.root.uri(), [stage for stage, _, _ in CHAIN])
             ds = ds.map_batches(import_block, fn_kwargs={
-                "run_uri": job.run.root.uri(), "folders": folders, "config": cfg, "source": os.path.abspath(args.json)},
-                batch_size=None, batch_format="pyarrow", num_cpus=cfg.pool.num_cpus)  # whole blocks: whole videos
+                "run_uri": job.run.root.uri(), "folders": folders, "config": cfg, "source": os.path.abspath(args.json),
+                "ledgers": ledgers}, batch_size=None, batch_format="pyarrow",
+                num_cpus=cfg.pool.num_cpus)  # whole blocks: whole videos
             job.write(ds)
         if args.pairs:
             print(f"[opens2v] cross pairs: {import_cross_pairs(job.run, args.pairs)} new", flush=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.envelope import to_table
+from curation.envelope import empty_row, to_table
 from curation.faces import FacesConfig
 from curation.faces.detector import FaceDetector
 from curation.faces.segments import CLIP_CROP, FACE_REGIONS, FaceFrames
@@ -35,8 +35,8 @@ from curation.opens2v.synthetic import (
     shapes,
 )
 from pipelines import export, import_opens2v
-from pipelines.ledger import RunDir
-from schemas.tables import INPUT, KEPT
+from pipelines.ledger import RunDir, commit
+from schemas.tables import INPUT, KEPT, schema_for
 
 
 def _import(files: dict, run: Path, *extra: str) -> int:
@@ -285,3 +285,14 @@ def test_faces_by_default_from_the_person_boxes_get_identities_and_cross_pairs(t
     for sample in run_dir.read("samples").to_pylist():
         assert len(sample["faces"]) >= 1 and {f["identity_id"] for f in sample["faces"]} <= selected
         assert {o["label"] for o in sample["objects"]} == {"woman"}  # the person mask stays an object
+
+
+def test_chain_ledgers_read_once_and_hand_each_input_to_one_block(tmp_path):
+    """The import's tasks ask one snapshot which chain inputs they may commit: none a ledger held
+    when the job started, none another block claimed; a retried block gets its own back."""
+    commit(to_table([empty_row("v1")], schema_for("clips")), str(tmp_path), "clips", "clips")  # an earlier run
+    ledgers = import_opens2v.ChainLedgers(str(tmp_path), ["probe", "clips"])
+    assert ledgers.claim("clips", ["v1", "v2", "v3"], "block-a") == (["v2", "v3"], ["v1"])
+    assert ledgers.claim("clips", ["v3", "v4"], "block-b") == (["v4"], ["v3"])  # v3 is block a's
+    assert ledgers.claim("clips", ["v2", "v3"], "block-a") == (["v2", "v3"], [])  # a retry of block a
+    assert ledgers.claim("probe", ["v1"], "block-b") == (["v1"], [])  # each stage its own ledger
