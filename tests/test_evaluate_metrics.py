@@ -9,6 +9,7 @@ from skimage import data
 
 from curation import synthetic
 from curation.faces.synthetic import astronaut, face_window, tom_hanks
+from curation.pairs.backgrounds import remove_subjects
 from model.evaluate.base import MetricUnavailable
 from model.evaluate.dino import tiny_dino
 from model.evaluate.entries import FACE, OBJECT, Entry, Reference
@@ -16,6 +17,7 @@ from model.evaluate.faces import IdentitySimilarity
 from model.evaluate.motion import motion_fb, motion_lk, motion_smoothness
 from model.evaluate.scorer import EvaluateConfig, Evaluator, build_metrics
 from model.evaluate.subjects import (
+    BACKGROUND_CONFIG,
     BackgroundSimilarity,
     NexusScore,
     SubjectSimilarity,
@@ -137,3 +139,23 @@ def test_broken_entries_say_why_and_unavailable_metric_is_one_line(tmp_path, sce
     assert {r["status"] for r in bad_ref} == {"bad_reference"} and "x.png" in bad_ref[0]["detail"]
     with pytest.raises(MetricUnavailable, match="unknown face backend"):
         IdentitySimilarity("tiny", "cpu", backend="nope")
+
+
+def test_bg_sim_can_remove_subjects_with_the_inpainter_as_stage_4_does(scene, tmp_path):
+    """``evaluate.bg_inpaint=model``: the inpainter role fills the subject (tiny here: random
+    weights, so the fill is noise), the pixels away from the hole stay the frame's."""
+    with pytest.raises(ValueError, match="bg_inpaint"):
+        EvaluateConfig(bg_inpaint="sdxl")
+    supplied = lambda frames, labels: [{"thing": scene["mask"]} for _ in frames]
+    metric = BackgroundSimilarity("tiny", "cpu", regions=supplied, inpaint="model")
+    assert metric.model_ids == "dino=tiny,inpainter=tiny" and metric.inpainter is not None
+    hole = scene["mask"].astype(np.uint8) * 255
+    cleaned = remove_subjects(scene["with_thing"], hole, BACKGROUND_CONFIG, metric.inpainter)
+    far = ~cv2.dilate(hole, np.ones((15, 15), np.uint8)).astype(bool)
+    assert np.array_equal(cleaned[far], scene["with_thing"][far])
+    assert not np.array_equal(cleaned[scene["mask"]], scene["with_thing"][scene["mask"]])
+    synthetic.write_video(tmp_path / "v.mp4", [scene["with_thing"]] * 2)
+    entry = Entry("v", "", tmp_path / "v.mp4", [Reference(scene["thing"], "thing", OBJECT),
+                                                Reference(scene["background"], None, "background")])
+    value = metric.score(entry, read_video(tmp_path / "v.mp4", 2))["bg_sim"]
+    assert -1.0 <= value <= 1.0

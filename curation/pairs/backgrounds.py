@@ -171,6 +171,28 @@ def inpaint_opencv(image: np.ndarray, mask: np.ndarray, max_side: int = 384) -> 
     return cv2.resize(filled, (width, height), interpolation=cv2.INTER_CUBIC) if scale < 1 else filled
 
 
+def remove_subjects(image: np.ndarray, mask: np.ndarray, config: BackgroundConfig, pipe: Any = None,
+                    seed: int = 0) -> np.ndarray:
+    """``image`` with the mask's pixels (uint8, >0 = subject) filled and blended back over the
+    original: by the inpainter ``pipe`` (at a ``work_size`` of ``config.max_side`` when the image
+    is not one already) or, without one, by Telea. Stage 4's backgrounds and the evaluator's
+    Bg-Sim (Eq. 24) share it, so both remove subjects the same way."""
+    import cv2
+
+    if pipe is None:
+        return composite(image, inpaint_opencv(image, mask), mask)
+    height, width = image.shape[:2]
+    size = work_size(width, height, config.max_side)
+    resized = size != (width, height)
+    work = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if resized else image
+    hole = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) if resized else mask
+    filled = inpaint(pipe, work, hole, config.prompt, config.negative_prompt, seed, config.steps, config.guidance,
+                     config.strength)
+    if resized:
+        filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_CUBIC)
+    return composite(image, filled, mask)
+
+
 def composite(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Filled pixels inside the mask, the original outside, blended over a few pixels at the edge."""
     import cv2
@@ -269,13 +291,9 @@ class Backgrounds:
             if masked > self.config.max_masked:
                 row.update(status=TOO_MASKED, image=None, params=json.dumps(params, sort_keys=True))
                 continue
-            if self.pipe is None:
-                filled = inpaint_opencv(image, mask)
-            else:
-                filled = inpaint(self.pipe, image, mask, self.config.prompt, self.config.negative_prompt, seed,
-                                 self.config.steps, self.config.guidance, self.config.strength)
+            if self.pipe is not None:
                 params.update(steps=self.config.steps, guidance=self.config.guidance, strength=self.config.strength)
                 row["prompt"] = self.config.prompt
-            background, drawn = augment(composite(image, filled, mask), seed, self.config)
+            background, drawn = augment(remove_subjects(image, mask, self.config, self.pipe, seed), seed, self.config)
             row.update(image=encode_png(background), params=json.dumps({**params, "augment": drawn}, sort_keys=True))
         return fill_columns(live, rows, {**OUTPUT_COLUMNS, "status": pa.string()})

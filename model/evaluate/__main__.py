@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=EvaluateConfig.frames, help="frames sampled per video")
     p.add_argument("--faces", choices=("insightface", "dlib"), default=EvaluateConfig.faces,
                    help="ID-Sim recognizer: insightface (ArcFace, the paper's) or dlib (offline weights)")
+    p.add_argument("--bg-inpaint", choices=("opencv", "model"), default=EvaluateConfig.bg_inpaint,
+                   help="Bg-Sim removes subjects with OpenCV Telea (no weights) or the inpainter role (the paper's SDXL)")
     p.add_argument("--domain", choices=sorted(WEIGHTS), default="Open-Domain", help="OpenS2V total's weights")
     p.add_argument("--opens2v-version", choices=VERSIONS, default="1.0",
                    help="OpenS2V-Eval harness whose JSON layout and weights to follow (1.1: motion_amplitude + "
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        config = EvaluateConfig(metrics=metrics, frames=args.frames, faces=args.faces)
+        config = EvaluateConfig(metrics=metrics, frames=args.frames, faces=args.faces, bg_inpaint=args.bg_inpaint)
         models = parse_models(args.models)
         index = load_index(args)
         if args.generate:

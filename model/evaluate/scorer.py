@@ -48,6 +48,8 @@ class EvaluateConfig:
     frames: int = setting(8, help="frames sampled evenly per video for the model metrics (motion uses every frame)")
     motion_side: int = setting(128, help="short side of the frames motion is measured on")
     faces: str = setting("insightface", help="ID-Sim's recognizer: insightface (ArcFace, the paper's) or dlib (offline)")
+    bg_inpaint: str = setting("opencv", help="how Bg-Sim removes subjects: 'model' (the inpainter role, SDXL "
+                                             "inpainting as in the paper) or 'opencv' (Telea: no weights)")
     pool: ActorPool = setting(factory=lambda: ActorPool(actors=1, batch_size=2, num_cpus=0.5, num_gpus=1.0),
                               help="batch_size = videos per call; one GPU per actor when the job uses GPUs (--gpus)")
 
@@ -57,6 +59,8 @@ class EvaluateConfig:
             raise ValueError(f"evaluate.metrics: unknown {unknown}; known: {', '.join(METRICS)}")
         if self.frames < 1:
             raise ValueError(f"evaluate.frames must be >= 1, got {self.frames}")
+        if self.bg_inpaint not in ("opencv", "model"):
+            raise ValueError(f"evaluate.bg_inpaint: {self.bg_inpaint!r}; choose 'model' or 'opencv'")
 
 
 def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None = None,
@@ -72,6 +76,8 @@ def build_metrics(config: EvaluateConfig, models: Any = None, device: str | None
             kwargs.update(backend=config.faces, faces=shared.get("faces"))
         if name in DINO_METRICS:
             kwargs.update(regions=shared["regions"], dino=shared.get("dino"))
+        if name == "bg_sim":
+            kwargs.update(inpaint=config.bg_inpaint)
         try:
             metric = cls(models, device, **kwargs)
         except MetricUnavailable as exc:

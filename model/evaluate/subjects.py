@@ -4,9 +4,11 @@
   (``regions.RegionFinder``: GroundingDINO + SAM2 on its label) is cut out over white and
   DINO-embedded; the cosine with the reference's embedding is averaged over the sampled
   frames, a frame where the subject is not found counting 0 (it failed to show it).
-* Bg-Sim: every subject region of a frame is inpainted away (OpenCV Telea, stage 4's
-  ``background.backend=opencv``; the paper uses SDXL inpainting, our ``inpainter`` role), and
-  the result's DINO embedding is compared with the background reference.
+* Bg-Sim: every subject region of a frame is removed as stage 4 removes subjects for its
+  backgrounds (``curation.pairs.backgrounds.remove_subjects``): by the ``inpainter`` role
+  (SDXL inpainting, the paper's) with ``evaluate.bg_inpaint=model``, or by OpenCV Telea
+  (``opencv``, the default: no weights, deterministic, fast); the result's DINO embedding is
+  compared with the background reference.
 * NexusScore, in OpenS2V's form (``get_nexusscore.py``): on 32 sampled frames they detect
   every reference with YOLO-World (AGPL; image-prompted, boxes kept above confidence 0.6)
   and embed each box crop with GME-Qwen2-VL-7B; a crop counts when its GME text score with
@@ -25,11 +27,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.pairs.backgrounds import inpaint_opencv
+from curation.models import ModelSourceError, resolve
+from curation.pairs.backgrounds import BackgroundConfig, remove_subjects
 from model.evaluate.base import Metric, MetricUnavailable, NotScored, cosine
 from model.evaluate.entries import BACKGROUND, FACE, OBJECT, SUBJECT, Entry
 from model.evaluate.regions import RegionFinder, Regions, region_crop
 from model.evaluate.video import VideoFrames
+
+
+INPAINT_BACKENDS = ("opencv", "model")
+# Stage 4's defaults for the inpainter (prompt of an empty scene, steps, guidance, strength, work size).
+BACKGROUND_CONFIG = BackgroundConfig()
 
 
 def subject_references(entry: Entry) -> list:
@@ -70,14 +78,17 @@ def subject_similarity(dino, references: list, frames: list[np.ndarray], regions
     return float(np.mean(per_ref))
 
 
-def background_similarity(dino, background: np.ndarray, frames: list[np.ndarray], regions: list[dict]) -> float:
-    """Eq. 24-25: subjects inpainted out of each frame, DINO cosine with the background reference."""
+def background_similarity(dino, background: np.ndarray, frames: list[np.ndarray], regions: list[dict],
+                          inpainter=None) -> float:
+    """Eq. 24-25: subjects inpainted out of each frame (``inpainter``: the role's pipeline, or
+    ``None`` for Telea), DINO cosine with the background reference."""
     cleaned = []
     for frame, found in zip(frames, regions):
         hole = np.zeros(frame.shape[:2], bool)
         for mask in found.values():
             hole |= mask
-        cleaned.append(inpaint_opencv(frame, hole.astype(np.uint8) * 255) if hole.any() else frame)
+        cleaned.append(remove_subjects(frame, hole.astype(np.uint8) * 255, BACKGROUND_CONFIG, inpainter)
+                       if hole.any() else frame)
     return float(cosine(dino.embed(cleaned), dino.embed([background]))[:, 0].mean())
 
 
@@ -98,6 +109,21 @@ class BackgroundSimilarity(_DinoMetric):
     name = "bg_sim"
     outputs = ("bg_sim",)
 
+    def __init__(self, models=None, device=None, regions: Regions | None = None, dino=None,
+                 inpaint: str = "opencv"):
+        if inpaint not in INPAINT_BACKENDS:
+            raise ValueError(f"evaluate.bg_inpaint: {inpaint!r}; choose one of {', '.join(INPAINT_BACKENDS)}")
+        super().__init__(models, device, regions, dino)
+        self.inpainter = None
+        if inpaint == "model":
+            self.roles = (*self.roles, "inpainter")
+            try:
+                self.sources["inpainter"] = resolve("inpainter", models)
+            except ModelSourceError as exc:
+                raise MetricUnavailable(f"metric {self.name} skipped: {exc}; supply it with --models "
+                                        "inpainter=HUB_ID_OR_DIR, or use evaluate.bg_inpaint=opencv") from exc
+            self.inpainter = self.load("inpainter")
+
     def score(self, entry: Entry, video: VideoFrames) -> dict[str, float]:
         backgrounds = entry.of_kind(BACKGROUND)
         if not backgrounds:
@@ -105,7 +131,7 @@ class BackgroundSimilarity(_DinoMetric):
         frames = list(video.sampled)
         labels = [r.label for r in subject_references(entry)]
         found = self.regions(frames, labels) if labels else [{} for _ in frames]
-        return {"bg_sim": background_similarity(self.dino, backgrounds[0].image, frames, found)}
+        return {"bg_sim": background_similarity(self.dino, backgrounds[0].image, frames, found, self.inpainter)}
 
 
 OPENS2V_NEXUS_FRAMES = 32  # frames get_nexusscore.py samples; its score divides by their count with a detection
