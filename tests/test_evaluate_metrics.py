@@ -154,6 +154,8 @@ def test_bg_sim_can_remove_subjects_with_the_inpainter_as_stage_4_does(scene, tm
     far = ~cv2.dilate(hole, np.ones((15, 15), np.uint8)).astype(bool)
     assert np.array_equal(cleaned[far], scene["with_thing"][far])
     assert not np.array_equal(cleaned[scene["mask"]], scene["with_thing"][scene["mask"]])
+    telea = remove_subjects(scene["with_thing"], hole, BACKGROUND_CONFIG, None)
+    assert not np.array_equal(cleaned[scene["mask"]], telea[scene["mask"]])  # the inpainter filled it, not Telea
     synthetic.write_video(tmp_path / "v.mp4", [scene["with_thing"]] * 2)
     entry = Entry("v", "", tmp_path / "v.mp4", [Reference(scene["thing"], "thing", OBJECT),
                                                 Reference(scene["background"], None, "background")])

@@ -85,6 +85,11 @@ def test_the_switch_says_why_the_official_processors_cannot_run(monkeypatch):
         assert processors.use_official() is True
     monkeypatch.setenv("MAGREF_PREPROCESSING", "auto")
     assert processors.use_official() is (processors.torchvision_problem() is None)
+    # Where torchvision runs (it cannot here: stand its check in), auto takes it and ours still refuses it.
+    monkeypatch.setattr(processors, "torchvision_problem", lambda: None)
+    assert processors.use_official() is True
+    monkeypatch.setenv("MAGREF_PREPROCESSING", "ours")
+    assert processors.use_official() is False
 
 
 official = pytest.mark.skipif(processors.torchvision_problem() is not None,
